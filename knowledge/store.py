@@ -1,0 +1,357 @@
+"""The knowledge store: articles, their revisions, their chunks and cached embeddings in SQLite.
+
+Every change is a revision (when, by whom, what); a batch of changes made together (one
+import, one edit) is one transaction and raises the KB version by one, so every answer can
+cite the version it was grounded in. Chunk ids come from an AUTOINCREMENT column and are
+never reused: an id in the vector index always means the same text, which is what makes
+checking the index against the store (``live_chunk_ids``) sufficient.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from botkit.errors import ArticleNotFound, KnowledgeError
+from knowledge.chunking import chunk_article
+from knowledge.types import Article, ArticleDraft, Chunk, ChunkDraft, Revision
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS articles (
+    id TEXT PRIMARY KEY, title TEXT NOT NULL, body TEXT NOT NULL, tags TEXT NOT NULL,
+    questions TEXT NOT NULL, source TEXT, rev INTEGER NOT NULL, content_hash TEXT NOT NULL,
+    updated_at TEXT NOT NULL, updated_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS revisions (
+    article_id TEXT NOT NULL, rev INTEGER NOT NULL, kb_version INTEGER NOT NULL,
+    at TEXT NOT NULL, author TEXT NOT NULL, action TEXT NOT NULL, title TEXT NOT NULL,
+    body TEXT NOT NULL, tags TEXT NOT NULL, questions TEXT NOT NULL, note TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (article_id, rev));
+CREATE TABLE IF NOT EXISTS kb_versions (
+    version INTEGER PRIMARY KEY, at TEXT NOT NULL, author TEXT NOT NULL, summary TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id INTEGER PRIMARY KEY AUTOINCREMENT, article_id TEXT NOT NULL, ord INTEGER NOT NULL,
+    kind TEXT NOT NULL, heading TEXT NOT NULL, text TEXT NOT NULL, embed_text TEXT NOT NULL,
+    text_hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_by_article ON chunks (article_id);
+CREATE TABLE IF NOT EXISTS embeddings (
+    text_hash TEXT NOT NULL, model TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (text_hash, model));
+"""
+
+
+@dataclass(frozen=True)
+class ChangeSummary:
+    kb_version: int
+    created: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated or self.deleted)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _article(row: sqlite3.Row) -> Article:
+    return Article(
+        id=row["id"], title=row["title"], body=row["body"], tags=tuple(json.loads(row["tags"])),
+        questions=tuple(json.loads(row["questions"])), source=row["source"], rev=row["rev"],
+        updated_at=row["updated_at"], updated_by=row["updated_by"],
+    )
+
+
+def _revision(row: sqlite3.Row) -> Revision:
+    return Revision(
+        article_id=row["article_id"], rev=row["rev"], kb_version=row["kb_version"], at=row["at"],
+        author=row["author"], action=row["action"], title=row["title"], body=row["body"],
+        tags=tuple(json.loads(row["tags"])), questions=tuple(json.loads(row["questions"])),
+        note=row["note"],
+    )
+
+
+def _chunk(row: sqlite3.Row) -> Chunk:
+    return Chunk(row["chunk_id"], row["article_id"], row["ord"], row["kind"], row["heading"],
+                 row["text"], row["embed_text"], row["text_hash"])
+
+
+class KnowledgeStore:
+    """SQLite-backed articles, revisions and chunks. Thread-safe; WAL so several processes
+    (a running server and the CLI) can share one database."""
+
+    def __init__(self, path: Path | str, chunker: Callable[[ArticleDraft], list[ChunkDraft]] | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._chunker = chunker or chunk_article
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise KnowledgeError(f"{self.path}: cannot open the knowledge database ({exc})") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "KnowledgeStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ---------------------------------------------------------------------------
+    def kb_version(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='kb_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def get(self, article_id: str) -> Article:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM articles WHERE id=?", (article_id,)).fetchone()
+        if row is None:
+            raise ArticleNotFound(f"no article with id {article_id!r}; `botkit kb list` shows the ids")
+        return _article(row)
+
+    def find(self, article_id: str) -> Article | None:
+        try:
+            return self.get(article_id)
+        except ArticleNotFound:
+            return None
+
+    def list(self, tag: str | None = None) -> list[Article]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM articles ORDER BY id").fetchall()
+        articles = [_article(r) for r in rows]
+        return [a for a in articles if tag in a.tags] if tag else articles
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM articles").fetchone()[0])
+
+    def history(self, article_id: str) -> list[Revision]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM revisions WHERE article_id=? ORDER BY rev", (article_id,)
+            ).fetchall()
+        if not rows:
+            raise ArticleNotFound(f"no article with id {article_id!r} has ever existed")
+        return [_revision(r) for r in rows]
+
+    def revision(self, article_id: str, rev: int) -> Revision:
+        for r in self.history(article_id):
+            if r.rev == rev:
+                return r
+        raise ArticleNotFound(f"article {article_id!r} has no revision {rev}; `botkit kb history {article_id}` lists them")
+
+    def diff(self, article_id: str, from_rev: int, to_rev: int | None = None) -> str:
+        """A unified diff of an article between two revisions (default: to the latest)."""
+        history = self.history(article_id)
+        old = self.revision(article_id, from_rev)
+        new = history[-1] if to_rev is None else self.revision(article_id, to_rev)
+
+        def render(r: Revision) -> list[str]:
+            if r.action == "delete":
+                return []
+            head = [f"title: {r.title}", f"tags: {', '.join(r.tags)}"]
+            head += [f"question: {q}" for q in r.questions]
+            return [*head, "", *r.body.splitlines()]
+
+        return "\n".join(difflib.unified_diff(
+            render(old), render(new), f"{article_id}@{old.rev}", f"{article_id}@{new.rev}", lineterm=""
+        ))
+
+    def live_chunk_ids(self) -> np.ndarray:
+        with self._lock:
+            rows = self._db.execute("SELECT chunk_id FROM chunks ORDER BY chunk_id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def chunks(self, chunk_ids: Iterable[int] | None = None) -> list[Chunk]:
+        with self._lock:
+            if chunk_ids is None:
+                rows = self._db.execute("SELECT * FROM chunks ORDER BY chunk_id").fetchall()
+            else:
+                ids = [int(i) for i in chunk_ids]
+                rows = []
+                for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+                    part = ids[start:start + 900]
+                    rows += self._db.execute(
+                        f"SELECT * FROM chunks WHERE chunk_id IN ({','.join('?' * len(part))})", part
+                    ).fetchall()
+        return [_chunk(r) for r in rows]
+
+    def article_chunks(self, article_id: str) -> list[Chunk]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM chunks WHERE article_id=? ORDER BY ord", (article_id,)
+            ).fetchall()
+        return [_chunk(r) for r in rows]
+
+    def titles(self, article_ids: Iterable[str]) -> dict[str, tuple[str, str, str]]:
+        """id -> (title, kind, body) for the given ids."""
+        ids = list(set(article_ids))
+        if not ids:
+            return {}
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, title, questions, body FROM articles WHERE id IN ({','.join('?' * len(ids))})", ids
+            ).fetchall()
+        return {r["id"]: (r["title"], "faq" if r["questions"] != "[]" else "article", r["body"]) for r in rows}
+
+    # -- embedding cache -------------------------------------------------------------------
+    def cached_embeddings(self, model: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(hashes), 900):
+                part = list(hashes[start:start + 900])
+                for row in self._db.execute(
+                    f"SELECT text_hash, vector FROM embeddings WHERE model=? AND text_hash IN ({','.join('?' * len(part))})",
+                    [model, *part],
+                ):
+                    found[row[0]] = np.frombuffer(row[1], dtype=np.float32)
+        return found
+
+    def cache_embeddings(self, model: str, items: dict[str, np.ndarray]) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO embeddings (text_hash, model, vector) VALUES (?, ?, ?)",
+                [(h, model, np.asarray(v, dtype=np.float32).tobytes()) for h, v in items.items()],
+            )
+
+    # -- writing ---------------------------------------------------------------------------
+    def _bump_version(self, author: str, summary: str) -> int:
+        version = self.kb_version() + 1
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES ('kb_version', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(version),)
+        )
+        self._db.execute(
+            "INSERT INTO kb_versions (version, at, author, summary) VALUES (?, ?, ?, ?)",
+            (version, _now(), author, summary),
+        )
+        return version
+
+    def _next_rev(self, article_id: str) -> int:
+        row = self._db.execute("SELECT max(rev) FROM revisions WHERE article_id=?", (article_id,)).fetchone()
+        return (row[0] or 0) + 1
+
+    def _write(self, d: ArticleDraft, version: int, author: str, action: str, note: str = "") -> None:
+        rev, at = self._next_rev(d.id), _now()
+        tags, questions = json.dumps(list(d.tags)), json.dumps(list(d.questions))
+        self._db.execute(
+            "INSERT INTO revisions (article_id, rev, kb_version, at, author, action, title, body, tags, questions, note) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (d.id, rev, version, at, author, action, d.title, d.body, tags, questions, note),
+        )
+        self._db.execute(
+            "INSERT INTO articles (id, title, body, tags, questions, source, rev, content_hash, updated_at, updated_by) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET title=excluded.title, body=excluded.body, "
+            "tags=excluded.tags, questions=excluded.questions, source=excluded.source, rev=excluded.rev, "
+            "content_hash=excluded.content_hash, updated_at=excluded.updated_at, updated_by=excluded.updated_by",
+            (d.id, d.title, d.body, tags, questions, d.source, rev, d.hash, at, author),
+        )
+        self._replace_chunks(d)
+
+    def _replace_chunks(self, d: ArticleDraft) -> None:
+        """Keep chunk rows whose text is unchanged (their ids stay in the index), replace the rest."""
+        new = self._chunker(d)
+        old = self._db.execute("SELECT chunk_id, text_hash FROM chunks WHERE article_id=?", (d.id,)).fetchall()
+        wanted = Counter(c.hash for c in new)
+        keep: set[int] = set()
+        for row in old:
+            if wanted[row["text_hash"]] > 0:
+                wanted[row["text_hash"]] -= 1
+                keep.add(row["chunk_id"])
+        drop = [row["chunk_id"] for row in old if row["chunk_id"] not in keep]
+        self._db.executemany("DELETE FROM chunks WHERE chunk_id=?", [(i,) for i in drop])
+        kept_by_hash: dict[str, list[int]] = {}
+        for row in old:
+            if row["chunk_id"] in keep:
+                kept_by_hash.setdefault(row["text_hash"], []).append(row["chunk_id"])
+        for c in new:
+            ids = kept_by_hash.get(c.hash)
+            if ids:  # unchanged text: keep the id, refresh its position and display text
+                self._db.execute("UPDATE chunks SET ord=?, heading=?, text=? WHERE chunk_id=?",
+                                 (c.ord, c.heading, c.text, ids.pop()))
+            else:
+                self._db.execute(
+                    "INSERT INTO chunks (article_id, ord, kind, heading, text, embed_text, text_hash) VALUES (?,?,?,?,?,?,?)",
+                    (d.id, c.ord, c.kind, c.heading, c.text, c.embed_text, c.hash),
+                )
+
+    def upsert(self, drafts: Sequence[ArticleDraft], author: str = "operator", note: str = "") -> ChangeSummary:
+        """Create or update articles in one transaction; unchanged content makes no revision."""
+        created: list[str] = []
+        updated: list[str] = []
+        unchanged: list[str] = []
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            current = {
+                r["id"]: r["content_hash"]
+                for r in self._db.execute("SELECT id, content_hash FROM articles").fetchall()
+            }
+            for d in drafts:
+                if d.id not in current:
+                    created.append(d.id)
+                elif current[d.id] != d.hash:
+                    updated.append(d.id)
+                else:
+                    unchanged.append(d.id)
+            version = self.kb_version()
+            if created or updated:
+                version = self._bump_version(author, note or f"{len(created)} created, {len(updated)} updated")
+                changed = set(created) | set(updated)
+                for d in drafts:
+                    if d.id in changed:
+                        self._write(d, version, author, "create" if d.id in created else "update", note)
+        return ChangeSummary(version, tuple(created), tuple(updated), tuple(unchanged))
+
+    def delete(self, article_id: str, author: str = "operator", note: str = "") -> ChangeSummary:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            article = self.get(article_id)
+            version = self._bump_version(author, note or f"deleted {article_id}")
+            self._db.execute(
+                "INSERT INTO revisions (article_id, rev, kb_version, at, author, action, title, body, tags, questions, note) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (article_id, self._next_rev(article_id), version, _now(), author, "delete", article.title,
+                 article.body, json.dumps(list(article.tags)), json.dumps(list(article.questions)), note),
+            )
+            self._db.execute("DELETE FROM articles WHERE id=?", (article_id,))
+            self._db.execute("DELETE FROM chunks WHERE article_id=?", (article_id,))
+        return ChangeSummary(version, deleted=(article_id,))
+
+    def rollback(self, article_id: str, to_rev: int, author: str = "operator") -> ChangeSummary:
+        """Restore the content of an earlier revision as a new revision (works for deleted articles too)."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            target = self.revision(article_id, to_rev)
+            if target.action == "delete":
+                raise KnowledgeError(
+                    f"revision {to_rev} of {article_id!r} is a deletion; roll back to a revision before it"
+                )
+            current = self.find(article_id)
+            draft = ArticleDraft(article_id, target.title, target.body, target.tags, target.questions,
+                                 source=current.source if current else None)
+            if current is not None and current.hash == draft.hash:
+                return ChangeSummary(self.kb_version(), unchanged=(article_id,))
+            version = self._bump_version(author, f"rolled {article_id} back to revision {to_rev}")
+            self._write(draft, version, author, "rollback", f"to revision {to_rev}")
+        return ChangeSummary(version, updated=(article_id,))
