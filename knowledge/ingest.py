@@ -151,7 +151,8 @@ def parse_markdown(path: Path, text: str) -> list[ArticleDraft]:
         if m:
             fields["title"] = m.group(1).strip()
             body = body[: m.start()] + body[m.end():]
-    fields.setdefault("title", path.stem.replace("-", " ").replace("_", " ").strip().capitalize())
+    if not fields.get("title") and not fields.get("questions"):
+        fields["title"] = path.stem.replace("-", " ").replace("_", " ").strip().capitalize()
     fields["body"] = body
     try:
         return [make_draft(fields, f"{path}:{body_line}", default_id=slugify(path.stem))]

@@ -1,0 +1,75 @@
+"""Shared fixtures. Tests are offline: an autouse guard fails any connection that leaves
+the machine, and models load only from local paths."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "demo"
+SHARED_DATA = REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: object) -> object:
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/")):
+            raise RuntimeError(f"test tried to reach {address!r}: tests must stay offline")
+        return real_connect(self, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real default embedder (all-MiniLM-L6-v2 from site-packages), loaded once."""
+    from knowledge.embedding import make_embedder
+
+    e = make_embedder()
+    e.start()
+    return e
+
+
+def copy_demo(dest: Path) -> Path:
+    shutil.copytree(DEMO, dest, ignore=shutil.ignore_patterns(".botkit"))
+    return dest
+
+
+def open_kb(project_dir: Path, embedder, **config_overrides):
+    """A KnowledgeBase on a project, sharing the session's embedder (no reload per test)."""
+    from botkit.project import Project
+    from knowledge.base import KnowledgeBase
+    from knowledge.store import KnowledgeStore
+
+    project = Project.load(project_dir)
+    cfg = project.config.knowledge
+    for dotted, value in config_overrides.items():
+        section, key = dotted.split("__")
+        sub = getattr(cfg, section).model_copy(update={key: value})
+        cfg = cfg.model_copy(update={section: sub})
+    return KnowledgeBase(KnowledgeStore(project.db_path), embedder, project.index_dir, cfg, progress=False)
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path) -> Path:
+    return copy_demo(tmp_path / "demo")
+
+
+@pytest.fixture
+def demo_kb(demo_dir: Path, embedder):
+    kb = open_kb(demo_dir, embedder)
+    kb.start()
+    kb.import_paths([demo_dir / "kb"], author="test")
+    yield kb
+    kb.close()
