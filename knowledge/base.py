@@ -98,6 +98,8 @@ class KnowledgeBase:
         if self.index is not None:  # already started: just catch up with the store
             return self.sync()
         self.embedder.start()
+        for leftover in self.index_path.parent.glob(f".{self.index_path.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)  # a write that a crash interrupted; never loaded
         with self._lock:
             reason = ""
             index: VectorIndex | None = None
@@ -114,8 +116,8 @@ class KnowledgeBase:
                     reason, index = f"index was built with {index.meta.get('embedder')}, not {self.embedder.name}", None
                 elif index.kind != self._wanted_kind(n_live):
                     reason, index = f"index type {index.kind} is not the configured {self._wanted_kind(n_live)}", None
-                elif index.tombstone_ratio > 0.2:
-                    reason, index = "too many removed vectors in the HNSW graph", None
+                elif index.needs_rebuild:
+                    reason, index = f"the {index.kind} index has outgrown its structure", None
             if index is None:
                 report = self._rebuild(reason)
             else:
@@ -200,8 +202,8 @@ class KnowledgeBase:
             self.index.add(np.array([c.chunk_id for c in chunks], dtype=np.int64), vectors)
         changed = bool(len(missing) or len(stale))
         self.indexed_version = version
-        if self.index.kind == "hnsw" and self.index.tombstone_ratio > 0.2:
-            return self._rebuild("HNSW tombstones above 20%")
+        if self.index.needs_rebuild:
+            return self._rebuild(f"the {self.index.kind} index has outgrown its structure")
         if persist and changed:
             self._persist()
         status = "synced" if changed else "unchanged"

@@ -56,7 +56,7 @@ class VectorIndex:
     def build(cls, vectors: np.ndarray, ids: np.ndarray, kind: IndexKind = "flat", *, dim: int,
               **kw: int) -> "VectorIndex":
         index = cls(dim, kind, **kw)  # type: ignore[arg-type]
-        if kind == "ivf":
+        if kind == "ivf" and len(vectors):
             index._index = index._train_ivf(vectors)
         index.add(ids, vectors)
         return index
@@ -71,13 +71,23 @@ class VectorIndex:
             sample = vectors[np.random.default_rng(0).choice(n, 100_000, replace=False)]
         if n:
             ivf.train(np.ascontiguousarray(sample, dtype=np.float32))
-        ivf.own_fields = True
         self._quantizer = quantizer  # keep the Python wrapper alive as long as the index
+        self.meta["trained_on"] = n
         return ivf
 
     @property
     def ntotal(self) -> int:
         return 0 if self._index is None else int(self._index.ntotal) - len(self.tombstones)
+
+    @property
+    def needs_rebuild(self) -> bool:
+        """HNSW full of tombstones, or IVF cells trained on far fewer vectors than it now holds."""
+        if self.kind == "hnsw":
+            return self.tombstone_ratio > 0.2
+        if self.kind == "ivf":
+            trained_on = int(self.meta.get("trained_on", 0) or 0)  # type: ignore[call-overload]
+            return self.ntotal > max(4 * trained_on, 1000)
+        return False
 
     @property
     def tombstone_ratio(self) -> float:

@@ -1,0 +1,132 @@
+"""OnnxEmbedder against the torch reference: same vectors (fp32), close vectors (int8), one export per cache."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: `pip install onnxruntime onnx`")
+
+from botkit.errors import EmbeddingError  # noqa: E402
+from knowledge import onnx_embedding  # noqa: E402
+from knowledge.embedding import SentenceTransformerEmbedder, default_model_path  # noqa: E402
+from knowledge.onnx_embedding import OnnxEmbedder  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+LONG = " ".join(f"Paragraph {i}: the customer asked about refunds, shipping times and warranty terms." for i in range(40))
+SENTENCES = [
+    "hi", "ok", "Thanks!!", "no", "refund policy",
+    "How do I reset my password?",
+    "Can I change the shipping address after placing an order?",
+    "Where is my order #12345?!",
+    "error code 0x80070005 when installing — what now???",
+    "email: john.doe@example.com, phone: +1-555-0100; ref=ABC/42",
+    "Wie kann ich mein Passwort zurücksetzen?",
+    "¿Dónde está mi pedido? Lo pedí hace dos semanas.",
+    "Мой заказ не пришёл, что делать?",
+    "配送にはどのくらい時間がかかりますか？",
+    "Est-ce que je peux annuler mon abonnement à tout moment ?",
+    "...!!!???",
+    "The quick brown fox jumps over the lazy dog.",
+    "Our warranty covers manufacturing defects for two years from the date of purchase, excluding accidental damage.",
+    LONG,
+    "cancel   my\tsubscription\nplease",
+]
+# Measured on this model (per-sentence cosine to torch fp32): fp32 min 1.0000. int8 (dynamic, per-channel
+# weights): batch of 1: min 0.972, mean 0.990; all 20 in one batch: min 0.949, mean 0.987. The worst are one-
+# or two-token texts ("Thanks!!"), where mean pooling averages away little noise, and activation scales are
+# per batch tensor, so a short text batched with a 256-token one is quantised more coarsely.
+THRESHOLDS = {False: (0.999, 0.9999), True: (0.94, 0.985)}  # quantized -> (per-sentence min, mean)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    return SentenceTransformerEmbedder(default_model_path()).embed(SENTENCES)
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["fp32", "int8"])
+def embedder(request: pytest.FixtureRequest, cache_dir: Path) -> OnnxEmbedder:
+    emb = OnnxEmbedder(default_model_path(), quantized=request.param, batch_size=8, threads=2, cache_dir=cache_dir)
+    emb.start()
+    return emb
+
+
+def test_long_sentence_is_truncated_input() -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(default_model_path()), local_files_only=True)
+    assert len(tok(LONG)["input_ids"]) > 256  # so the truncation path is really exercised
+
+
+@pytest.mark.parametrize("batch_size", [8, 64])
+def test_matches_torch_reference(embedder: OnnxEmbedder, reference: np.ndarray, cache_dir: Path,
+                                 batch_size: int) -> None:
+    # 8: several length-sorted batches; 64 (the default): every text in one padded batch, the int8 worst case.
+    emb = OnnxEmbedder(default_model_path(), quantized=embedder.quantized, batch_size=batch_size, cache_dir=cache_dir)
+    cosines = (emb.embed(SENTENCES) * reference).sum(axis=1)
+    min_cos, mean_cos = THRESHOLDS[embedder.quantized]
+    worst = int(np.argmin(cosines))
+    assert cosines.min() >= min_cos, f"{SENTENCES[worst][:40]!r}: cosine {cosines[worst]:.4f}"
+    assert cosines.mean() >= mean_cos, f"mean cosine {cosines.mean():.4f}"
+
+
+def test_shape_dtype_and_unit_norms(embedder: OnnxEmbedder) -> None:
+    vectors = embedder.embed(SENTENCES)
+    assert embedder.dim == 384
+    assert vectors.shape == (len(SENTENCES), 384)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_name(embedder: OnnxEmbedder) -> None:
+    assert embedder.name == ("all-MiniLM-L6-v2:onnx-int8" if embedder.quantized else "all-MiniLM-L6-v2:onnx-fp32")
+
+
+def test_order_preserved_with_mixed_lengths(embedder: OnnxEmbedder, reference: np.ndarray) -> None:
+    # Interleave long and short texts so length-sorting reorders them across several batches.
+    perm = np.random.default_rng(0).permutation(len(SENTENCES))
+    vectors = embedder.embed([SENTENCES[i] for i in perm])
+    similarity = vectors @ reference.T
+    assert (similarity.argmax(axis=1) == perm).all()
+    if not embedder.quantized:  # int8 activation scales depend on the batch; fp32 must not
+        singles = np.vstack([embedder.embed([SENTENCES[i]]) for i in perm])
+        np.testing.assert_allclose(vectors, singles, atol=1e-4)
+
+
+def test_empty_input(embedder: OnnxEmbedder) -> None:
+    out = embedder.embed([])
+    assert out.shape == (0, 384) and out.dtype == np.float32
+
+
+def test_second_start_reuses_cached_file(embedder: OnnxEmbedder, cache_dir: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    path = embedder.onnx_path
+    assert path is not None and path.parent == cache_dir and path.exists()
+    mtime = path.stat().st_mtime_ns
+
+    def fail(*_: object) -> None:
+        raise AssertionError("the model was exported/quantised again")
+
+    monkeypatch.setattr(onnx_embedding, "_export_fp32", fail)
+    monkeypatch.setattr(onnx_embedding, "_quantize", fail)
+    again = OnnxEmbedder(default_model_path(), quantized=embedder.quantized, cache_dir=cache_dir)
+    again.start()
+    again.start()  # idempotent
+    assert again.onnx_path == path and path.stat().st_mtime_ns == mtime
+    assert not [p for p in cache_dir.iterdir() if p.name.endswith(".tmp")]
+    np.testing.assert_allclose(again.embed(SENTENCES[:3]), embedder.embed(SENTENCES[:3]), atol=1e-6)
+
+
+def test_missing_onnxruntime_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
+    with pytest.raises(EmbeddingError, match="pip install onnxruntime onnx"):
+        OnnxEmbedder(default_model_path(), cache_dir=tmp_path).start()
