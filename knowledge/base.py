@@ -35,6 +35,9 @@ from knowledge.types import ArticleDraft, Chunk, Hit, SearchResult
 
 log = logging.getLogger(__name__)
 INDEX_FILE = "vectors.faiss"
+# Rebuilding BM25 costs ~40 us per chunk; above this many chunks an edit rebuilds it in a
+# background thread (dense search sees the edit at once, lexical matching a moment later).
+LEXICAL_SYNC_MAX = 5_000
 _CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\r")
 
 
@@ -62,6 +65,8 @@ class KnowledgeBase:
         self.indexed_version = -1
         self.embedded_total = 0  # texts embedded by this instance (chunks and queries excluded)
         self._lock = threading.RLock()  # guards index/lexical mutation against concurrent searches
+        self._lexical_dirty = threading.Event()
+        self._lexical_thread: threading.Thread | None = None
 
     @classmethod
     def open(cls, project: "Project", *, progress: bool | None = None) -> "KnowledgeBase":  # noqa: F821
@@ -79,6 +84,10 @@ class KnowledgeBase:
         self.close()
 
     def close(self) -> None:
+        thread = self._lexical_thread
+        if thread is not None:
+            self._lexical_dirty.clear()
+            thread.join()
         self.store.close()
 
     # -- index lifecycle ---------------------------------------------------------------------
@@ -181,7 +190,7 @@ class KnowledgeBase:
         with self._lock:
             report = self._sync_locked(persist)
             if report.added or report.removed:
-                self._build_lexical()
+                self._build_lexical(background=True)
             return report
 
     def _sync_locked(self, persist: bool) -> SyncReport:
@@ -209,13 +218,28 @@ class KnowledgeBase:
         status = "synced" if changed else "unchanged"
         return SyncReport(status, len(missing), len(stale), embedded, version, seconds=time.perf_counter() - t0)
 
-    def _build_lexical(self) -> None:
+    def _build_lexical(self, background: bool = False) -> None:
         if not self.config.retrieval.hybrid:
             self.lexical = None
             return
+        if not background or self.index is None or self.index.ntotal <= LEXICAL_SYNC_MAX:
+            self.lexical = self._make_lexical()
+            return
+        self._lexical_dirty.set()
+        if self._lexical_thread is None or not self._lexical_thread.is_alive():
+            self._lexical_thread = threading.Thread(target=self._lexical_worker, name="bm25-rebuild", daemon=True)
+            self._lexical_thread.start()
+
+    def _make_lexical(self) -> LexicalIndex:
         chunks = self.store.chunks()
-        self.lexical = LexicalIndex(np.array([c.chunk_id for c in chunks], dtype=np.int64),
-                                    [c.embed_text for c in chunks])
+        return LexicalIndex(np.array([c.chunk_id for c in chunks], dtype=np.int64), [c.embed_text for c in chunks])
+
+    def _lexical_worker(self) -> None:
+        while self._lexical_dirty.is_set():
+            self._lexical_dirty.clear()
+            lexical = self._make_lexical()  # stale ids in an old index are harmless: hits are looked up in the store
+            with self._lock:
+                self.lexical = lexical
 
     def refresh(self) -> None:
         """Sync if the store changed since the index was last brought up to date (one SQL query)."""
