@@ -1,0 +1,1 @@
+"""Benchmark scripts for botkit (run from the repository root; see benchmarks/README.md)."""

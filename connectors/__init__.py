@@ -1,0 +1,1 @@
+"""Channels (web chat, Telegram, third-party connectors). Not built yet: see the issue tracker."""

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up botkit in ./.venv on a fresh machine: CPU torch first (an unpinned torch would pull
+# GBs of CUDA wheels), then botkit with its test extras, pinned by constraints.txt.
+# Idempotent: a second run only checks that everything is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "botkit needs Python 3.11 or newer; set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv" >&2
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+  echo "installing torch==2.13.0 (CPU)" >&2
+  "${PIP[@]}" install torch==2.13.0
+fi
+if ! .venv/bin/python -c 'import botkit, knowledge, faiss, bm25s, onnxruntime, pytest_asyncio' 2>/dev/null \
+   || ! .venv/bin/pip show botkit >/dev/null 2>&1; then
+  echo "installing botkit and its dependencies" >&2
+  "${PIP[@]}" install -c constraints.txt -e '.[test]'
+fi
