@@ -9,6 +9,7 @@ Errors name the key, the bad value and what is allowed, e.g.::
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,22 +68,69 @@ class KnowledgeConfig(_Strict):
     retrieval: RetrievalConfig = RetrievalConfig()
 
 
+class LocalLMConfig(_Strict):
+    """A Hugging Face causal LM from a local directory (never downloaded)."""
+
+    model_path: str = Field(..., min_length=1, description="local model directory, relative to the project")
+    adapter_path: str | None = Field(None, description="a LoRA adapter directory produced by `botkit train`")
+    max_new_tokens: int = Field(200, ge=1, le=4096)
+    max_time_s: float = Field(20.0, gt=0, le=600, description="generation stops after this long")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy decoding")
+    max_prompt_tokens: int = Field(1536, ge=64, le=131072)
+    threads: int = Field(0, ge=0, le=256)
+
+
+class OpenAIConfig(_Strict):
+    """An OpenAI-compatible chat-completions server (vLLM, TGI, llama.cpp, Ollama)."""
+
+    base_url: str = Field(..., pattern=r"^https?://", description="e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(..., min_length=1)
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
+    timeout_s: float = Field(30.0, gt=0, le=600)
+    connect_timeout_s: float = Field(5.0, gt=0, le=120)
+    retries: int = Field(2, ge=0, le=10)
+    max_tokens: int = Field(300, ge=1, le=32768)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+
+
+class DialogueConfig(_Strict):
+    responder: Literal["extractive", "local-lm", "openai"] = "extractive"
+    clarify_margin: float = Field(0.02, ge=0.0, le=1.0, description="top hits closer than this: ask which one")
+    history_turns: int = Field(6, ge=0, le=100, description="earlier turns given to a generative responder")
+    max_message_chars: int = Field(4000, ge=16, le=1_000_000)
+    followup_max_words: int = Field(8, ge=0, le=100, description="short pronoun-led messages are read with the previous question")
+    min_grounding: float = Field(0.6, ge=0.0, le=1.0, description="share of a generated reply's content words found in its passages")
+    handoff_message: str = "I'm passing you to a member of our team now. They'll see everything we've discussed."
+    handoff_offline_message: str = ("Our team is offline right now (support hours are in our help centre). "
+                                    "I've passed your conversation on and someone will reply as soon as we open.")
+    returned_message: str = "You're back with the virtual assistant. How else can I help?"
+    local_lm: LocalLMConfig | None = None
+    openai: OpenAIConfig | None = None
+
+
 class BotConfig(_Strict):
     name: str = Field("botkit bot", min_length=1, max_length=200)
     language: str = Field("en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
     state_dir: str = Field(".botkit", min_length=1, description="database and index, relative to the project")
     knowledge: KnowledgeConfig = KnowledgeConfig()
+    dialogue: DialogueConfig = DialogueConfig()
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The pydantic model that holds the key at ``loc`` (for listing allowed keys)."""
     model: type[BaseModel] = BotConfig
     for part in loc[:-1]:
+        if isinstance(part, int):  # an index into a list of models
+            continue
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None)
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        candidates = [ann, *typing.get_args(ann)]  # `Model | None`, `list[Model]`
+        for arg in list(candidates):
+            candidates += list(typing.get_args(arg))
+        models = [a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not models:
             return None
-        model = ann
+        model = models[0]
     return model
 
 
@@ -95,6 +143,8 @@ def _describe(err: dict[str, Any]) -> str:
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         did = f"; did you mean '{hint[0]}'?" if hint else ""
         return f"{key}: unknown key (allowed: {', '.join(allowed)}{did})"
+    if err["type"] == "missing":
+        return f"{key}: missing (this key is required)"
     value = err.get("input")
     shown = repr(value) if not isinstance(value, dict) else "a mapping"
     if len(shown) > 80:

@@ -10,7 +10,9 @@
     │   ├── ArticleNotFound       no article with that id (or revision)
     │   └── IndexCorrupt          the persisted index is unreadable (it is rebuilt from the store)
     ├── QueryError                a search query was rejected (empty, too long)
-    └── EmbeddingError            the embedding model could not be loaded or run
+    ├── EmbeddingError            the embedding model could not be loaded or run
+    ├── GenerationError           a language model could not be loaded, or a generation failed
+    └── MessageRejected           a customer message was refused (empty, too long, not text)
 
 Every message says what went wrong and what to do about it.
 """
@@ -76,3 +78,11 @@ class QueryError(BotkitError):
 
 class EmbeddingError(BotkitError):
     """The embedding model could not be loaded or run."""
+
+
+class GenerationError(BotkitError):
+    """A language model could not be loaded, or generating a reply failed or timed out."""
+
+
+class MessageRejected(BotkitError):
+    """A customer message was refused before anything was stored (empty, too long, not text)."""

@@ -1,0 +1,322 @@
+"""Conversation storage: conversations, turns, hand-offs and feedback.
+
+:class:`ConversationStore` is the seam (a PostgreSQL backend implements the same protocol);
+:class:`SQLiteConversationStore` is the default. SQLite work runs in a thread so the event
+loop never waits on the disk, and one exchange (the customer's turn, the bot's reply, a
+hand-off and the status change) is written in one transaction: never half of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from botkit.errors import BotkitError
+from botkit.types import Conversation, Escalation, Handoff, Source, Status, Turn
+
+T = TypeVar("T")
+
+
+class StoreError(BotkitError):
+    """A conversation-store operation failed or was refused."""
+
+
+class ConflictError(StoreError):
+    """The operation lost a race (e.g. another agent took the conversation first)."""
+
+
+class ConversationStore(Protocol):
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def get_or_create(self, conversation_id: str, channel: str, customer_id: str,
+                            attributes: dict[str, object], now: datetime) -> Conversation: ...
+    async def get(self, conversation_id: str) -> Conversation | None: ...
+    async def turns(self, conversation_id: str, limit: int | None = None) -> list[Turn]: ...
+    async def record(self, turns: Sequence[Turn], *, status: Status | None = None,
+                     handoff: Handoff | None = None) -> Handoff | None: ...
+    async def handoffs(self, status: str | None = None) -> list[Handoff]: ...
+    async def handoff_for(self, conversation_id: str) -> Handoff | None: ...
+    async def assign(self, conversation_id: str, agent: str, now: datetime) -> Handoff: ...
+    async def release(self, conversation_id: str, agent: str, outcome: str, now: datetime) -> Handoff: ...
+    async def set_feedback(self, conversation_id: str, seq: int, value: int) -> None: ...
+    async def set_satisfaction(self, conversation_id: str, score: int) -> None: ...
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY, channel TEXT NOT NULL, customer_id TEXT NOT NULL, status TEXT NOT NULL,
+    started_at TEXT NOT NULL, attributes TEXT NOT NULL, satisfaction INTEGER, assigned_agent TEXT);
+CREATE TABLE IF NOT EXISTS turns (
+    conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, role TEXT NOT NULL, text TEXT NOT NULL,
+    at TEXT NOT NULL, action TEXT NOT NULL, confidence REAL, sources TEXT NOT NULL, kb_version INTEGER,
+    resolved_query TEXT NOT NULL, escalation TEXT, author TEXT NOT NULL, feedback INTEGER NOT NULL DEFAULT 0,
+    meta TEXT NOT NULL, PRIMARY KEY (conversation_id, seq));
+CREATE TABLE IF NOT EXISTS handoffs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, conversation_id TEXT NOT NULL, reason TEXT NOT NULL,
+    rule TEXT NOT NULL, detail TEXT NOT NULL, summary TEXT NOT NULL, channel TEXT NOT NULL,
+    customer_id TEXT NOT NULL, created_at TEXT NOT NULL, status TEXT NOT NULL, agent TEXT, closed_at TEXT);
+CREATE INDEX IF NOT EXISTS handoffs_by_conversation ON handoffs (conversation_id, status);
+"""
+
+
+def _ts(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _conversation(row: sqlite3.Row) -> Conversation:
+    return Conversation(row["id"], row["channel"], row["customer_id"], row["status"], _dt(row["started_at"]),  # type: ignore[arg-type]
+                        json.loads(row["attributes"]), row["satisfaction"], row["assigned_agent"])
+
+
+def _turn(row: sqlite3.Row) -> Turn:
+    esc = json.loads(row["escalation"]) if row["escalation"] else None
+    return Turn(
+        conversation_id=row["conversation_id"], seq=row["seq"], role=row["role"], text=row["text"],
+        at=_dt(row["at"]), action=row["action"], confidence=row["confidence"],  # type: ignore[arg-type]
+        sources=tuple(Source(**s) for s in json.loads(row["sources"])), kb_version=row["kb_version"],
+        resolved_query=row["resolved_query"], escalation=Escalation(**esc) if esc else None,
+        author=row["author"], feedback=row["feedback"], meta=json.loads(row["meta"]),
+    )
+
+
+def _handoff(row: sqlite3.Row) -> Handoff:
+    return Handoff(row["id"], row["conversation_id"], row["reason"], row["rule"], row["detail"], row["summary"],
+                   row["channel"], row["customer_id"], _dt(row["created_at"]), row["status"], row["agent"],  # type: ignore[arg-type]
+                   _dt(row["closed_at"]))
+
+
+class SQLiteConversationStore:
+    """The default store: one SQLite file (WAL), operations run in a worker thread."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    async def start(self) -> None:
+        if self._db is None:
+            await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await asyncio.to_thread(db.close)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._db is None:
+            raise StoreError("the conversation store is not started; use `async with` or call start()")
+        db = self._db
+
+        def locked() -> T:
+            with self._lock:
+                return fn(db)
+
+        return await asyncio.to_thread(locked)
+
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def tx(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+        return await self._run(tx)
+
+    # -- conversations -----------------------------------------------------------------------
+    async def get_or_create(self, conversation_id: str, channel: str, customer_id: str,
+                            attributes: dict[str, object], now: datetime) -> Conversation:
+        def op(db: sqlite3.Connection) -> Conversation:
+            row = db.execute("SELECT * FROM conversations WHERE id=?", (conversation_id,)).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO conversations (id, channel, customer_id, status, started_at, attributes) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (conversation_id, channel, customer_id, "bot", _ts(now), json.dumps(attributes, default=str)),
+                )
+                row = db.execute("SELECT * FROM conversations WHERE id=?", (conversation_id,)).fetchone()
+            elif attributes and json.loads(row["attributes"]) != {**json.loads(row["attributes"]), **attributes}:
+                merged = {**json.loads(row["attributes"]), **attributes}
+                db.execute("UPDATE conversations SET attributes=? WHERE id=?", (json.dumps(merged, default=str), conversation_id))
+                row = db.execute("SELECT * FROM conversations WHERE id=?", (conversation_id,)).fetchone()
+            return _conversation(row)
+
+        return await self._tx(op)
+
+    async def get(self, conversation_id: str) -> Conversation | None:
+        def op(db: sqlite3.Connection) -> Conversation | None:
+            row = db.execute("SELECT * FROM conversations WHERE id=?", (conversation_id,)).fetchone()
+            return _conversation(row) if row else None
+
+        return await self._run(op)
+
+    async def conversations(self, limit: int = 100) -> list[Conversation]:
+        def op(db: sqlite3.Connection) -> list[Conversation]:
+            rows = db.execute("SELECT * FROM conversations ORDER BY started_at DESC LIMIT ?", (limit,)).fetchall()
+            return [_conversation(r) for r in rows]
+
+        return await self._run(op)
+
+    async def turns(self, conversation_id: str, limit: int | None = None) -> list[Turn]:
+        def op(db: sqlite3.Connection) -> list[Turn]:
+            if limit is None:
+                rows = db.execute("SELECT * FROM turns WHERE conversation_id=? ORDER BY seq", (conversation_id,)).fetchall()
+            else:
+                rows = db.execute("SELECT * FROM (SELECT * FROM turns WHERE conversation_id=? ORDER BY seq DESC LIMIT ?) "
+                                  "ORDER BY seq", (conversation_id, limit)).fetchall()
+            return [_turn(r) for r in rows]
+
+        return await self._run(op)
+
+    async def next_seq(self, conversation_id: str) -> int:
+        def op(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT max(seq) FROM turns WHERE conversation_id=?", (conversation_id,)).fetchone()
+            return (row[0] or 0) + 1
+
+        return await self._run(op)
+
+    async def record(self, turns: Sequence[Turn], *, status: Status | None = None,
+                     handoff: Handoff | None = None) -> Handoff | None:
+        """Store turns, a status change and a new hand-off together, or none of them."""
+
+        def op(db: sqlite3.Connection) -> Handoff | None:
+            for t in turns:
+                db.execute(
+                    "INSERT INTO turns (conversation_id, seq, role, text, at, action, confidence, sources, kb_version, "
+                    "resolved_query, escalation, author, feedback, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (t.conversation_id, t.seq, t.role, t.text, _ts(t.at), t.action, t.confidence,
+                     json.dumps([s.__dict__ for s in t.sources]), t.kb_version, t.resolved_query,
+                     json.dumps(t.escalation.__dict__) if t.escalation else None, t.author, t.feedback,
+                     json.dumps(dict(t.meta), default=str)),
+                )
+            conversation_id = turns[0].conversation_id if turns else (handoff.conversation_id if handoff else None)
+            if status is not None and conversation_id is not None:
+                db.execute("UPDATE conversations SET status=?, assigned_agent=CASE WHEN ?='bot' THEN NULL "
+                           "ELSE assigned_agent END WHERE id=?", (status, status, conversation_id))
+            if handoff is None:
+                return None
+            cur = db.execute(
+                "INSERT INTO handoffs (conversation_id, reason, rule, detail, summary, channel, customer_id, created_at, status) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (handoff.conversation_id, handoff.reason, handoff.rule, handoff.detail, handoff.summary,
+                 handoff.channel, handoff.customer_id, _ts(handoff.created_at), "waiting"),
+            )
+            return _handoff(db.execute("SELECT * FROM handoffs WHERE id=?", (cur.lastrowid,)).fetchone())
+
+        return await self._tx(op)
+
+    # -- hand-offs ---------------------------------------------------------------------------
+    async def handoffs(self, status: str | None = None) -> list[Handoff]:
+        def op(db: sqlite3.Connection) -> list[Handoff]:
+            if status is None:
+                rows = db.execute("SELECT * FROM handoffs ORDER BY id").fetchall()
+            else:
+                rows = db.execute("SELECT * FROM handoffs WHERE status=? ORDER BY id", (status,)).fetchall()
+            return [_handoff(r) for r in rows]
+
+        return await self._run(op)
+
+    async def handoff_for(self, conversation_id: str) -> Handoff | None:
+        """The open (waiting or assigned) hand-off of a conversation, if any."""
+
+        def op(db: sqlite3.Connection) -> Handoff | None:
+            row = db.execute("SELECT * FROM handoffs WHERE conversation_id=? AND status IN ('waiting','assigned') "
+                             "ORDER BY id DESC LIMIT 1", (conversation_id,)).fetchone()
+            return _handoff(row) if row else None
+
+        return await self._run(op)
+
+    async def assign(self, conversation_id: str, agent: str, now: datetime) -> Handoff:
+        """Give a waiting conversation to an agent. Exactly one of two racing agents wins."""
+
+        def op(db: sqlite3.Connection) -> Handoff:
+            cur = db.execute("UPDATE handoffs SET status='assigned', agent=? WHERE conversation_id=? AND status='waiting'",
+                             (agent, conversation_id))
+            if cur.rowcount != 1:
+                row = db.execute("SELECT agent, status FROM handoffs WHERE conversation_id=? ORDER BY id DESC LIMIT 1",
+                                 (conversation_id,)).fetchone()
+                if row is None:
+                    raise StoreError(f"conversation {conversation_id!r} has no hand-off to take")
+                raise ConflictError(f"conversation {conversation_id!r} is {row['status']}"
+                                    + (f" (agent {row['agent']})" if row["agent"] else ""))
+            db.execute("UPDATE conversations SET assigned_agent=? WHERE id=?", (agent, conversation_id))
+            row = db.execute("SELECT * FROM handoffs WHERE conversation_id=? AND status='assigned' ORDER BY id DESC LIMIT 1",
+                             (conversation_id,)).fetchone()
+            return _handoff(row)
+
+        return await self._tx(op)
+
+    async def release(self, conversation_id: str, agent: str, outcome: str, now: datetime) -> Handoff:
+        """End an agent's hand-off: ``returned`` (to the bot) or ``closed``."""
+        if outcome not in ("returned", "closed"):
+            raise ValueError(f"outcome must be 'returned' or 'closed', not {outcome!r}")
+
+        def op(db: sqlite3.Connection) -> Handoff:
+            row = db.execute("SELECT * FROM handoffs WHERE conversation_id=? AND status IN ('waiting','assigned') "
+                             "ORDER BY id DESC LIMIT 1", (conversation_id,)).fetchone()
+            if row is None:
+                raise ConflictError(f"conversation {conversation_id!r} is not handed off")
+            if row["status"] == "assigned" and row["agent"] != agent:
+                raise ConflictError(f"conversation {conversation_id!r} belongs to agent {row['agent']}, not {agent}")
+            db.execute("UPDATE handoffs SET status=?, agent=?, closed_at=? WHERE id=?", (outcome, agent, _ts(now), row["id"]))
+            db.execute("UPDATE conversations SET status=?, assigned_agent=NULL WHERE id=?",
+                       ("bot" if outcome == "returned" else "closed", conversation_id))
+            return _handoff(db.execute("SELECT * FROM handoffs WHERE id=?", (row["id"],)).fetchone())
+
+        return await self._tx(op)
+
+    # -- feedback ----------------------------------------------------------------------------
+    async def set_feedback(self, conversation_id: str, seq: int, value: int) -> None:
+        if value not in (-1, 0, 1):
+            raise ValueError("feedback is +1 (thumbs up), -1 (thumbs down) or 0 (none)")
+
+        def op(db: sqlite3.Connection) -> None:
+            cur = db.execute("UPDATE turns SET feedback=? WHERE conversation_id=? AND seq=? AND role='bot'",
+                             (value, conversation_id, seq))
+            if cur.rowcount != 1:
+                raise StoreError(f"conversation {conversation_id!r} has no bot reply number {seq}")
+
+        await self._run(op)
+
+    async def set_satisfaction(self, conversation_id: str, score: int) -> None:
+        if not 1 <= score <= 5:
+            raise ValueError(f"satisfaction is a score from 1 to 5, not {score}")
+
+        def op(db: sqlite3.Connection) -> None:
+            cur = db.execute("UPDATE conversations SET satisfaction=? WHERE id=?", (score, conversation_id))
+            if cur.rowcount != 1:
+                raise StoreError(f"no conversation {conversation_id!r}")
+
+        await self._run(op)
+
+    async def stats(self) -> dict[str, Any]:
+        def op(db: sqlite3.Connection) -> dict[str, Any]:
+            return {
+                "conversations": db.execute("SELECT count(*) FROM conversations").fetchone()[0],
+                "turns": db.execute("SELECT count(*) FROM turns").fetchone()[0],
+                "handoffs_waiting": db.execute("SELECT count(*) FROM handoffs WHERE status='waiting'").fetchone()[0],
+            }
+
+        return await self._run(op)

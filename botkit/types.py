@@ -1,0 +1,193 @@
+"""Boundary data of the dialogue core: frozen dataclasses that connectors, responders,
+escalation rules and stores exchange. No vendor objects and no loose dicts cross these seams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+Role = Literal["customer", "bot", "agent", "system"]
+Action = Literal["answer", "clarify", "escalate", "handoff", "agent"]
+Status = Literal["bot", "handed_off", "closed"]
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A customer message as a connector hands it to the engine."""
+
+    conversation_id: str
+    text: str
+    channel: str = "cli"
+    customer_id: str = ""
+    attributes: Mapping[str, object] = field(default_factory=dict)  # e.g. {"vip": True, "plan": "pro"}, from the channel/CRM
+    at: datetime | None = None  # when it was received; the engine fills in "now"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One article found for a query, with the passage that matched best."""
+
+    article_id: str
+    title: str
+    kind: Literal["faq", "article"]
+    score: float  # what the threshold is compared with
+    dense_score: float  # cosine similarity of the best chunk
+    lexical_score: float  # normalised BM25 of the best chunk, 0 when hybrid is off
+    chunk_id: int
+    heading: str
+    passage: str  # the matching passage, or the FAQ answer for a matched question
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    query: str
+    hits: tuple[Hit, ...]
+    kb_version: int
+    threshold: float
+    latency_ms: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def answered(self) -> bool:
+        """True when the best hit clears the project's threshold."""
+        return bool(self.hits) and self.hits[0].score >= self.threshold
+
+    @property
+    def best(self) -> Hit | None:
+        return self.hits[0] if self.hits else None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A knowledge-base entry a reply was grounded in."""
+
+    id: str
+    title: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What a responder proposes before escalation rules have their say."""
+
+    action: Literal["answer", "clarify"]
+    text: str
+    confidence: float  # best retrieval score behind the reply
+    sources: tuple[Source, ...] = ()
+    grounded: bool = True  # False when nothing cleared the threshold ("I don't know")
+    responder: str = "extractive"
+    options: tuple[Source, ...] = ()  # for clarify: the candidates the customer chooses between
+    note: str = ""  # why a generated reply was replaced, etc.
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """A rule's decision to hand the conversation to a human."""
+
+    reason: str  # a stable code: "asked_for_human", "frustration", "low_confidence", ...
+    rule: str  # which configured rule fired (its type and position)
+    detail: str  # the evidence, readable: "matched 'talk to a person' in turn 4"
+    summary: str = ""  # a short summary of the conversation for the agent
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One stored message of a conversation, with everything needed to explain it later."""
+
+    conversation_id: str
+    seq: int  # 1, 2, 3, ... within the conversation
+    role: Role
+    text: str
+    at: datetime
+    action: str = ""  # for bot turns: answer | clarify | escalate | agent ...
+    confidence: float | None = None
+    sources: tuple[Source, ...] = ()
+    kb_version: int | None = None
+    resolved_query: str = ""  # the customer text after follow-up resolution
+    escalation: Escalation | None = None
+    author: str = ""  # agent name for agent turns, responder name for bot turns
+    feedback: int = 0  # +1 / -1 thumbs on a bot turn, 0 none
+    meta: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    channel: str
+    customer_id: str
+    status: Status
+    started_at: datetime
+    attributes: Mapping[str, object] = field(default_factory=dict)
+    satisfaction: int | None = None  # 1-5, when the customer rated it
+    assigned_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class ConversationState:
+    """What an escalation rule sees: the conversation so far, the new message, the proposal."""
+
+    conversation: Conversation
+    turns: tuple[Turn, ...]  # history, oldest first, including the new customer turn
+    message: IncomingMessage
+    candidate: Candidate
+    now: datetime
+
+    @property
+    def customer_turns(self) -> tuple[Turn, ...]:
+        return tuple(t for t in self.turns if t.role == "customer")
+
+    @property
+    def bot_turns(self) -> tuple[Turn, ...]:
+        return tuple(t for t in self.turns if t.role == "bot")
+
+
+@dataclass(frozen=True)
+class Handoff:
+    id: int
+    conversation_id: str
+    reason: str
+    rule: str
+    detail: str
+    summary: str
+    channel: str
+    customer_id: str
+    created_at: datetime
+    status: Literal["waiting", "assigned", "returned", "closed"] = "waiting"
+    agent: str | None = None
+    closed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The engine's answer to one customer message."""
+
+    conversation_id: str
+    action: Action
+    text: str
+    confidence: float | None = None
+    sources: tuple[Source, ...] = ()
+    kb_version: int | None = None
+    escalation: Escalation | None = None
+    turn_seq: int | None = None  # the stored bot turn (for feedback); None when the bot stayed silent
+    resolved_query: str = ""
+    responder: str = ""
+    options: tuple[Source, ...] = field(default=())
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "conversation": self.conversation_id,
+            "action": self.action,
+            "text": self.text,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "sources": [{"id": s.id, "title": s.title, "score": round(s.score, 4)} for s in self.sources],
+            "kb_version": self.kb_version,
+            "escalation": None if self.escalation is None else {
+                "reason": self.escalation.reason, "summary": self.escalation.summary,
+                "rule": self.escalation.rule, "detail": self.escalation.detail},
+            "turn": self.turn_seq,
+            "resolved_query": self.resolved_query,
+            "responder": self.responder,
+        }
