@@ -1,0 +1,312 @@
+"""The dialogue engine: one customer message in, one reply out, everything stored.
+
+Per message: validate → (if a human has the conversation: store it for them, stay silent)
+→ resolve follow-ups and answers to clarifying questions → retrieve → respond → escalation
+rules → store the customer turn, the reply and any hand-off in one transaction → tell
+listeners (channels, the agent console).
+
+Ordering: messages of one conversation are processed strictly in arrival order (a FIFO
+``asyncio.Lock`` per conversation); different conversations run concurrently. CPU work
+(embedding, search, local generation) runs in threads inside the retriever and responder,
+so the event loop stays free. A failure while handling one message never escapes as a
+crash of the loop: the customer gets a safe reply (the extractive one, or a hand-off) and
+the error is logged with the conversation id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import AsyncIterator, Literal, Protocol
+
+from botkit.config import DialogueConfig
+from botkit.context import resolve_choice, resolve_followup
+from botkit.errors import BotkitError, MessageRejected
+from botkit.responder import ExtractiveResponder, Responder, ResponderRequest, source_of
+from botkit.store import ConversationStore
+from botkit.types import (Candidate, Conversation, ConversationState, Escalation, Handoff, Hit, IncomingMessage,
+                          Reply, SearchResult, Source, Turn)
+
+log = logging.getLogger(__name__)
+
+Rule = Callable[[ConversationState], Escalation | None]
+_CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\r")
+_CONTROL[0x7F] = None
+
+
+class Retriever(Protocol):
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def search(self, query: str, k: int | None = None) -> SearchResult: ...
+
+
+EventKind = Literal["customer", "bot", "agent", "handoff", "assigned", "returned", "closed", "note"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something listeners (channels, the agent console) may need to act on."""
+
+    kind: EventKind
+    conversation: Conversation
+    turn: Turn | None = None
+    handoff: Handoff | None = None
+
+
+Listener = Callable[[Event], Awaitable[None]]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Engine:
+    def __init__(self, *, retriever: Retriever, responder: Responder, store: ConversationStore,
+                 rules: Sequence[tuple[str, Rule]] = (), config: DialogueConfig | None = None,
+                 bot_name: str = "botkit", clock: Callable[[], datetime] = utcnow,
+                 summarize: Callable[[ConversationState], str] | None = None):
+        self.retriever = retriever
+        self.responder = responder
+        self.store = store
+        self.rules = list(rules)
+        self.config = config or DialogueConfig()
+        self.bot_name = bot_name
+        self.clock = clock
+        self.summarize = summarize
+        self.fallback = ExtractiveResponder(self.config.clarify_margin)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiters: dict[str, int] = {}
+        self._listeners: list[Listener] = []
+        self._started = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the store and load the models. A bad model path fails here, not on a customer."""
+        if self._started:
+            return
+        await self.store.start()
+        await self.retriever.start()
+        await self.responder.start()
+        self._started = True
+
+    async def close(self) -> None:
+        for closer in (self.responder.close, self.retriever.close, self.store.close):
+            try:
+                await closer()
+            except Exception:  # noqa: BLE001 - closing everything matters more than the first error
+                log.exception("error while closing")
+        self._started = False
+
+    async def __aenter__(self) -> "Engine":
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` for every event; returns a function that unsubscribes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    async def _emit(self, event: Event) -> None:
+        for listener in list(self._listeners):
+            try:
+                await listener(event)
+            except Exception:  # noqa: BLE001 - one broken listener must not break the conversation
+                log.exception("listener failed on %s event for conversation %s", event.kind, event.conversation.id)
+
+    @asynccontextmanager
+    async def _conversation_lock(self, conversation_id: str) -> AsyncIterator[None]:
+        """FIFO per conversation; the lock is dropped when nobody waits on it (no leak)."""
+        lock = self._locks.setdefault(conversation_id, asyncio.Lock())
+        self._waiters[conversation_id] = self._waiters.get(conversation_id, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._waiters[conversation_id] -= 1
+            if self._waiters[conversation_id] == 0:
+                del self._waiters[conversation_id]
+                del self._locks[conversation_id]
+
+    # -- customer messages ---------------------------------------------------------------------
+    def validate(self, message: IncomingMessage) -> IncomingMessage:
+        """Refuse what cannot be a customer message, before anything is stored."""
+        if not isinstance(message.text, str):
+            raise MessageRejected(f"a message must be text, got {type(message.text).__name__}")
+        if not isinstance(message.conversation_id, str) or not message.conversation_id.strip() \
+                or len(message.conversation_id) > 200:
+            raise MessageRejected("a message needs a conversation id (1 to 200 characters)")
+        text = message.text.translate(_CONTROL).strip()
+        if not text:
+            raise MessageRejected("empty message: there is nothing to answer")
+        limit = self.config.max_message_chars
+        if len(text) > limit:
+            raise MessageRejected(f"message is {len(text)} characters; the limit is {limit} "
+                                  "(dialogue.max_message_chars in bot.yaml)")
+        return replace(message, text=text, at=message.at or self.clock())
+
+    async def handle(self, message: IncomingMessage) -> Reply:
+        """Process one customer message and return the reply (in order within its conversation)."""
+        message = self.validate(message)
+        async with self._conversation_lock(message.conversation_id):
+            return await self._handle(message)
+
+    async def _handle(self, message: IncomingMessage) -> Reply:
+        now = message.at or self.clock()
+        conv = await self.store.get_or_create(message.conversation_id, message.channel, message.customer_id,
+                                              dict(message.attributes), now)
+        history = await self.store.turns(conv.id)
+        seq = (history[-1].seq if history else 0) + 1
+        if conv.status == "handed_off":  # a human has it: store for them, the bot stays silent
+            turn = Turn(conv.id, seq, "customer", message.text, now)
+            await self.store.record([turn])
+            await self._emit(Event("customer", conv, turn))
+            return Reply(conv.id, "handoff", "", turn_seq=None)
+        if conv.status == "closed":  # a closed conversation that the customer writes to again reopens
+            conv = replace(conv, status="bot")
+
+        candidate, retrieval, query = await self._candidate(message, history)
+        customer = Turn(conv.id, seq, "customer", message.text, now, resolved_query=query)
+        state = ConversationState(conv, (*history, customer), message, candidate, now)
+        escalation = self._escalate(state)
+
+        meta: dict[str, object] = {"grounded": candidate.grounded}
+        if candidate.note:
+            meta["note"] = candidate.note
+        if candidate.options:
+            meta["options"] = [{"id": o.id, "title": o.title, "score": o.score} for o in candidate.options]
+        handoff = None
+        if escalation is not None:
+            offline = escalation.reason == "outside_business_hours"
+            text = self.config.handoff_offline_message if offline else self.config.handoff_message
+            action = "escalate"
+            meta["candidate"] = candidate.text  # what the bot would have said: helps the agent
+            handoff = Handoff(0, conv.id, escalation.reason, escalation.rule, escalation.detail, escalation.summary,
+                              conv.channel, conv.customer_id, now)
+        else:
+            text, action = candidate.text, candidate.action
+        bot = Turn(conv.id, seq + 1, "bot", text, now, action=action, confidence=candidate.confidence,
+                   sources=candidate.sources if escalation is None else (),
+                   kb_version=retrieval.kb_version if retrieval else None, resolved_query=query,
+                   escalation=escalation, author=candidate.responder, meta=meta)
+        stored = await self.store.record([customer, bot], status="handed_off" if escalation else "bot",
+                                         handoff=handoff)
+        conv = replace(conv, status="handed_off" if escalation else "bot")
+        await self._emit(Event("customer", conv, customer))
+        await self._emit(Event("bot", conv, bot))
+        if stored is not None:
+            await self._emit(Event("handoff", conv, handoff=stored))
+        return Reply(conv.id, action, text, candidate.confidence, bot.sources, bot.kb_version, escalation,
+                     bot.seq, query, candidate.responder, candidate.options)
+
+    async def _candidate(self, message: IncomingMessage, history: list[Turn]
+                         ) -> tuple[Candidate, SearchResult | None, str]:
+        last_bot = next((t for t in reversed(history) if t.role == "bot"), None)
+        options = list(last_bot.meta.get("options", [])) if last_bot and last_bot.action == "clarify" else []
+        choice = resolve_choice(message.text, options) if options else None  # type: ignore[arg-type]
+        query = str(choice["title"]) if choice else resolve_followup(message.text, history,
+                                                                     self.config.followup_max_words)
+        try:
+            retrieval = await self.retriever.search(query)
+        except BotkitError as exc:
+            log.warning("retrieval failed for conversation %s: %s", message.conversation_id, exc)
+            return (Candidate("answer", self.fallback.dont_know, 0.0, (), grounded=False, note=f"retrieval failed: {exc}"),
+                    None, query)
+        if choice is not None:  # the customer picked an option: answer with that article
+            hit = next((h for h in retrieval.hits if h.article_id == choice["id"]), None)
+            if hit is not None:
+                return self.fallback.answer_with(hit), retrieval, query
+        request = ResponderRequest(query, message, tuple(history[-2 * self.config.history_turns:]) if
+                                   self.config.history_turns else (), retrieval, self.bot_name)
+        try:
+            candidate = await self.responder.respond(request)
+        except Exception as exc:  # noqa: BLE001 - a responder bug must not cost the customer a reply
+            log.exception("responder %s failed for conversation %s", self.responder.name, message.conversation_id)
+            candidate = replace(await self.fallback.respond(request), note=f"responder failed: {type(exc).__name__}")
+        return candidate, retrieval, query
+
+    def _escalate(self, state: ConversationState) -> Escalation | None:
+        for name, rule in self.rules:
+            try:
+                decision = rule(state)
+            except Exception:  # noqa: BLE001 - a broken rule is logged and skipped, the others still run
+                log.exception("escalation rule %s failed for conversation %s", name, state.conversation.id)
+                continue
+            if decision is not None:
+                summary = decision.summary or (self.summarize(state) if self.summarize else "")
+                return replace(decision, summary=summary)
+        return None
+
+    # -- the human side --------------------------------------------------------------------------
+    async def _conversation(self, conversation_id: str) -> Conversation:
+        conv = await self.store.get(conversation_id)
+        if conv is None:
+            raise BotkitError(f"no conversation {conversation_id!r}")
+        return conv
+
+    async def take(self, conversation_id: str, agent: str) -> Handoff:
+        """An agent takes a waiting conversation; a second agent gets ConflictError."""
+        async with self._conversation_lock(conversation_id):
+            handoff = await self.store.assign(conversation_id, agent, self.clock())
+            conv = await self._conversation(conversation_id)
+            await self._emit(Event("assigned", conv, handoff=handoff))
+            return handoff
+
+    async def agent_message(self, conversation_id: str, agent: str, text: str, *, internal: bool = False) -> Turn:
+        """An agent writes to the customer (or an internal note, which the customer never sees)."""
+        text = self.validate(IncomingMessage(conversation_id, text)).text
+        async with self._conversation_lock(conversation_id):
+            conv = await self._conversation(conversation_id)
+            handoff = await self.store.handoff_for(conversation_id)
+            if handoff is None or handoff.status != "assigned" or handoff.agent != agent:
+                from botkit.store import ConflictError
+
+                owner = f"agent {handoff.agent}" if handoff and handoff.agent else "nobody"
+                raise ConflictError(f"conversation {conversation_id!r} is not assigned to {agent} (it is with {owner}); "
+                                    "take it first")
+            turns = await self.store.turns(conversation_id, limit=1)
+            seq = (turns[-1].seq if turns else 0) + 1
+            role = "system" if internal else "agent"
+            turn = Turn(conversation_id, seq, role, text, self.clock(), action="note" if internal else "agent",  # type: ignore[arg-type]
+                        author=agent)
+            await self.store.record([turn])
+            await self._emit(Event("note" if internal else "agent", conv, turn))
+            return turn
+
+    async def release(self, conversation_id: str, agent: str, outcome: Literal["returned", "closed"]) -> Handoff:
+        """Return the conversation to the bot, or close it."""
+        async with self._conversation_lock(conversation_id):
+            handoff = await self.store.release(conversation_id, agent, outcome, self.clock())
+            conv = await self._conversation(conversation_id)
+            if outcome == "returned":
+                turns = await self.store.turns(conversation_id, limit=1)
+                seq = (turns[-1].seq if turns else 0) + 1
+                turn = Turn(conversation_id, seq, "bot", self.config.returned_message, self.clock(), action="returned",
+                            author="system")
+                await self.store.record([turn])
+                await self._emit(Event("bot", conv, turn))
+            await self._emit(Event(outcome, conv, handoff=handoff))
+            return handoff
+
+    # -- feedback ------------------------------------------------------------------------------
+    async def feedback(self, conversation_id: str, turn_seq: int, value: int) -> None:
+        await self.store.set_feedback(conversation_id, turn_seq, value)
+
+    async def rate(self, conversation_id: str, score: int) -> None:
+        await self.store.set_satisfaction(conversation_id, score)
+
+    async def history(self, conversation_id: str) -> list[Turn]:
+        return await self.store.turns(conversation_id)
+
+
+__all__ = ["Engine", "Event", "Retriever", "Rule", "Hit", "Source", "source_of"]
