@@ -107,6 +107,7 @@ class KnowledgeBase:
         if self.index is not None:  # already started: just catch up with the store
             return self.sync()
         self.embedder.start()
+        self.embedder.embed(["warm-up"])  # the first forward pass is slow; pay it here, not on a customer
         for leftover in self.index_path.parent.glob(f".{self.index_path.name}.*.tmp"):
             leftover.unlink(missing_ok=True)  # a write that a crash interrupted; never loaded
         with self._lock:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
+
+from botkit.types import Hit, SearchResult
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ChunkKind = Literal["question", "passage"]
+__all__ = ["Article", "ArticleDraft", "Chunk", "ChunkDraft", "Hit", "Revision", "SearchResult", "content_hash"]
 
 
 def content_hash(*parts: object) -> str:
@@ -89,37 +92,3 @@ class Chunk:
     text: str
     embed_text: str
     text_hash: str
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One article found for a query, with the passage that matched best."""
-
-    article_id: str
-    title: str
-    kind: Literal["faq", "article"]
-    score: float  # what the threshold is compared with
-    dense_score: float  # cosine similarity of the best chunk
-    lexical_score: float  # normalised BM25 of the best chunk, 0 when hybrid is off
-    chunk_id: int
-    heading: str
-    passage: str  # the matching passage, or the FAQ answer for a matched question
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    query: str
-    hits: tuple[Hit, ...]
-    kb_version: int
-    threshold: float
-    latency_ms: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def answered(self) -> bool:
-        """True when the best hit clears the project's threshold."""
-        return bool(self.hits) and self.hits[0].score >= self.threshold
-
-    @property
-    def best(self) -> Hit | None:
-        return self.hits[0] if self.hits else None
