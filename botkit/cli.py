@@ -217,6 +217,179 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- dialogue -------------------------------------------------------------------------------------
+
+@contextlib.asynccontextmanager
+async def _engine(args: argparse.Namespace, conversations_db: Path | None = None) -> Any:
+    from botkit.bot import build_engine
+
+    engine = build_engine(_project(args), progress=None if sys.stderr.isatty() else False,
+                          conversations_db=conversations_db)
+    async with engine:
+        yield engine
+
+
+def _new_conversation_id() -> str:
+    import uuid
+
+    return f"cli-{uuid.uuid4().hex[:12]}"
+
+
+def _format_reply(reply: Any) -> str:
+    lines = [reply.text] if reply.text else []
+    if reply.sources:
+        lines.append("sources: " + ", ".join(f"{s.title} ({s.id})" for s in reply.sources))
+    if reply.escalation:
+        lines.append(f"[handed to a human: {reply.escalation.reason}: {reply.escalation.detail}]")
+    if reply.action == "handoff":
+        lines.append("[a human agent has this conversation; your message was passed on]")
+    return "\n".join(lines)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from botkit.types import IncomingMessage
+
+    async def go() -> Any:
+        async with _engine(args) as engine:
+            return await engine.handle(IncomingMessage(args.conversation or _new_conversation_id(), " ".join(args.text),
+                                                       channel="cli", customer_id=_author(args)))
+
+    reply = asyncio.run(go())
+    if args.json:
+        _print_json(reply.to_json())
+    else:
+        print(_format_reply(reply))
+        print(f"(conversation {reply.conversation_id}; continue with --conversation {reply.conversation_id})",
+              file=sys.stderr)
+    return 0
+
+
+SHELL_HELP = """commands: /up and /down rate the last reply, /rate N (1-5) rates the conversation,
+/new starts a new conversation, /history shows it, /quit (or Ctrl-D) leaves"""
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from botkit.errors import MessageRejected
+    from botkit.types import IncomingMessage
+
+    async def go() -> None:
+        async with _engine(args) as engine:
+            conversation = args.conversation or _new_conversation_id()
+            print(f"{engine.bot_name} — conversation {conversation}\n{SHELL_HELP}")
+            last_seq: int | None = None
+            while True:
+                try:
+                    line = await asyncio.to_thread(input, "you> ")
+                except EOFError:
+                    print()
+                    return
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    if line in ("/quit", "/exit"):
+                        return
+                    if line == "/new":
+                        conversation, last_seq = _new_conversation_id(), None
+                        print(f"new conversation {conversation}")
+                    elif line in ("/up", "/down"):
+                        if last_seq is None:
+                            print("no reply to rate yet")
+                        else:
+                            await engine.feedback(conversation, last_seq, 1 if line == "/up" else -1)
+                            print("thanks for the feedback")
+                    elif line.startswith("/rate"):
+                        await engine.rate(conversation, int(line.split()[1]))
+                        print("thanks for rating this conversation")
+                    elif line == "/history":
+                        for t in await engine.history(conversation):
+                            print(f"  {t.seq:>3} {t.role:<8} {t.text[:100]!r}")
+                    elif line.startswith("/"):
+                        print(SHELL_HELP)
+                    else:
+                        reply = await engine.handle(IncomingMessage(conversation, line, channel="cli",
+                                                                    customer_id=_author(args)))
+                        last_seq = reply.turn_seq if reply.turn_seq is not None else last_seq
+                        print("bot> " + _format_reply(reply).replace("\n", "\n     "))
+                except (MessageRejected, ValueError, IndexError) as exc:
+                    print(f"({exc})")
+                except BotkitError as exc:
+                    print(f"(error: {exc})")
+
+    asyncio.run(go())
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from botkit.convtest import load_tests, report, run_tests, scratch_db
+
+    spec = load_tests(Path(args.file))
+
+    async def go() -> Any:
+        async with _engine(args, conversations_db=scratch_db()) as engine:
+            return await run_tests(engine, spec)
+
+    results = asyncio.run(go())
+    print(report(results))
+    return 0 if all(r.passed for r in results) else 1
+
+
+def cmd_handoffs(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from botkit.bot import CONVERSATIONS_DB
+    from botkit.store import SQLiteConversationStore
+
+    async def go() -> Any:
+        store = SQLiteConversationStore(_project(args).state_dir / CONVERSATIONS_DB)
+        await store.start()
+        try:
+            return await store.handoffs(None if args.all else "waiting")
+        finally:
+            await store.close()
+
+    handoffs = asyncio.run(go())
+    if args.json:
+        _print_json([{"id": h.id, "conversation": h.conversation_id, "reason": h.reason, "rule": h.rule,
+                      "detail": h.detail, "summary": h.summary, "channel": h.channel, "customer": h.customer_id,
+                      "created_at": h.created_at.isoformat(), "status": h.status, "agent": h.agent}
+                     for h in handoffs])
+        return 0
+    for h in handoffs:
+        print(f"{h.conversation_id}  {h.status:<8} {h.reason:<22} {h.channel}:{h.customer_id}  {h.created_at:%Y-%m-%d %H:%M}")
+        print(f"    {h.summary}")
+    if not handoffs:
+        print("no conversations are waiting for a human", file=sys.stderr)
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    import asyncio
+
+    async def go() -> str:
+        async with _engine(args) as engine:
+            if args.action == "take":
+                await engine.take(args.conversation, args.agent)
+                return f"{args.agent} took {args.conversation}"
+            if args.action in ("say", "note"):
+                if not args.text:
+                    raise BotkitError(f"`botkit agent {args.action}` needs the text to send")
+                await engine.agent_message(args.conversation, args.agent, " ".join(args.text),
+                                           internal=args.action == "note")
+                return "sent" if args.action == "say" else "note added"
+            await engine.release(args.conversation, args.agent, "returned" if args.action == "return" else "closed")
+            return f"{args.conversation} {'returned to the bot' if args.action == 'return' else 'closed'}"
+
+    print(asyncio.run(go()))
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,6 +441,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", nargs="+")
     p.add_argument("--k", type=int, default=5, help="how many articles (default 5)")
     kbcmd("status", cmd_kb_status, "index and store status (checks and repairs the index)")
+
+    p = sub.add_parser("ask", help="one customer turn", parents=[common])
+    p.add_argument("text", nargs="+")
+    p.add_argument("--conversation", metavar="ID", help="continue this conversation (default: a new one)")
+    p.add_argument("--author", help="the customer id recorded (default: your user name)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ask)
+    p = sub.add_parser("shell", help="chat with the bot in the terminal", parents=[common])
+    p.add_argument("--conversation", metavar="ID")
+    p.add_argument("--author", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_shell)
+    p = sub.add_parser("test", help="run conversation tests (YAML)", parents=[common])
+    p.add_argument("file", metavar="FILE.yaml")
+    p.set_defaults(func=cmd_test)
+    p = sub.add_parser("handoffs", help="conversations waiting for a human", parents=[common])
+    p.add_argument("--all", action="store_true", help="include taken, returned and closed ones")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_handoffs)
+    p = sub.add_parser("agent", help="act as a human agent on a handed-off conversation", parents=[common])
+    p.add_argument("action", choices=["take", "say", "note", "return", "close"])
+    p.add_argument("conversation")
+    p.add_argument("text", nargs="*")
+    p.add_argument("--agent", required=True, help="the agent's name")
+    p.set_defaults(func=cmd_agent)
 
     ev = sub.add_parser("eval", help="measure the bot").add_subparsers(dest="eval_command", required=True, metavar="WHAT")
     p = ev.add_parser("retrieval", help="retrieval accuracy on labelled queries", parents=[common])

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from botkit.errors import ConfigError
+from botkit.escalation import EscalationConfig
 
 CONFIG_FILE = "bot.yaml"
 
@@ -114,35 +115,51 @@ class BotConfig(_Strict):
     state_dir: str = Field(".botkit", min_length=1, description="database and index, relative to the project")
     knowledge: KnowledgeConfig = KnowledgeConfig()
     dialogue: DialogueConfig = DialogueConfig()
+    escalation: EscalationConfig = EscalationConfig()
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """Pydantic models inside an annotation such as ``Model | None`` or ``list[A | B]``."""
+    found: list[type[BaseModel]] = []
+    stack = [annotation]
+    while stack:
+        ann = stack.pop()
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            found.append(ann)
+        stack.extend(typing.get_args(ann))
+    return found
+
+
+def _model_at(loc: tuple[Any, ...], root: type[BaseModel] | None = None) -> type[BaseModel] | None:
     """The pydantic model that holds the key at ``loc`` (for listing allowed keys)."""
-    model: type[BaseModel] = BotConfig
+    models: list[type[BaseModel]] = [root or BotConfig]
     for part in loc[:-1]:
-        if isinstance(part, int):  # an index into a list of models
+        if isinstance(part, int):  # an index into a list
             continue
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None)
-        candidates = [ann, *typing.get_args(ann)]  # `Model | None`, `list[Model]`
-        for arg in list(candidates):
-            candidates += list(typing.get_args(arg))
-        models = [a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)]
+        tagged = [m for m in models if "type" in m.model_fields and m.model_fields["type"].default == part]
+        if tagged:  # a discriminated union member, named by its tag
+            models = tagged
+            continue
+        field = next((m.model_fields[str(part)] for m in models if str(part) in m.model_fields), None)
+        models = _models_in(getattr(field, "annotation", None))
         if not models:
             return None
-        model = models[0]
-    return model
+    return models[0] if len(models) == 1 else None
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: Any, root: type[BaseModel] | None = None) -> str:
+    """One validation error as 'key: what is wrong (what is allowed)'."""
     loc = tuple(err["loc"])
     key = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
-        model = _model_at(loc)
+        model = _model_at(loc, root)
         allowed = sorted(model.model_fields) if model else []
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         did = f"; did you mean '{hint[0]}'?" if hint else ""
         return f"{key}: unknown key (allowed: {', '.join(allowed)}{did})"
+    if err["type"] == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        return f"{key}.type: unknown type {ctx.get('tag')!r} (allowed: {ctx.get('expected_tags')})"
     if err["type"] == "missing":
         return f"{key}: missing (this key is required)"
     value = err.get("input")

@@ -38,6 +38,7 @@ INDEX_FILE = "vectors.faiss"
 # Rebuilding BM25 costs ~40 us per chunk; above this many chunks an edit rebuilds it in a
 # background thread (dense search sees the edit at once, lexical matching a moment later).
 LEXICAL_SYNC_MAX = 5_000
+MIN_PASSAGE_CHARS = 200  # shorter best passages are extended with the chunk that follows
 _CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\r")
 
 
@@ -271,6 +272,18 @@ class KnowledgeBase:
             self.sync()
         return summary
 
+    def _expand(self, chunk: Chunk, min_chars: int = MIN_PASSAGE_CHARS) -> str:
+        """A passage too short to answer anything alone (an intro line) runs on into the next chunk."""
+        if len(chunk.text) >= min_chars:
+            return chunk.text
+        parts = [chunk.text]
+        for nxt in self.store.article_chunks(chunk.article_id):
+            if nxt.ord > chunk.ord and nxt.kind == "passage":
+                parts.append(f"{nxt.heading.split(' > ')[-1]}\n{nxt.text}" if nxt.heading != chunk.heading else nxt.text)
+                if sum(len(p) for p in parts) >= min_chars:
+                    break
+        return "\n\n".join(parts)
+
     # -- searching ---------------------------------------------------------------------------
     def clean_query(self, query: str) -> str:
         if not isinstance(query, str):
@@ -327,7 +340,7 @@ class KnowledgeBase:
             if article_id not in info:  # deleted between search and lookup
                 continue
             title, kind, body = info[article_id]
-            passage = body if chunk.kind == "question" else chunk.text
+            passage = body if chunk.kind == "question" else self._expand(chunk)
             hits.append(Hit(article_id, title, kind, round(score, 6), round(d, 6), round(lx, 6),  # type: ignore[arg-type]
                             chunk.chunk_id, chunk.heading, passage))
         return SearchResult(query, tuple(hits), version, rc.threshold, (time.perf_counter() - t0) * 1000)

@@ -1,0 +1,232 @@
+"""A chat-completions client for OpenAI-compatible servers (vLLM, TGI, llama.cpp, Ollama).
+
+Streams ``POST {base_url}/chat/completions`` with ``stream: true`` and parses the Server-Sent
+Events (``data: {...}`` lines, ended by ``data: [DONE]``), yielding ``choices[0].delta.content``.
+
+Retries: connection failures, 429 and 5xx are retried with exponential backoff, but only
+before the first token has been yielded; after that a retry would send the customer the start
+of the reply twice, so a failure mid-stream is a :class:`GenerationError`. A 4xx other than
+429, a malformed chunk and exhausted retries are errors too, with the status and a short
+excerpt of the body. Timeouts apply per attempt: ``connect_timeout_s`` to open the socket,
+``timeout_s`` for the whole request including the streamed body; a request that runs past
+``timeout_s`` is not retried (the time is spent).
+
+The API key is read from the environment variable named by ``api_key_env`` at start() and sent
+as a Bearer header. It is never logged and never part of ``repr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from botkit.config import OpenAIConfig
+from botkit.errors import GenerationError
+from botkit.generation.prompt import ChatMessage
+
+log = logging.getLogger(__name__)
+
+EXCERPT_CHARS = 200
+
+
+class _Retry(Exception):
+    """Internal: this attempt failed in a way worth another try."""
+
+    def __init__(self, reason: str, delay: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+def _excerpt(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= EXCERPT_CHARS else flat[: EXCERPT_CHARS - 1] + "…"
+
+
+class OpenAICompatible:
+    """Generator that talks to an OpenAI-compatible chat-completions endpoint.
+
+    Args:
+        config: the ``dialogue.openai`` section.
+        backoff_s: first retry delay; doubles per attempt up to ``max_backoff_s``.
+        max_backoff_s: upper bound of one delay, also for a server's ``Retry-After``.
+    """
+
+    def __init__(self, config: OpenAIConfig, *, backoff_s: float = 0.5, max_backoff_s: float = 8.0):
+        self.config = config
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.name = f"openai:{config.model}"
+        self._session: aiohttp.ClientSession | None = None
+        self._api_key: str | None = None
+
+    def __repr__(self) -> str:  # the key stays out on purpose
+        return (f"OpenAICompatible(base_url={self.config.base_url!r}, model={self.config.model!r}, "
+                f"api_key_env={self.config.api_key_env!r})")
+
+    @property
+    def url(self) -> str:
+        return self.config.base_url.rstrip("/") + "/chat/completions"
+
+    async def start(self) -> None:
+        """Read the API key and open the HTTP session (no request is made yet).
+
+        Raises:
+            GenerationError: ``api_key_env`` names a variable that is unset or empty.
+        """
+        if self._session is not None:
+            return
+        env = self.config.api_key_env
+        if env:
+            key = os.environ.get(env, "").strip()
+            if not key:
+                raise GenerationError(f"dialogue.openai.api_key_env: the environment variable {env} is not set "
+                                      "or empty; export it with the server's API key, or remove the key")
+            self._api_key = key
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout_s, sock_connect=self.config.connect_timeout_s)
+        self._session = aiohttp.ClientSession(timeout=timeout)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _delay(self, attempt: int, hint: float | None) -> float:
+        if hint is not None:
+            return min(max(hint, 0.0), self.max_backoff_s)
+        return min(self.backoff_s * (2**attempt), self.max_backoff_s)
+
+    async def stream(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+        """Yield the server's reply as text deltas.
+
+        Raises:
+            GenerationError: not started; 4xx; malformed chunk; timeout; failure after the first
+                token; retries exhausted. The message names the URL and status, never the key.
+        """
+        session = self._session
+        if session is None:
+            raise GenerationError(f"{self.name}: start() was not called (or close() was)")
+        body = {
+            "model": self.config.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+            "max_tokens": self.config.max_tokens,
+            "temperature": self.config.temperature,
+        }
+        headers = {"Accept": "text/event-stream"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        attempts = self.config.retries + 1
+        last = ""
+        for attempt in range(attempts):
+            yielded = False
+            try:
+                async with session.post(self.url, json=body, headers=headers) as resp:
+                    if resp.status == 429 or resp.status >= 500:
+                        text = _excerpt(await self._read_some(resp))
+                        retry_after = resp.headers.get("Retry-After", "")
+                        hint = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else None
+                        raise _Retry(f"HTTP {resp.status}: {text}", hint)
+                    if resp.status >= 400 or resp.status < 200:
+                        text = _excerpt(await self._read_some(resp))
+                        raise GenerationError(f"{self.url} answered HTTP {resp.status} (not retried): {text}")
+                    async for delta in self._deltas(resp):
+                        yielded = True
+                        yield delta
+                    return
+            except _Retry as retry:
+                last = retry.reason
+                delay = self._delay(attempt, retry.delay)
+            except aiohttp.ConnectionTimeoutError as exc:  # the socket did not open: worth a retry
+                if yielded:
+                    raise GenerationError(f"{self.url}: connection lost mid-reply ({exc})") from exc
+                last = f"connect timeout after {self.config.connect_timeout_s}s"
+                delay = self._delay(attempt, None)
+            except TimeoutError as exc:  # the whole-request bound: the time is spent, no retry
+                raise GenerationError(f"{self.url}: no complete reply within timeout_s={self.config.timeout_s}s "
+                                      f"(dialogue.openai.timeout_s)") from exc
+            except aiohttp.ClientError as exc:  # refused, reset, disconnected, truncated body
+                if yielded:
+                    raise GenerationError(f"{self.url}: connection lost after the reply had started ({exc}); "
+                                          "not retried, it would repeat text") from exc
+                last = f"{type(exc).__name__}: {exc}"
+                delay = self._delay(attempt, None)
+            if attempt + 1 < attempts:
+                log.warning("%s: attempt %d/%d failed (%s); retrying in %.2fs", self.url, attempt + 1, attempts,
+                            last.split(":")[0], delay)
+                await asyncio.sleep(delay)
+        raise GenerationError(f"{self.url}: giving up after {attempts} attempt{'s' if attempts > 1 else ''}; "
+                              f"last: {last}")
+
+    @staticmethod
+    async def _read_some(resp: aiohttp.ClientResponse, limit: int = 4096) -> str:
+        """At most ``limit`` bytes of an error body (a proxy's HTML page can be large)."""
+        try:
+            raw = await resp.content.read(limit)
+        except (aiohttp.ClientError, TimeoutError):
+            return ""
+        return raw.decode("utf-8", errors="replace")
+
+    async def _deltas(self, resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
+        """Parse an SSE body (or a plain JSON body from a server that ignored stream=true)."""
+        if resp.content_type == "application/json":
+            raw = await resp.text(errors="replace")
+            content = self._field(self._parse(raw), "message")
+            if content:
+                yield content
+            return
+        data: list[str] = []
+        async for raw_line in resp.content:
+            line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
+            if line:
+                if line.startswith(":"):  # SSE comment / keep-alive
+                    continue
+                field, _, value = line.partition(":")
+                if field == "data":
+                    data.append(value[1:] if value.startswith(" ") else value)
+                continue
+            if not data:
+                continue
+            event, data = "\n".join(data), []  # a blank line ends one event
+            if event.strip() == "[DONE]":
+                return
+            content = self._field(self._parse(event), "delta")
+            if content:
+                yield content
+        if data and "\n".join(data).strip() != "[DONE]":  # last event without its blank line
+            content = self._field(self._parse("\n".join(data)), "delta")
+            if content:
+                yield content
+
+    def _parse(self, event: str) -> Any:
+        try:
+            return json.loads(event)
+        except json.JSONDecodeError as exc:
+            raise GenerationError(f"{self.url}: malformed chunk ({exc.msg}): {_excerpt(event)!r}") from exc
+
+    def _field(self, obj: Any, kind: str) -> str:
+        """``choices[0].<kind>.content`` of a chunk; '' for chunks without text (role, usage)."""
+        if not isinstance(obj, dict):
+            raise GenerationError(f"{self.url}: malformed chunk (not an object): {_excerpt(json.dumps(obj))!r}")
+        if "error" in obj:
+            err = obj["error"]
+            msg = err.get("message", err) if isinstance(err, dict) else err
+            raise GenerationError(f"{self.url}: the server reported an error mid-stream: {_excerpt(str(msg))}")
+        choices = obj.get("choices")
+        if choices is None or choices == []:
+            return ""
+        if not isinstance(choices, list) or not isinstance(choices[0], dict):
+            raise GenerationError(f"{self.url}: malformed chunk (bad 'choices'): {_excerpt(json.dumps(obj))!r}")
+        part = choices[0].get(kind) or {}
+        content = part.get("content") if isinstance(part, dict) else None
+        if content is None:
+            return ""
+        if not isinstance(content, str):
+            raise GenerationError(f"{self.url}: malformed chunk ('content' is not text): {_excerpt(json.dumps(obj))!r}")
+        return content
