@@ -1,0 +1,70 @@
+"""Micro-batching of query embeddings across concurrent conversations.
+
+One forward pass over 16 short queries costs little more than over one, so when many
+conversations ask at once, embedding their queries together raises throughput. No timer is
+involved: the first caller becomes the leader and embeds whatever is queued; queries that
+arrive while it works form the next batch. A lone query therefore pays no extra wait.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+
+import numpy as np
+
+from knowledge.embedding import Embedder
+
+
+class BatchingEmbedder:
+    def __init__(self, inner: Embedder, max_batch: int = 64):
+        self.inner = inner
+        self.max_batch = max_batch
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, Future[np.ndarray]]] = []
+        self._leader_active = False
+        self.batches = 0  # how many forward passes served single queries (for benchmarks)
+        self.queries = 0
+
+    @property
+    def name(self) -> str:
+        return self.inner.name  # same vectors: the embedding cache and index stay valid
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) != 1:  # bulk work (indexing) goes straight through
+            return self.inner.embed(texts)
+        future: Future[np.ndarray] = Future()
+        with self._lock:
+            self._pending.append((texts[0], future))
+            lead = not self._leader_active
+            self._leader_active = lead or self._leader_active
+        if lead:
+            self._drain()
+        return future.result()[None, :]
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                if not batch:
+                    self._leader_active = False
+                    return
+            try:
+                vectors = self.inner.embed([text for text, _ in batch])
+            except BaseException as exc:  # every waiter gets the error, nobody hangs
+                for _, fut in batch:
+                    fut.set_exception(exc)
+                continue
+            self.batches += 1
+            self.queries += len(batch)
+            for (_, fut), vec in zip(batch, vectors):
+                fut.set_result(vec)
