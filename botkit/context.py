@@ -24,9 +24,11 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 def looks_like_followup(text: str, max_words: int) -> bool:
     words = text.split()
-    if not words or len(words) > max_words:
+    if not words:
         return False
-    return bool(_LEAD.search(text.strip()) or _ANAPHORA.search(text))
+    if _LEAD.search(text.strip()):  # "and ...", "what about ..." lean on what came before, even when longer
+        return len(words) <= 2 * max_words
+    return len(words) <= max_words and bool(_ANAPHORA.search(text))
 
 
 def resolve_followup(text: str, history: Sequence[Turn], max_words: int) -> str:
