@@ -61,18 +61,18 @@ class TurnSpec(_Strict):
     expect: Expect = Expect()
 
 
-class TestSpec(_Strict):
+class ConversationCase(_Strict):
     name: str
     channel: str = "test"
     attributes: dict[str, object] = Field(default_factory=dict)
     turns: list[TurnSpec] = Field(min_length=1)
 
 
-class TestFile(_Strict):
-    tests: list[TestSpec] = Field(min_length=1)
+class ConversationSuite(_Strict):
+    tests: list[ConversationCase] = Field(min_length=1)
 
 
-def load_tests(path: Path) -> TestFile:
+def load_tests(path: Path) -> ConversationSuite:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -81,9 +81,9 @@ def load_tests(path: Path) -> TestFile:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML") from None
     try:
-        return TestFile.model_validate(data)
+        return ConversationSuite.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("\n".join(f"{path}: {_describe(e, TestFile)}" for e in exc.errors())) from None
+        raise ConfigError("\n".join(f"{path}: {_describe(e, ConversationSuite)}" for e in exc.errors())) from None
 
 
 @dataclass
@@ -94,7 +94,7 @@ class TurnResult:
 
 
 @dataclass
-class TestResult:
+class CaseResult:
     name: str
     turns: list[TurnResult]
 
@@ -127,7 +127,7 @@ def check(expect: Expect, reply: Reply) -> list[str]:
     return problems
 
 
-async def run_tests(engine: Engine, spec: TestFile) -> list[TestResult]:
+async def run_tests(engine: Engine, spec: ConversationSuite) -> list[CaseResult]:
     results = []
     for test in spec.tests:
         conversation = f"test-{uuid.uuid4().hex[:12]}"
@@ -139,11 +139,11 @@ async def run_tests(engine: Engine, spec: TestFile) -> list[TestResult]:
                 turns.append(TurnResult(turn.user, reply, check(turn.expect, reply)))
             except BotkitError as exc:
                 turns.append(TurnResult(turn.user, None, [f"error: {exc}"]))
-        results.append(TestResult(test.name, turns))
+        results.append(CaseResult(test.name, turns))
     return results
 
 
-def report(results: list[TestResult]) -> str:
+def report(results: list[CaseResult]) -> str:
     lines = []
     for result in results:
         lines.append(f"{'PASS' if result.passed else 'FAIL'}  {result.name}")
