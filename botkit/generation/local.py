@@ -128,6 +128,8 @@ class LocalCausalLM:
 
         path = self._resolve(self.config.model_path)
         self._check_model_dir(path)
+        if self.config.adapter_path:  # checked before the (slow) weight load
+            self._check_adapter_dir(self._resolve(self.config.adapter_path))
         if self.config.threads > 0:
             # Process-wide. On a busy 2-core machine 1 thread was ~20x faster than 2 for a tiny
             # GPT-2 (OpenMP threads spin while the other core is taken).
@@ -148,13 +150,17 @@ class LocalCausalLM:
             tokenizer.pad_token = tokenizer.eos_token  # generate() needs a pad id; EOS is the usual choice
         return tokenizer, model
 
+    @staticmethod
+    def _check_adapter_dir(adapter: Path) -> None:
+        if not (adapter / "adapter_config.json").is_file():
+            what = "does not exist" if not adapter.exists() else "is not a LoRA adapter directory (no adapter_config.json)"
+            raise GenerationError(f"dialogue.local_lm.adapter_path: {adapter} {what}; set it to a directory "
+                                  "written by `botkit train`, or remove the key")
+
     def _apply_adapter(self, model: Any, adapter: Path) -> Any:
         from peft import PeftModel
 
         key = "dialogue.local_lm.adapter_path"
-        if not (adapter / "adapter_config.json").is_file():
-            raise GenerationError(f"{key}: {adapter} is not a LoRA adapter directory (no adapter_config.json); "
-                                  "set it to a directory written by `botkit train`, or remove the key")
         try:
             peft_model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
         except Exception as exc:  # noqa: BLE001
@@ -247,6 +253,9 @@ class LocalCausalLM:
                 return done
 
         tokenizer, model, cfg = self._tokenizer, self._model, self.config
+        if cfg.threads > 0 and torch.get_num_threads() != cfg.threads:
+            # torch keeps the count per thread once a thread has used it: set it where we run.
+            torch.set_num_threads(cfg.threads)
         streamer = LoopStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         bound = TimeBound(cfg.max_time_s)
         x = torch.tensor([ids], dtype=torch.long)

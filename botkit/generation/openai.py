@@ -126,6 +126,7 @@ class OpenAICompatible:
         last = ""
         for attempt in range(attempts):
             yielded = False
+            delay = 0.0
             try:
                 async with session.post(self.url, json=body, headers=headers) as resp:
                     if resp.status == 429 or resp.status >= 500:

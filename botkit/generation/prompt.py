@@ -172,7 +172,8 @@ def _render(tokenizer: Any, messages: list[ChatMessage]) -> str:
                 except Exception:  # noqa: BLE001
                     pass
             raise GenerationError(f"the model's chat template failed to render the prompt: {exc}") from exc
-    parts = [f"{FALLBACK_HEADERS[m.role]}\n{m.content}\n\n" for m in messages]
+    # Defuse "### " at line starts so text cannot fake a header of this format.
+    parts = [f"{FALLBACK_HEADERS[m.role]}\n{re.sub(r'(?m)^###', _ZWSP + '###', m.content)}\n\n" for m in messages]
     return "".join(parts) + FALLBACK_HEADERS["assistant"] + "\n"
 
 
