@@ -161,7 +161,35 @@ class Engine:
         async with self._conversation_lock(message.conversation_id):
             return await self._handle(message)
 
-    async def _handle(self, message: IncomingMessage) -> Reply:
+    async def handle_stream(self, message: IncomingMessage) -> AsyncIterator[str | Reply]:
+        """Like :meth:`handle`, yielding text deltas as a generative responder writes them,
+        then exactly one final :class:`Reply`. The final reply is what was stored and is
+        authoritative: if the generation was ungrounded or a rule escalated, its text differs
+        from the deltas and a channel should replace what it showed."""
+        message = self.validate(message)
+        queue: asyncio.Queue[str | Reply | BaseException] = asyncio.Queue()
+
+        async def work() -> None:
+            try:
+                async with self._conversation_lock(message.conversation_id):
+                    await queue.put(await self._handle(message, on_delta=queue.put_nowait))
+            except BaseException as exc:  # handed to the consumer, raised there
+                await queue.put(exc)
+
+        task = asyncio.create_task(work())
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Reply):
+                    return
+        finally:
+            if not task.done():  # the consumer went away: the turn still completes and is stored
+                await asyncio.shield(task)
+
+    async def _handle(self, message: IncomingMessage, on_delta: Callable[[str], None] | None = None) -> Reply:
         now = message.at or self.clock()
         conv = await self.store.get_or_create(message.conversation_id, message.channel, message.customer_id,
                                               dict(message.attributes), now)
@@ -175,7 +203,7 @@ class Engine:
         if conv.status == "closed":  # a closed conversation that the customer writes to again reopens
             conv = replace(conv, status="bot")
 
-        candidate, retrieval, query = await self._candidate(message, history)
+        candidate, retrieval, query = await self._candidate(message, history, on_delta)
         customer = Turn(conv.id, seq, "customer", message.text, now, resolved_query=query)
         state = ConversationState(conv, (*history, customer), message, candidate, now)
         escalation = self._escalate(state)
@@ -209,8 +237,8 @@ class Engine:
         return Reply(conv.id, action, text, candidate.confidence, bot.sources, bot.kb_version, escalation,
                      bot.seq, query, candidate.responder, candidate.options)
 
-    async def _candidate(self, message: IncomingMessage, history: list[Turn]
-                         ) -> tuple[Candidate, SearchResult | None, str]:
+    async def _candidate(self, message: IncomingMessage, history: list[Turn],
+                         on_delta: Callable[[str], None] | None = None) -> tuple[Candidate, SearchResult | None, str]:
         last_bot = next((t for t in reversed(history) if t.role == "bot"), None)
         options = list(last_bot.meta.get("options", [])) if last_bot and last_bot.action == "clarify" else []
         choice = resolve_choice(message.text, options) if options else None  # type: ignore[arg-type]
@@ -229,7 +257,18 @@ class Engine:
         request = ResponderRequest(query, message, tuple(history[-2 * self.config.history_turns:]) if
                                    self.config.history_turns else (), retrieval, self.bot_name)
         try:
-            candidate = await self.responder.respond(request)
+            stream = getattr(self.responder, "respond_stream", None)
+            if on_delta is not None and stream is not None:
+                candidate = None
+                async for item in stream(request):
+                    if isinstance(item, str):
+                        on_delta(item)
+                    else:
+                        candidate = item
+                if candidate is None:
+                    raise RuntimeError("the responder's stream ended without a final candidate")
+            else:
+                candidate = await self.responder.respond(request)
         except Exception as exc:  # noqa: BLE001 - a responder bug must not cost the customer a reply
             log.exception("responder %s failed for conversation %s", self.responder.name, message.conversation_id)
             candidate = replace(await self.fallback.respond(request), note=f"responder failed: {type(exc).__name__}")

@@ -1,0 +1,87 @@
+"""A contract every ConversationStore backend must pass; SQLite runs it here, a PostgreSQL
+backend subclasses the same class with its own ``store`` fixture."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from botkit.store import ConflictError, SQLiteConversationStore, StoreError
+from botkit.types import Escalation, Handoff, Source, Turn
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def turn(conv: str, seq: int, role: str = "customer", text: str = "hi", **kw) -> Turn:
+    return Turn(conv, seq, role, text, T0 + timedelta(seconds=seq), **kw)  # type: ignore[arg-type]
+
+
+class ConversationStoreContract:
+    async def test_turns_round_trip_with_everything_needed_to_explain_them(self, store):
+        await store.get_or_create("c", "web", "u1", {"vip": True}, T0)
+        esc = Escalation("asked_for_human", "1:asks_for_human", "turn 1: matched 'agent'", "1 customer turn.")
+        await store.record([turn("c", 1, text="agent please"),
+                            turn("c", 2, "bot", "Passing you on", action="escalate", confidence=0.3,
+                                 sources=(Source("a", "A", 0.5),), kb_version=7, resolved_query="agent please",
+                                 escalation=esc, author="extractive", meta={"grounded": False})])
+        a, b = await store.turns("c")
+        assert (a.role, a.text, a.at) == ("customer", "agent please", T0 + timedelta(seconds=1))
+        assert b.escalation == esc and b.sources == (Source("a", "A", 0.5),) and b.kb_version == 7
+        assert b.meta == {"grounded": False} and b.confidence == 0.3
+        assert [t.seq for t in await store.turns("c", limit=1)] == [2]
+        conv = await store.get("c")
+        assert conv.attributes == {"vip": True} and conv.channel == "web" and conv.status == "bot"
+
+    async def test_an_exchange_is_stored_whole_or_not_at_all(self, store):
+        await store.get_or_create("c", "web", "u1", {}, T0)
+        await store.record([turn("c", 1)])
+        with pytest.raises(Exception):
+            await store.record([turn("c", 2), turn("c", 1, "bot")])  # seq 1 exists: the whole exchange fails
+        assert [t.seq for t in await store.turns("c")] == [1]
+
+    async def test_handoff_lifecycle_and_single_owner(self, store):
+        await store.get_or_create("c", "telegram", "42", {}, T0)
+        h = Handoff(0, "c", "frustration", "2:frustration", "detail", "summary", "telegram", "42", T0)
+        stored = await store.record([turn("c", 1)], status="handed_off", handoff=h)
+        assert stored.id > 0 and stored.status == "waiting"
+        assert (await store.get("c")).status == "handed_off"
+        results = await asyncio.gather(*(store.assign("c", f"a{i}", T0) for i in range(4)), return_exceptions=True)
+        assert sum(not isinstance(r, Exception) for r in results) == 1
+        owner = (await store.handoff_for("c")).agent
+        with pytest.raises(ConflictError, match=f"belongs to agent {owner}"):
+            await store.release("c", "intruder", "returned", T0)
+        done = await store.release("c", owner, "returned", T0)
+        assert done.status == "returned" and (await store.get("c")).status == "bot"
+        assert await store.handoff_for("c") is None
+        with pytest.raises(ConflictError, match="not handed off"):
+            await store.release("c", owner, "closed", T0)
+
+    async def test_feedback_and_satisfaction_validation(self, store):
+        await store.get_or_create("c", "web", "u", {}, T0)
+        await store.record([turn("c", 1), turn("c", 2, "bot")])
+        await store.set_feedback("c", 2, 1)
+        assert (await store.turns("c"))[1].feedback == 1
+        with pytest.raises(StoreError):
+            await store.set_feedback("c", 1, 1)
+        with pytest.raises(ValueError):
+            await store.set_feedback("c", 2, 5)
+        with pytest.raises(ValueError):
+            await store.set_satisfaction("c", 0)
+        with pytest.raises(StoreError):
+            await store.set_satisfaction("missing", 3)
+
+
+class TestSQLiteConversationStore(ConversationStoreContract):
+    @pytest.fixture
+    async def store(self, tmp_path: Path):
+        s = SQLiteConversationStore(tmp_path / "c.sqlite3")
+        await s.start()
+        yield s
+        await s.close()
+
+    async def test_unstarted_store_says_what_to_do(self, tmp_path: Path):
+        with pytest.raises(StoreError, match="call start"):
+            await SQLiteConversationStore(tmp_path / "x.sqlite3").turns("c")
