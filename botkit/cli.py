@@ -390,6 +390,60 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- serving --------------------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from botkit.server import build_app
+
+    project = _project(args)
+    server = project.config.server
+    host = args.host or server.host
+    port = args.port if args.port is not None else server.port
+    app = build_app(project)
+    base = server.public_url or f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::') else host}:{port}"
+    lines = [f"{project.config.name}: serving {project.root} on http://{host}:{port}"]
+    if "webchat" in project.config.channels:
+        lines.append(f"  customer chat page : {base}/chat")
+    lines += [f"  agent console      : {base}/console", f"  knowledge editor   : {base}/kb",
+              f"  health / metrics   : {base}/healthz  {base}/metrics"]
+    if args.demo_accounts:
+        from botkit.auth import ensure_demo_accounts
+
+        created = ensure_demo_accounts(project)
+        for name, password in created.items():
+            lines.append(f"  demo account       : {name} / {password}")
+        if not created:
+            lines.append("  demo accounts exist already (reset with `botkit users passwd NAME`)")
+    print("\n".join(lines), flush=True)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    web.run_app(app, host=host, port=port, print=None, shutdown_timeout=server.shutdown_timeout_s,
+                access_log=None)
+    return 0
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from botkit.auth import Auth
+
+    auth = Auth(_project(args))
+    try:
+        if args.action == "add":
+            password = auth.add_user(args.name, args.role)
+            print(f"created {args.role} {args.name} with password: {password}")
+        elif args.action == "passwd":
+            password = auth.set_password(args.name)
+            print(f"new password for {args.name}: {password}")
+        else:
+            for user in auth.list_users():
+                print(f"{user.name:<20} {user.role}")
+    finally:
+        close = getattr(auth, "close", None)
+        if close:
+            close()
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -465,6 +519,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="*")
     p.add_argument("--agent", required=True, help="the agent's name")
     p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser("serve", help="serve the web chat, Telegram, the agent console and the KB editor",
+                       parents=[common])
+    p.add_argument("--host", help="default: server.host in bot.yaml (127.0.0.1)")
+    p.add_argument("--port", type=int, help="default: server.port in bot.yaml (8080)")
+    p.add_argument("--demo-accounts", action="store_true",
+                   help="create demo agent/operator accounts if missing and print their passwords")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("users", help="agent and operator accounts", parents=[common])
+    p.add_argument("action", choices=["add", "passwd", "list"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--role", choices=["agent", "operator", "admin"], default="agent")
+    p.set_defaults(func=cmd_users)
 
     ev = sub.add_parser("eval", help="measure the bot").add_subparsers(dest="eval_command", required=True, metavar="WHAT")
     p = ev.add_parser("retrieval", help="retrieval accuracy on labelled queries", parents=[common])

@@ -109,6 +109,16 @@ class DialogueConfig(_Strict):
     openai: OpenAIConfig | None = None
 
 
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = Field(None, pattern=r"^https?://",
+                                   description="the URL customers and Telegram reach this server at")
+    behind_proxy: bool = Field(False, description="trust X-Forwarded-For/-Proto from a TLS-terminating proxy")
+    session_minutes: int = Field(480, ge=1, le=60 * 24 * 30, description="agent/operator sign-in lifetime")
+    shutdown_timeout_s: float = Field(30.0, ge=0, le=600)
+
+
 class BotConfig(_Strict):
     name: str = Field("botkit bot", min_length=1, max_length=200)
     language: str = Field("en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
@@ -116,6 +126,10 @@ class BotConfig(_Strict):
     knowledge: KnowledgeConfig = KnowledgeConfig()
     dialogue: DialogueConfig = DialogueConfig()
     escalation: EscalationConfig = EscalationConfig()
+    server: ServerConfig = ServerConfig()
+    channels: dict[str, dict[str, Any] | None] = Field(
+        default_factory=lambda: {"webchat": {}},
+        description="enabled channels by connector name; each section is validated by its connector")
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:

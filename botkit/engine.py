@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -81,6 +82,7 @@ class Engine:
         self._locks: dict[str, asyncio.Lock] = {}
         self._waiters: dict[str, int] = {}
         self._listeners: list[Listener] = []
+        self.turn_observers: list[Callable[[Reply, float], None]] = []  # (reply, seconds): metrics
         self._started = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -159,7 +161,17 @@ class Engine:
         """Process one customer message and return the reply (in order within its conversation)."""
         message = self.validate(message)
         async with self._conversation_lock(message.conversation_id):
-            return await self._handle(message)
+            started = time.perf_counter()
+            reply = await self._handle(message)
+        self._observe(reply, time.perf_counter() - started)
+        return reply
+
+    def _observe(self, reply: Reply, seconds: float) -> None:
+        for observer in self.turn_observers:
+            try:
+                observer(reply, seconds)
+            except Exception:  # noqa: BLE001 - metrics must never cost a reply
+                log.exception("turn observer failed")
 
     async def handle_stream(self, message: IncomingMessage) -> AsyncIterator[str | Reply]:
         """Like :meth:`handle`, yielding text deltas as a generative responder writes them,
@@ -172,7 +184,10 @@ class Engine:
         async def work() -> None:
             try:
                 async with self._conversation_lock(message.conversation_id):
-                    await queue.put(await self._handle(message, on_delta=queue.put_nowait))
+                    started = time.perf_counter()
+                    reply = await self._handle(message, on_delta=queue.put_nowait)
+                self._observe(reply, time.perf_counter() - started)
+                await queue.put(reply)
             except BaseException as exc:  # handed to the consumer, raised there
                 await queue.put(exc)
 
