@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the whole test suite. Extra arguments go to pytest.
+# The browser tests drive Debian's Chromium (playwright cannot download browsers here);
+# it is installed with apt when missing and this runs as root (as CI does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium (Debian package) for the browser tests" >&2
+    (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }) \
+      || echo "could not install chromium: the browser tests will be skipped" >&2
+  else
+    echo "chromium is not installed and this is not root: the browser tests will be skipped" >&2
+  fi
+fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec .venv/bin/python -m pytest -q "$@"

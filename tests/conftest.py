@@ -61,15 +61,28 @@ def open_kb(project_dir: Path, embedder, **config_overrides):
     return KnowledgeBase(KnowledgeStore(project.db_path), embedder, project.index_dir, cfg, progress=False)
 
 
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory: pytest.TempPathFactory, embedder) -> Path:
+    """The demo project with its KB imported and indexed once per session (then copied per test)."""
+    root = copy_demo(tmp_path_factory.mktemp("template") / "demo")
+    kb = open_kb(root, embedder)
+    kb.start()
+    kb.import_paths([root / "kb"], author="test")
+    kb.close()
+    return root
+
+
 @pytest.fixture
-def demo_dir(tmp_path: Path) -> Path:
-    return copy_demo(tmp_path / "demo")
+def demo_dir(tmp_path: Path, demo_template: Path) -> Path:
+    """A private copy of the imported demo project (database, index and embedding cache included)."""
+    dest = tmp_path / "demo"
+    shutil.copytree(demo_template, dest)
+    return dest
 
 
 @pytest.fixture
 def demo_kb(demo_dir: Path, embedder):
     kb = open_kb(demo_dir, embedder)
     kb.start()
-    kb.import_paths([demo_dir / "kb"], author="test")
     yield kb
     kb.close()
