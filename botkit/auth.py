@@ -1,0 +1,684 @@
+"""Staff accounts and sign-in for the agent console and the knowledge-base editor.
+
+Accounts live in ``<state_dir>/accounts.sqlite3``: a name, a role and a scrypt hash of the
+password (random salt, constant-time comparison). Roles:
+
+* ``agent``: the agent console (take hand-offs, reply, notes, return, close);
+* ``operator``: the knowledge-base editor;
+* ``admin``: both.
+
+Browsers sign in at ``/signin`` and get a session: a random token in an ``HttpOnly``,
+``SameSite=Strict`` cookie (``Secure`` on https, or when ``server.behind_proxy`` is set and
+the proxy says the request came over https). Only a SHA-256 of the token is stored; the
+session expires ``server.session_minutes`` after the last request (sliding). Every request
+that changes state must carry the session's CSRF token (header ``X-CSRF-Token``, which the
+pages get from ``/api/auth/me``; or a ``csrf`` form field). The sign-in form itself is
+protected against login CSRF by a pre-session token (a cookie plus the same value in the
+form). Failed sign-ins are limited per client address and per account name.
+
+Scripts use API tokens instead (``Authorization: Bearer bk_...``, stored hashed); a bearer
+request is not a browser's ambient credential, so it needs no CSRF token.
+
+Passwords, session tokens, API tokens and hashes are never logged or rendered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import hmac
+import html
+import logging
+import math
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+from aiohttp import web
+
+from botkit.errors import BotkitError
+from botkit.project import Project
+
+log = logging.getLogger(__name__)
+
+Role = Literal["agent", "operator", "admin"]
+ROLES: tuple[str, ...] = ("agent", "operator", "admin")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MIN_PASSWORD_CHARS = 10
+MAX_PASSWORD_CHARS = 1024
+SESSION_COOKIE = "botkit_session"
+SIGNIN_COOKIE = "botkit_signin"  # the pre-session token that protects the sign-in form
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+STATIC = Path(__file__).resolve().parent / "static"
+
+# scrypt cost: 2**14 * 8 * 128 bytes = 16 MiB and ~50 ms per hash on a laptop core. Sign-in
+# runs it in a thread so other requests are not held up.
+SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_LEN = 2**14, 8, 1, 32
+
+
+class AuthError(BotkitError):
+    """An account operation was refused (unknown user, bad name or role, weak password)."""
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: Role
+    created_at: float
+    disabled_at: float | None = None
+
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who made a request, and how they proved it."""
+
+    name: str
+    role: Role
+    via: Literal["session", "token"]
+    csrf: str = ""  # the session's CSRF token ("" for API tokens, which need none)
+
+    def can(self, role: str) -> bool:
+        return role_allows(self.role, role)
+
+
+def role_allows(have: str, need: str) -> bool:
+    """``admin`` can do what agents and operators can; otherwise the role must match."""
+    return have == "admin" or have == need
+
+
+def generate_password() -> str:
+    """A strong random password (about 120 bits), easy to copy."""
+    return secrets.token_urlsafe(15)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=SCRYPT_LEN)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    """Constant-time comparison of a password with a stored hash."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        got = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+                             dklen=len(expected))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, expected)
+
+
+def _token_hash(token: str) -> str:
+    # Tokens are 256-bit random values, so a fast hash is enough (nothing to brute-force).
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# A real hash of a random password: verifying an unknown name costs as much as a known one,
+# so response times do not tell which account names exist.
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY COLLATE NOCASE, role TEXT NOT NULL, password_hash TEXT NOT NULL,
+    created_at REAL NOT NULL, disabled_at REAL);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY, name TEXT NOT NULL COLLATE NOCASE, csrf TEXT NOT NULL,
+    created_at REAL NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, token_hash TEXT NOT NULL UNIQUE, name TEXT NOT NULL COLLATE NOCASE,
+    label TEXT NOT NULL, created_at REAL NOT NULL, last_used_at REAL);
+"""
+
+
+class Auth:
+    """Accounts, sessions, API tokens and the sign-in rate limit of one project.
+
+    The methods are synchronous (the CLI uses them directly); the web handlers run them in a
+    thread. ``clock`` returns seconds (``time.time``); tests move it to expire sessions.
+    """
+
+    def __init__(self, project: Project | None = None, *, path: Path | str | None = None,
+                 session_minutes: int | None = None, behind_proxy: bool | None = None,
+                 clock: Callable[[], float] = time.time, max_failures: int = 5, failure_window_s: float = 300.0):
+        if path is None:
+            if project is None:
+                raise ValueError("Auth needs a project or a database path")
+            path = project.state_dir / "accounts.sqlite3"
+        server = project.config.server if project is not None else None
+        self.path = Path(path)
+        self.session_seconds = 60.0 * (session_minutes or (server.session_minutes if server else 480))
+        self.behind_proxy = behind_proxy if behind_proxy is not None else bool(server and server.behind_proxy)
+        self.public_url = server.public_url if server else None
+        self.clock = clock
+        self.max_failures = max_failures
+        self.failure_window_s = failure_window_s
+        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        try:
+            self.path.chmod(0o600)  # password hashes: readable by the server's user only
+        except OSError:  # pragma: no cover - e.g. a filesystem without permissions
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # One connection shared by threads: every statement, and reading its rows, under the lock.
+    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        with self._lock:
+            return self._db.execute(sql, params).rowcount
+
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+        with self._lock:
+            return self._db.execute(sql, params).fetchone()  # type: ignore[no-any-return]
+
+    def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # -- accounts ----------------------------------------------------------------------------
+    def add_user(self, name: str, role: str = "agent", password: str | None = None) -> str:
+        """Create an account; returns its password (a generated one when ``password`` is None)."""
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise AuthError(f"bad account name {name!r}: use letters, digits, '.', '_', '@' or '-' "
+                            "(at most 64, starting with a letter or digit)")
+        if role not in ROLES:
+            raise AuthError(f"bad role {role!r} (allowed: {', '.join(ROLES)})")
+        password = self._check_new_password(password)
+        try:
+            self._write("INSERT INTO users (name, role, password_hash, created_at) VALUES (?,?,?,?)",
+                        (name, role, hash_password(password), self.clock()))
+        except sqlite3.IntegrityError:
+            raise AuthError(f"an account named {name!r} exists already; "
+                            f"`botkit users passwd {name}` sets a new password") from None
+        log.info("account %s created with role %s", name, role)
+        return password
+
+    @staticmethod
+    def _check_new_password(password: str | None) -> str:
+        if password is None:
+            return generate_password()
+        if not isinstance(password, str) or not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
+            raise AuthError(f"a password needs {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters")
+        return password
+
+    def get_user(self, name: str) -> User | None:
+        row = self._one("SELECT * FROM users WHERE name=?", (name,))
+        return User(row["name"], row["role"], row["created_at"], row["disabled_at"]) if row else None
+
+    def list_users(self) -> list[User]:
+        rows = self._all("SELECT * FROM users ORDER BY name")
+        return [User(r["name"], r["role"], r["created_at"], r["disabled_at"]) for r in rows]
+
+    def set_password(self, name: str, password: str | None = None) -> str:
+        """Set a new password (generated when None) and end the account's sessions."""
+        password = self._check_new_password(password)
+        changed = self._write("UPDATE users SET password_hash=? WHERE name=?", (hash_password(password), name))
+        if changed != 1:
+            raise AuthError(f"no account named {name!r}; `botkit users list` shows them")
+        self._write("DELETE FROM sessions WHERE name=?", (name,))
+        log.info("password of %s changed; its sessions were ended", name)
+        return password
+
+    def set_role(self, name: str, role: str) -> None:
+        if role not in ROLES:
+            raise AuthError(f"bad role {role!r} (allowed: {', '.join(ROLES)})")
+        if self._write("UPDATE users SET role=? WHERE name=?", (role, name)) != 1:
+            raise AuthError(f"no account named {name!r}")
+
+    def disable_user(self, name: str, disabled: bool = True) -> None:
+        """Disable (or re-enable) an account: its sessions end and its API tokens stop working."""
+        changed = self._write("UPDATE users SET disabled_at=? WHERE name=?",
+                              (self.clock() if disabled else None, name))
+        if changed != 1:
+            raise AuthError(f"no account named {name!r}")
+        if disabled:
+            self._write("DELETE FROM sessions WHERE name=?", (name,))
+
+    def verify(self, name: str, password: str) -> User | None:
+        """The account if the password is right and the account is enabled, else None.
+
+        Costs one scrypt whether or not the account exists.
+        """
+        row = self._one("SELECT * FROM users WHERE name=?", (name,)) if isinstance(name, str) else None
+        ok = check_password(password if isinstance(password, str) else "", row["password_hash"] if row else _DUMMY_HASH)
+        if row is None or not ok or row["disabled_at"] is not None:
+            return None
+        return User(row["name"], row["role"], row["created_at"], row["disabled_at"])
+
+    # -- sessions ----------------------------------------------------------------------------
+    def create_session(self, name: str) -> tuple[str, str]:
+        """A new session for an account: (token for the cookie, CSRF token)."""
+        token, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), self.clock()
+        self._write("DELETE FROM sessions WHERE expires_at <= ?", (now,))  # housekeeping, one indexed scan
+        self._write("INSERT INTO sessions (token_hash, name, csrf, created_at, expires_at) VALUES (?,?,?,?,?)",
+                    (_token_hash(token), name, csrf, now, now + self.session_seconds))
+        return token, csrf
+
+    def session(self, token: str, *, slide: bool = True) -> Identity | None:
+        """The identity behind a session token; ``slide`` extends the session (activity)."""
+        if not token or len(token) > 200:
+            return None
+        key = _token_hash(token)
+        row = self._one("SELECT s.name, s.csrf, s.expires_at, u.role, u.disabled_at FROM sessions s "
+                        "JOIN users u ON u.name = s.name WHERE s.token_hash=?", (key,))
+        if row is None:
+            return None
+        now = self.clock()
+        if row["expires_at"] <= now or row["disabled_at"] is not None:
+            self._write("DELETE FROM sessions WHERE token_hash=?", (key,))
+            return None
+        if slide and now + self.session_seconds - row["expires_at"] > 30:  # slide, writing at most every 30 s
+            self._write("UPDATE sessions SET expires_at=? WHERE token_hash=?", (now + self.session_seconds, key))
+        return Identity(row["name"], row["role"], "session", row["csrf"])
+
+    def end_session(self, token: str) -> None:
+        self._write("DELETE FROM sessions WHERE token_hash=?", (_token_hash(token),))
+
+    # -- API tokens --------------------------------------------------------------------------
+    def create_token(self, name: str, label: str = "") -> str:
+        """A new API token for an account (shown once; only its hash is kept)."""
+        if self.get_user(name) is None:
+            raise AuthError(f"no account named {name!r}")
+        token = "bk_" + secrets.token_urlsafe(32)
+        self._write("INSERT INTO api_tokens (token_hash, name, label, created_at) VALUES (?,?,?,?)",
+                    (_token_hash(token), name, label, self.clock()))
+        return token
+
+    def list_tokens(self, name: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT id, name, label, created_at, last_used_at FROM api_tokens"
+        rows = self._all(sql + (" WHERE name=? ORDER BY id" if name else " ORDER BY id"),
+                         (name,) if name else ())
+        return [dict(r) for r in rows]
+
+    def revoke_token(self, token_id: int) -> None:
+        if self._write("DELETE FROM api_tokens WHERE id=?", (token_id,)) != 1:
+            raise AuthError(f"no API token with id {token_id}")
+
+    def token_identity(self, token: str) -> Identity | None:
+        if not token.startswith("bk_") or len(token) > 200:
+            return None
+        key = _token_hash(token)
+        row = self._one("SELECT t.name, u.role, u.disabled_at FROM api_tokens t JOIN users u ON u.name = t.name "
+                        "WHERE t.token_hash=?", (key,))
+        if row is None or row["disabled_at"] is not None:
+            return None
+        self._write("UPDATE api_tokens SET last_used_at=? WHERE token_hash=?", (self.clock(), key))
+        return Identity(row["name"], row["role"], "token")
+
+    # -- sign-in rate limit ------------------------------------------------------------------
+    def _recent(self, key: tuple[str, str], now: float) -> list[float]:
+        times = [t for t in self._failures.get(key, ()) if now - t < self.failure_window_s]
+        if times:
+            self._failures[key] = times
+        else:
+            self._failures.pop(key, None)
+        return times
+
+    def retry_after(self, ip: str, name: str) -> float:
+        """Seconds until this address / account may try again (0: it may try now)."""
+        now = self.clock()
+        with self._lock:
+            wait = 0.0
+            for key in (("ip", ip), ("name", name.lower())):
+                times = self._recent(key, now)
+                if len(times) >= self.max_failures:
+                    wait = max(wait, times[-self.max_failures] + self.failure_window_s - now)
+            return wait
+
+    def record_failure(self, ip: str, name: str) -> None:
+        now = self.clock()
+        with self._lock:
+            if len(self._failures) > 10_000:  # bounded memory under a spray of names
+                for key in list(self._failures):
+                    self._recent(key, now)
+            for key in (("ip", ip), ("name", name.lower())):
+                self._failures.setdefault(key, []).append(now)
+
+    def clear_failures(self, name: str) -> None:
+        with self._lock:
+            self._failures.pop(("name", name.lower()), None)
+
+    # -- requests ----------------------------------------------------------------------------
+    def client_ip(self, request: web.BaseRequest) -> str:
+        if self.behind_proxy:
+            forwarded = request.headers.get("X-Forwarded-For", "")
+            if forwarded:  # the entry our proxy appended is the last one; earlier ones are the client's word
+                return forwarded.split(",")[-1].strip()
+        return request.remote or "?"
+
+    def is_https(self, request: web.BaseRequest) -> bool:
+        if request.scheme == "https":
+            return True
+        if self.behind_proxy:
+            return request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower() == "https"
+        return False
+
+    def allowed_origins(self, request: web.BaseRequest) -> set[str]:
+        origins = {f"{request.scheme}://{request.host}".lower()}
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            origins.add(f"{parts.scheme}://{parts.netloc}".lower())
+        if self.behind_proxy:
+            proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+            host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+            origins.add(f"{proto}://{host}".lower())
+        return origins
+
+    def origin_ok(self, request: web.BaseRequest, *, required: bool) -> bool:
+        """Whether the request's Origin is this server (a missing one passes unless required)."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return not required
+        return origin.lower() in self.allowed_origins(request)
+
+    async def identify(self, request: web.BaseRequest) -> Identity | None:
+        """The signed-in account of a request: session cookie, or a bearer API token."""
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            ident = await asyncio.to_thread(self.session, token)
+            if ident is not None:
+                return ident
+        header = request.headers.get("Authorization", "")
+        if header[:7].lower() == "bearer ":
+            return await asyncio.to_thread(self.token_identity, header[7:].strip())
+        return None
+
+    def set_session_cookie(self, request: web.BaseRequest, response: web.StreamResponse, token: str) -> None:
+        # No Max-Age: the browser forgets it on exit, and the server's expiry is what counts.
+        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict", secure=self.is_https(request),
+                            path="/")
+
+
+AUTH = web.AppKey("auth", Auth)
+USER = web.RequestKey("botkit_user", Identity)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+def api_json(data: Any, status: int = 200) -> web.Response:
+    """A JSON API response that no cache keeps."""
+    return web.json_response(data, status=status, headers={"Cache-Control": "no-store"})
+
+
+def api_error(status: int, message: str, **extra: Any) -> web.Response:
+    return api_json({"error": message, **extra}, status=status)
+
+
+def _csp(request: web.BaseRequest) -> str:
+    host = request.host if re.fullmatch(r"[A-Za-z0-9.\[\]:-]{1,255}", request.host) else ""
+    sockets = f" ws://{host} wss://{host}" if host else ""  # older browsers: 'self' does not cover ws://
+    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"connect-src 'self'{sockets}; frame-ancestors 'none'; base-uri 'none'; "
+            "form-action 'self'; object-src 'none'")
+
+
+def page_headers(request: web.BaseRequest) -> dict[str, str]:
+    """Headers of a staff page: a strict CSP (no inline script, so injected markup cannot run)."""
+    return {"Content-Security-Policy": _csp(request), "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+
+
+def page_response(request: web.BaseRequest, path: Path) -> web.FileResponse:
+    return web.FileResponse(path, headers=page_headers(request))
+
+
+def static_route(app: web.Application, prefix: str, directory: Path, names: set[str]) -> None:
+    """Serve a fixed set of files (no directory listing, no path tricks)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in names:
+            raise web.HTTPNotFound()
+        return web.FileResponse(directory / name, headers={"Cache-Control": "no-cache"})
+
+    app.router.add_get(f"{prefix}/{{name}}", handler)
+
+
+# -- the guard ---------------------------------------------------------------------------------
+
+def _is_api(request: web.BaseRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def require(role: Role) -> Callable[[Handler], Handler]:
+    """Decorate a handler: signed in with ``role`` (or admin), CSRF token on state changes.
+
+    API paths (``/api/...``) answer 401/403 JSON; pages redirect to ``/signin``. The handler
+    finds the account in ``request[USER]``.
+    """
+    if role not in ROLES:
+        raise ValueError(f"bad role {role!r} (allowed: {', '.join(ROLES)})")
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            auth = request.app[AUTH]
+            ident = await auth.identify(request)
+            if ident is None:
+                if _is_api(request):
+                    return api_error(401, "sign in first (your session may have expired)", signin="/signin")
+                raise web.HTTPSeeOther(f"/signin?next={quote(request.path_qs, safe='/')}")
+            if not ident.can(role):
+                message = f"this needs the {role} role; {ident.name} is {ident.role}"
+                if _is_api(request):
+                    return api_error(403, message)
+                return web.Response(status=403, text=f"Forbidden: {message}.", headers=page_headers(request))
+            if request.method not in SAFE_METHODS and ident.via == "session":
+                if not auth.origin_ok(request, required=False):
+                    return api_error(403, "cross-site request refused (Origin is not this server)")
+                sent = request.headers.get(CSRF_HEADER, "")
+                if not sent and request.content_type == "application/x-www-form-urlencoded":
+                    sent = str((await request.post()).get("csrf", ""))
+                if not sent or not hmac.compare_digest(sent.encode(), ident.csrf.encode()):
+                    return api_error(403, f"missing or wrong CSRF token: send the {CSRF_HEADER} header "
+                                          "with the token from /api/auth/me")
+            request[USER] = ident
+            return await handler(request)
+
+        return guarded
+
+    return decorate
+
+
+# -- sign-in pages -----------------------------------------------------------------------------
+
+def _safe_next(value: str | None, default: str) -> str:
+    """Only same-site paths: '/console', never '//evil.example' or 'https://...'."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value or any(
+            ord(c) < 32 for c in value):
+        return default
+    return value
+
+
+def _see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+def _home(role: str) -> str:
+    return "/kb" if role == "operator" else "/console"
+
+
+def _signin_html(request: web.Request, token: str, next_path: str, name: str = "", error: str = "") -> str:
+    from botkit.server import PROJECT
+
+    project = request.app.get(PROJECT)
+    bot = project.config.name if project is not None else "botkit"
+    e = html.escape
+    message = f'<p class="error" role="alert">{e(error)}</p>' if error else ""
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · {e(bot)}</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/static/staff/staff.css">
+</head>
+<body class="signin">
+<main class="signin-box">
+<h1>{e(bot)}</h1>
+<p class="muted">Staff sign-in: agent console and knowledge editor</p>
+{message}
+<form method="post" action="/signin">
+<input type="hidden" name="csrf" value="{e(token)}">
+<input type="hidden" name="next" value="{e(next_path)}">
+<label>Name <input name="name" autocomplete="username" required{"" if name else " autofocus"} value="{e(name)}"></label>
+<label>Password <input name="password" type="password" autocomplete="current-password" required{" autofocus" if name else ""}></label>
+<button type="submit">Sign in</button>
+</form>
+</main>
+</body>
+</html>
+"""
+
+
+def _signin_token(request: web.Request) -> str:
+    token = request.cookies.get(SIGNIN_COOKIE, "")
+    return token if re.fullmatch(r"[A-Za-z0-9_-]{40,64}", token) else secrets.token_urlsafe(32)
+
+
+def _signin_response(request: web.Request, status: int, next_path: str, name: str = "", error: str = "",
+                     headers: dict[str, str] | None = None) -> web.Response:
+    auth = request.app[AUTH]
+    token = _signin_token(request)
+    response = web.Response(status=status, text=_signin_html(request, token, next_path, name, error),
+                            content_type="text/html", headers={**page_headers(request), **(headers or {})})
+    response.set_cookie(SIGNIN_COOKIE, token, httponly=True, samesite="Strict", secure=auth.is_https(request),
+                        path="/signin", max_age=3600)
+    return response
+
+
+async def signin_page(request: web.Request) -> web.StreamResponse:
+    ident = await request.app[AUTH].identify(request)
+    next_path = _safe_next(request.query.get("next"), "")
+    if ident is not None and ident.via == "session":
+        raise web.HTTPSeeOther(next_path or _home(ident.role))
+    return _signin_response(request, 200, next_path)
+
+
+async def signin_submit(request: web.Request) -> web.StreamResponse:
+    auth = request.app[AUTH]
+    form = await request.post()
+    name = str(form.get("name", "")).strip()[:64]
+    password = str(form.get("password", ""))
+    next_path = _safe_next(str(form.get("next", "")), "")
+    sent, cookie = str(form.get("csrf", "")), request.cookies.get(SIGNIN_COOKIE, "")
+    if not sent or not cookie or not hmac.compare_digest(sent.encode(), cookie.encode()):
+        return _signin_response(request, 403, next_path, name,
+                                "The sign-in form expired or came from another site. Please try again.")
+    ip = auth.client_ip(request)
+    wait = auth.retry_after(ip, name)
+    if wait > 0:
+        log.warning("sign-in refused: too many failures from %s or for this account", ip)
+        return _signin_response(request, 429, next_path, name,
+                                f"Too many failed sign-ins. Try again in {int(wait // 60) + 1} minute(s).",
+                                headers={"Retry-After": str(math.ceil(wait))})
+    user = await asyncio.to_thread(auth.verify, name, password[:1024])
+    if user is None:
+        auth.record_failure(ip, name)
+        known = await asyncio.to_thread(auth.get_user, name) if NAME_PATTERN.match(name) else None
+        # The name is logged only for existing accounts: people type passwords into name fields.
+        log.warning("failed sign-in for %s from %s", known.name if known else "an unknown account", ip)
+        return _signin_response(request, 401, next_path, name, "Wrong name or password.")
+    auth.clear_failures(name)
+    token, _csrf = await asyncio.to_thread(auth.create_session, user.name)
+    log.info("%s (%s) signed in from %s", user.name, user.role, ip)
+    response = _see_other(next_path or _home(user.role))
+    auth.set_session_cookie(request, response, token)
+    response.del_cookie(SIGNIN_COOKIE, path="/signin")
+    return response
+
+
+async def signout(request: web.Request) -> web.StreamResponse:
+    auth = request.app[AUTH]
+    token = request.cookies.get(SESSION_COOKIE, "")
+    ident = await auth.identify(request)
+    if ident is not None and ident.via == "session":
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not sent and request.content_type == "application/x-www-form-urlencoded":
+            sent = str((await request.post()).get("csrf", ""))
+        if not sent or not hmac.compare_digest(sent.encode(), ident.csrf.encode()):
+            return api_error(403, f"missing or wrong CSRF token: send the {CSRF_HEADER} header")
+        await asyncio.to_thread(auth.end_session, token)
+        log.info("%s signed out", ident.name)
+    response = _see_other("/signin")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def me(request: web.Request) -> web.StreamResponse:
+    """Who is signed in, and the CSRF token the page must send with state changes."""
+    ident = await request.app[AUTH].identify(request)
+    if ident is None:
+        return api_error(401, "sign in first", signin="/signin")
+    return api_json({"name": ident.name, "role": ident.role, "csrf": ident.csrf,
+                     "can": {"console": ident.can("agent"), "kb": ident.can("operator")}})
+
+
+def setup_auth(app: web.Application) -> Auth:
+    """Accounts, ``/signin``, ``/signout`` and ``/api/auth/me`` for an app (idempotent)."""
+    if AUTH in app:
+        return app[AUTH]
+    from botkit.server import PROJECT
+
+    auth = Auth(app[PROJECT])
+    app[AUTH] = auth
+    app.router.add_get("/signin", signin_page)
+    app.router.add_post("/signin", signin_submit)
+    app.router.add_post("/signout", signout)
+    app.router.add_get("/api/auth/me", me)
+    static_route(app, "/static/staff", STATIC, {"staff.css"})
+
+    async def close(_app: web.Application) -> None:
+        auth.close()
+
+    app.on_cleanup.append(close)
+    return auth
+
+
+def ensure_demo_accounts(project: Project) -> dict[str, str]:
+    """Create the demo accounts ``alice`` (agent) and ``olivia`` (operator) if missing.
+
+    Returns the new accounts' passwords (empty when both existed already).
+    """
+    auth = Auth(project)
+    try:
+        created: dict[str, str] = {}
+        for name, role in (("alice", "agent"), ("olivia", "operator")):
+            if auth.get_user(name) is None:
+                created[name] = auth.add_user(name, role)
+        return created
+    finally:
+        auth.close()
+
+
+__all__ = ["AUTH", "Auth", "AuthError", "Identity", "ROLES", "USER", "User", "api_error", "api_json",
+           "ensure_demo_accounts", "page_headers", "page_response", "require", "role_allows", "setup_auth",
+           "static_route"]

@@ -1,0 +1,367 @@
+// Agent console. Live updates come over one websocket (no polling); every piece of text that
+// comes from a conversation is put into the page with textContent / text nodes, never as HTML.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    me: null,
+    csrf: "",
+    waiting: [],
+    mine: [],
+    clockOffsetMs: 0, // server time minus browser time
+    current: null, // {conversation, handoff, mine, turns}
+    unread: new Set(),
+    ws: null,
+    backoffMs: 1000,
+  };
+
+  // -- DOM helpers (text only) -----------------------------------------------------------------
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else if (value !== undefined && value !== null && value !== false) node.setAttribute(key, String(value));
+    }
+    for (const child of children) {
+      if (child !== null && child !== undefined && child !== false) node.append(child); // strings become text nodes
+    }
+    return node;
+  }
+
+  function setStatus(message, kind) {
+    const status = $("status");
+    status.textContent = message || "";
+    status.className = "status" + (kind ? " " + kind : "");
+  }
+
+  function duration(seconds) {
+    const s = Math.max(0, Math.floor(seconds));
+    if (s < 60) return s + " s";
+    const m = Math.floor(s / 60);
+    if (m < 60) return m + " min";
+    const h = Math.floor(m / 60);
+    return h + " h " + String(m % 60).padStart(2, "0") + " min";
+  }
+
+  function clock(iso) {
+    const d = new Date(iso);
+    return isNaN(d) ? "" : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  // -- API -------------------------------------------------------------------------------------
+  async function api(method, path, body) {
+    const options = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+    if (method !== "GET") options.headers["X-CSRF-Token"] = state.csrf;
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    const response = await fetch(path, options);
+    if (response.status === 401) {
+      location.assign("/signin?next=" + encodeURIComponent(location.pathname));
+      throw new Error("Your session has ended; please sign in again.");
+    }
+    let data = null;
+    try { data = await response.json(); } catch (_) { data = null; }
+    if (!response.ok) {
+      const error = new Error((data && data.error) || response.statusText);
+      error.status = response.status;
+      throw error;
+    }
+    return data;
+  }
+
+  const conversationPath = (id, action) =>
+    "/api/console/conversations/" + encodeURIComponent(id) + (action ? "/" + action : "");
+
+  // -- queue -----------------------------------------------------------------------------------
+  function applyQueue(message) {
+    state.waiting = message.waiting || [];
+    state.mine = message.mine || [];
+    if (message.now) state.clockOffsetMs = Date.parse(message.now) - Date.now();
+    const others = message.assigned_to_others || 0;
+    $("others").textContent = others ? others + " other conversation(s) are with colleagues." : "";
+    renderQueue();
+  }
+
+  function queueItem(h) {
+    const id = h.conversation;
+    const current = state.current && state.current.conversation.id === id;
+    const waited = el("span", { class: "waited", "data-created": h.created_at });
+    const button = el(
+      "button",
+      {
+        type: "button",
+        class: "queue-item" + (current ? " active" : "") + (state.unread.has(id) ? " unread" : ""),
+        onclick: () => openConversation(id),
+      },
+      el("div", { class: "row" }, el("span", { class: "who", text: h.customer || id }), waited),
+      el("div", { class: "reason", text: (h.reason || "").replace(/_/g, " ") + " · " + h.channel }),
+      h.summary ? el("div", { class: "q-summary", text: h.summary }) : null,
+    );
+    return el("li", null, button);
+  }
+
+  function renderQueue() {
+    $("waiting").replaceChildren(...state.waiting.map(queueItem));
+    $("mine").replaceChildren(...state.mine.map(queueItem));
+    $("waiting-count").textContent = String(state.waiting.length);
+    $("mine-count").textContent = String(state.mine.length);
+    $("waiting-empty").hidden = state.waiting.length > 0;
+    $("mine-empty").hidden = state.mine.length > 0;
+    document.title = (state.waiting.length ? "(" + state.waiting.length + ") " : "") + "Agent console";
+    tick();
+  }
+
+  // Waiting times count up locally between updates (a display timer, not polling).
+  function tick() {
+    const now = Date.now() + state.clockOffsetMs;
+    for (const node of document.querySelectorAll(".waited[data-created]")) {
+      const seconds = (now - Date.parse(node.getAttribute("data-created"))) / 1000;
+      node.textContent = duration(seconds);
+      node.classList.toggle("long", seconds > 300);
+    }
+  }
+
+  // -- conversation ----------------------------------------------------------------------------
+  function turnLabel(t) {
+    if (t.kind === "customer") return "Customer";
+    if (t.kind === "bot") return "Bot";
+    if (t.kind === "agent") return t.author || "Agent";
+    if (t.kind === "note") return "Internal note · " + (t.author || "");
+    return "System";
+  }
+
+  function turnNode(t) {
+    const node = el(
+      "li",
+      { class: "turn turn-" + t.kind, "data-seq": t.seq },
+      el("div", { class: "turn-head" }, el("span", { class: "who", text: turnLabel(t) }), el("time", { text: clock(t.at) })),
+      el("div", { class: "turn-text", text: t.text }),
+    );
+    if (t.sources && t.sources.length) {
+      node.append(el("ul", { class: "sources" }, ...t.sources.map((s) =>
+        el("li", { text: s.title + " (" + s.id + ", " + Number(s.score).toFixed(2) + ")" }))));
+    }
+    if (t.escalation) {
+      node.append(el("div", { class: "escalation", text: "Handed over: " + t.escalation.reason.replace(/_/g, " ") +
+        (t.escalation.detail ? " — " + t.escalation.detail : "") }));
+    }
+    if (t.candidate) {
+      node.append(el("details", { class: "candidate" }, el("summary", { text: "What the bot would have said" }),
+        el("p", { text: t.candidate })));
+    }
+    return node;
+  }
+
+  function renderControls() {
+    const c = state.current;
+    if (!c) return;
+    const h = c.handoff;
+    const status = c.conversation.status;
+    $("conv-title").textContent = c.conversation.customer || c.conversation.id;
+    const bits = [c.conversation.channel, "conversation " + c.conversation.id];
+    if (h && h.status === "waiting") bits.push("waiting for an agent (" + h.reason.replace(/_/g, " ") + ")");
+    else if (h && h.status === "assigned") bits.push(c.mine ? "you have it" : "with " + h.agent);
+    else bits.push(status === "closed" ? "closed" : "with the bot");
+    $("conv-meta").textContent = bits.join(" · ");
+    $("conv-summary").textContent = h && h.summary ? h.summary : "";
+    $("take").hidden = !(h && h.status === "waiting");
+    $("return").disabled = !c.mine;
+    $("close").disabled = !c.mine;
+    $("return").hidden = $("close").hidden = !(c.mine || (h && h.status === "waiting"));
+    $("text").disabled = $("send").disabled = $("note").disabled = !c.mine;
+    $("composer").classList.toggle("disabled", !c.mine);
+    $("text").placeholder = c.mine ? "Write to the customer… (Ctrl+Enter sends)" : "Take the conversation to reply.";
+  }
+
+  function renderConversation() {
+    const c = state.current;
+    $("empty").hidden = !!c;
+    $("pane").hidden = !c;
+    if (!c) return;
+    renderControls();
+    $("turns").replaceChildren(...c.turns.map(turnNode));
+    scrollDown();
+    renderQueue();
+  }
+
+  function scrollDown() {
+    const list = $("turns");
+    list.scrollTop = list.scrollHeight;
+  }
+
+  function addTurn(turn) {
+    const c = state.current;
+    if (!c || c.turns.some((t) => t.seq === turn.seq)) return;
+    c.turns.push(turn);
+    c.turns.sort((a, b) => a.seq - b.seq);
+    const list = $("turns");
+    const after = [...list.children].find((n) => Number(n.getAttribute("data-seq")) > turn.seq);
+    list.insertBefore(turnNode(turn), after || null);
+    scrollDown();
+  }
+
+  async function openConversation(id) {
+    setStatus("");
+    try {
+      const data = await api("GET", conversationPath(id));
+      const previous = state.current && state.current.conversation.id;
+      if (previous && previous !== id) send({ type: "unwatch", conversation: previous });
+      state.current = data;
+      state.unread.delete(id);
+      send({ type: "watch", conversation: id });
+      renderConversation();
+    } catch (error) {
+      setStatus(error.message, "error");
+    }
+  }
+
+  async function reloadCurrent() {
+    if (state.current) await openConversation(state.current.conversation.id);
+  }
+
+  async function act(action, body, confirmText) {
+    const c = state.current;
+    if (!c || (confirmText && !window.confirm(confirmText))) return null;
+    try {
+      const result = await api("POST", conversationPath(c.conversation.id, action), body);
+      return result;
+    } catch (error) {
+      setStatus(error.message, "error");
+      if (error.status === 409 || error.status === 403) await reloadCurrent();
+      return null;
+    }
+  }
+
+  async function take() {
+    if (await act("take")) {
+      setStatus("You have the conversation; the customer has been told you joined.", "ok");
+      await reloadCurrent();
+      $("text").focus();
+    }
+  }
+
+  async function write(internal) {
+    const text = $("text").value;
+    if (!text.trim()) return;
+    const result = await act(internal ? "notes" : "messages", { text });
+    if (result) {
+      $("text").value = "";
+      addTurn(result.turn);
+      setStatus(internal ? "Note added (the customer does not see it)." : "", "ok");
+    }
+  }
+
+  async function release(action) {
+    const confirmText = action === "close" ? "Close this conversation?" : null;
+    if (await act(action, undefined, confirmText)) {
+      setStatus(action === "close" ? "Conversation closed." : "Returned to the bot.", "ok");
+      await reloadCurrent();
+    }
+  }
+
+  // -- live updates ----------------------------------------------------------------------------
+  function send(message) {
+    if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(message));
+  }
+
+  function onMessage(message) {
+    if (message.type === "queue") {
+      applyQueue(message);
+      const c = state.current;
+      if (c && message.conversation === c.conversation.id && message.handoff) {
+        c.handoff = ["waiting", "assigned"].includes(message.handoff.status) ? message.handoff : null;
+        c.mine = !!(c.handoff && c.handoff.status === "assigned" && c.handoff.agent === state.me.name);
+        if (message.event === "assigned" && !c.mine) setStatus(message.handoff.agent + " took this conversation.");
+        if (message.event === "closed") c.conversation.status = "closed";
+        if (message.event === "returned") c.conversation.status = "bot";
+        renderControls();
+      }
+    } else if (message.type === "turn") {
+      const c = state.current;
+      if (c && message.conversation === c.conversation.id) {
+        c.conversation.status = message.status;
+        addTurn(message.turn);
+      } else if (message.turn.kind === "customer") {
+        state.unread.add(message.conversation);
+        renderQueue();
+      }
+    } else if (message.type === "error") {
+      setStatus(message.error, "error");
+    }
+  }
+
+  function connect() {
+    const pill = $("connection");
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    const ws = new WebSocket(scheme + location.host + "/api/console/ws");
+    state.ws = ws;
+    ws.addEventListener("open", () => {
+      state.backoffMs = 1000;
+      pill.textContent = "live";
+      pill.className = "pill live";
+      reloadCurrent(); // catch up on anything missed while disconnected (also re-watches it)
+    });
+    ws.addEventListener("message", (event) => {
+      try { onMessage(JSON.parse(event.data)); } catch (error) { console.error(error); }
+    });
+    ws.addEventListener("close", (event) => {
+      if (event.code === 4401) {
+        location.assign("/signin?next=" + encodeURIComponent(location.pathname));
+        return;
+      }
+      pill.textContent = "reconnecting…";
+      pill.className = "pill down";
+      setTimeout(connect, state.backoffMs);
+      state.backoffMs = Math.min(state.backoffMs * 2, 30000);
+    });
+  }
+
+  async function signOut() {
+    try {
+      await fetch("/signout", { method: "POST", headers: { "X-CSRF-Token": state.csrf }, credentials: "same-origin" });
+    } finally {
+      location.assign("/signin");
+    }
+  }
+
+  async function start() {
+    try {
+      state.me = await api("GET", "/api/auth/me");
+    } catch (error) {
+      setStatus(error.message, "error");
+      return;
+    }
+    state.csrf = state.me.csrf;
+    $("who").textContent = state.me.name + " (" + state.me.role + ")";
+    $("kb-link").hidden = !state.me.can.kb;
+    $("take").addEventListener("click", take);
+    $("return").addEventListener("click", () => release("return"));
+    $("close").addEventListener("click", () => release("close"));
+    $("note").addEventListener("click", () => write(true));
+    $("signout").addEventListener("click", signOut);
+    $("composer").addEventListener("submit", (event) => {
+      event.preventDefault();
+      write(false);
+    });
+    $("text").addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+        event.preventDefault();
+        write(false);
+      }
+    });
+    try {
+      applyQueue(await api("GET", "/api/console/queue"));
+    } catch (error) {
+      setStatus(error.message, "error");
+    }
+    setInterval(tick, 1000);
+    connect();
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();
