@@ -140,6 +140,10 @@ class Engine:
                 del self._waiters[conversation_id]
                 del self._locks[conversation_id]
 
+    # Public: channels that read a conversation's history and then follow its events (a
+    # resuming web chat tab) hold this so no turn is seen twice or missed.
+    conversation_lock = _conversation_lock
+
     # -- customer messages ---------------------------------------------------------------------
     def validate(self, message: IncomingMessage) -> IncomingMessage:
         """Refuse what cannot be a customer message, before anything is stored."""

@@ -21,7 +21,7 @@ class BatchingEmbedder:
     def __init__(self, inner: Embedder, max_batch: int = 64):
         self.inner = inner
         self.max_batch = max_batch
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._pending: list[tuple[str, Future[np.ndarray]]] = []
         self._leader_active = False
         self.batches = 0  # how many forward passes served single queries (for benchmarks)
@@ -42,29 +42,36 @@ class BatchingEmbedder:
         if len(texts) != 1:  # bulk work (indexing) goes straight through
             return self.inner.embed(texts)
         future: Future[np.ndarray] = Future()
-        with self._lock:
+        with self._cond:
             self._pending.append((texts[0], future))
-            lead = not self._leader_active
-            self._leader_active = lead or self._leader_active
-        if lead:
-            self._drain()
-        return future.result()[None, :]
-
-    def _drain(self) -> None:
-        while True:
-            with self._lock:
+        # Leadership is per batch: a leader embeds one batch (oldest queries first) and steps
+        # down, so no caller keeps serving others while its own answer is ready.
+        while not future.done():
+            with self._cond:
+                if future.done():
+                    break
+                if self._leader_active:
+                    self._cond.wait()
+                    continue
+                self._leader_active = True
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
-                if not batch:
-                    self._leader_active = False
-                    return
             try:
-                vectors = self.inner.embed([text for text, _ in batch])
-            except BaseException as exc:  # every waiter gets the error, nobody hangs
-                for _, fut in batch:
-                    fut.set_exception(exc)
-                continue
-            self.batches += 1
-            self.queries += len(batch)
-            for (_, fut), vec in zip(batch, vectors):
-                fut.set_result(vec)
+                self._run(batch)
+            finally:
+                with self._cond:
+                    self._leader_active = False
+                    self._cond.notify_all()
+        return future.result()[None, :]
+
+    def _run(self, batch: list[tuple[str, Future[np.ndarray]]]) -> None:
+        try:
+            vectors = self.inner.embed([text for text, _ in batch])
+        except BaseException as exc:  # every waiter gets the error, nobody hangs
+            for _, fut in batch:
+                fut.set_exception(exc)
+            return
+        self.batches += 1
+        self.queries += len(batch)
+        for (_, fut), vec in zip(batch, vectors):
+            fut.set_result(vec)

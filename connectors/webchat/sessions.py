@@ -1,0 +1,115 @@
+"""Web chat sessions: a random token in the customer's browser, a conversation id on the server.
+
+The token (``secrets.token_urlsafe(32)``) is the customer's only credential: whoever holds it
+reads the conversation. It is therefore never stored or logged; the table keeps its SHA-256,
+so a copy of the database does not hand out live sessions. The mapping lives in its own
+SQLite file in the project's state directory, so a reconnect to a restarted server resumes
+the same conversation. Only tokens this server issued are honoured: an unknown or expired
+token gets a new session (and a new, empty conversation), never a chosen one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+SESSIONS_DB = "webchat.sqlite3"
+CONVERSATION_PREFIX = "webchat:"
+MAX_TOKEN_CHARS = 128
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS webchat_sessions (
+    token_sha256 TEXT PRIMARY KEY, conversation_id TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL, last_seen TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Session:
+    token: str
+    conversation_id: str
+    resumed: bool  # False: a new session (the token given, if any, was unknown or expired)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class SessionStore:
+    """Token → conversation id, in SQLite; every operation runs in a worker thread."""
+
+    def __init__(self, path: Path | str, ttl: timedelta = timedelta(days=30)):
+        self.path = Path(path)
+        self.ttl = ttl
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    async def start(self) -> None:
+        if self._db is None:
+            await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await asyncio.to_thread(db.close)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        if db is None:
+            raise RuntimeError("the web chat session store is not started")
+
+        def locked() -> T:
+            with self._lock:
+                return fn(db)
+
+        return await asyncio.to_thread(locked)
+
+    async def open(self, token: object, *, create: bool = True) -> Session | None:
+        """Resume the session of ``token`` when it is one of ours and still valid, else start a new
+        one (None instead when ``create`` is false)."""
+        now = datetime.now(UTC)
+        if isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_CHARS:
+            digest = _digest(token)
+
+            def resume(db: sqlite3.Connection) -> str | None:
+                row = db.execute("SELECT conversation_id, last_seen FROM webchat_sessions WHERE token_sha256=?",
+                                 (digest,)).fetchone()
+                if row is None:
+                    return None
+                if datetime.fromisoformat(row[1]) < now - self.ttl:
+                    db.execute("DELETE FROM webchat_sessions WHERE token_sha256=?", (digest,))
+                    return None
+                db.execute("UPDATE webchat_sessions SET last_seen=? WHERE token_sha256=?", (now.isoformat(), digest))
+                return str(row[0])
+
+            conversation_id = await self._run(resume)
+            if conversation_id is not None:
+                return Session(token, conversation_id, resumed=True)
+        if not create:
+            return None
+        token = secrets.token_urlsafe(32)
+        conversation_id = CONVERSATION_PREFIX + secrets.token_urlsafe(12)
+
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO webchat_sessions (token_sha256, conversation_id, created_at, last_seen) "
+                       "VALUES (?,?,?,?)", (_digest(token), conversation_id, now.isoformat(), now.isoformat()))
+
+        await self._run(insert)
+        return Session(token, conversation_id, resumed=False)
