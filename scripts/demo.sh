@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up (if needed), import the shipped demo help centre, and talk to the demo bot:
-# answers with sources, a follow-up read in context, a hand-off to a human and back.
+# Set up (if needed), import the shipped demo help centre, take a short tour of the dialogue
+# core on the command line (an answer with its source, a hand-off to a human), then serve the
+# demo bot: web chat, agent console and KB editor, with demo accounts. Ctrl-C stops it.
+# DEMO_TOUR=0 skips the tour; DEMO_SERVE=0 skips serving.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,24 +13,19 @@ say() { printf '\n== %s\n' "$*"; }
 say "importing the Tallow & Pine help centre (demo/kb)"
 $BOTKIT --project demo kb import
 
-CONV="demo-$(date +%s)"
-say "customer: my parcel still hasn't arrived, what now?"
-$BOTKIT --project demo ask --conversation "$CONV" "my parcel still hasn't arrived, what now?"
-say "customer: and how long do I have to report it?   (a follow-up, read with the question before)"
-$BOTKIT --project demo ask --conversation "$CONV" "and how long do I have to report it?"
-say "customer: this is not helping, can I talk to a real person?"
-$BOTKIT --project demo ask --conversation "$CONV" "this is not helping, can I talk to a real person?"
-say "the agents' queue"
-$BOTKIT --project demo handoffs
-say "agent alice takes it, replies, and hands it back to the bot"
-$BOTKIT --project demo agent take "$CONV" --agent alice
-$BOTKIT --project demo agent say "$CONV" "Hi, I'm Alice. I've opened a carrier trace for you." --agent alice
-$BOTKIT --project demo agent return "$CONV" --agent alice
-say "customer (back with the bot): can I pay with PayPal?"
-$BOTKIT --project demo ask --conversation "$CONV" "can I pay with PayPal?"
+if [ "${DEMO_TOUR:-1}" != 0 ]; then
+  CONV="demo-$(date +%s)"
+  say "customer: my parcel still hasn't arrived, what now?"
+  $BOTKIT --project demo ask --conversation "$CONV" "my parcel still hasn't arrived, what now?"
+  say "customer: this is not helping, can I talk to a real person?"
+  $BOTKIT --project demo ask --conversation "$CONV" "this is not helping, can I talk to a real person?"
+  say "the agents' queue (botkit handoffs); take it in the console below, or: botkit --project demo agent take $CONV --agent alice"
+  $BOTKIT --project demo handoffs
+  say "conversation tests (demo/tests/conversations.yaml)"
+  $BOTKIT --project demo test demo/tests/conversations.yaml
+fi
 
-say "conversation tests (demo/tests/conversations.yaml)"
-$BOTKIT --project demo test demo/tests/conversations.yaml
-say "retrieval on the demo's labelled questions"
-$BOTKIT --project demo eval retrieval --queries demo/eval/queries.jsonl | head -15
-say "chat yourself: .venv/bin/botkit --project demo shell"
+if [ "${DEMO_SERVE:-1}" != 0 ]; then
+  say "serving the demo bot (Ctrl-C to stop)"
+  exec $BOTKIT --project demo serve --demo-accounts
+fi

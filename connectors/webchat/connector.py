@@ -367,14 +367,9 @@ class WebChatConnector:
 
     @contextlib.asynccontextmanager
     async def _conversation_guard(self, conversation_id: str) -> AsyncIterator[None]:
-        # The engine's per-conversation FIFO lock is private API: the engine offers no public way
-        # to read a history atomically with respect to its events. Without it (a changed engine)
-        # a turn stored in that very instant could show twice, or only on the next resume.
-        lock = getattr(self.engine, "_conversation_lock", None)
-        if lock is None:
-            yield
-            return
-        async with lock(conversation_id):
+        # Reading the history under the engine's per-conversation lock means a turn stored in
+        # that very instant is neither shown twice nor missed.
+        async with self.engine.conversation_lock(conversation_id):
             yield
 
     def _accept(self, client: _Client, frame: proto.SendMessage, now: float) -> bool:
