@@ -18,7 +18,7 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
   echo "installing torch==2.13.0 (CPU)" >&2
   "${PIP[@]}" install torch==2.13.0
 fi
-if ! .venv/bin/python -c 'import botkit, knowledge, faiss, bm25s, onnxruntime, pytest_asyncio, prometheus_client, playwright' 2>/dev/null \
+if ! .venv/bin/python -c 'import botkit, knowledge, faiss, bm25s, onnxruntime, pytest_asyncio, prometheus_client, playwright, matplotlib, rouge_score' 2>/dev/null \
    || ! .venv/bin/pip show botkit >/dev/null 2>&1; then
   echo "installing botkit and its dependencies" >&2
   "${PIP[@]}" install -c constraints.txt -e '.[test]'
