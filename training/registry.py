@@ -1,0 +1,355 @@
+"""A file-based model registry: versioned LoRA adapters / merged models and retrievers.
+
+Layout under ``root`` (default ``<project state dir>/models``)::
+
+    lm/
+      v0001/              the artefact (adapter or merged model files) + metadata.json
+      v0002/
+      current.json        the pointer: which version serves, and the promotion stack
+      events.jsonl        one line per change (register, promote, rollback), never rewritten
+      .lock               serialises writers across processes (flock, POSIX)
+    retriever/
+      ...
+
+Readers never see half a state: a version directory is copied under a temporary name and
+renamed into place, and ``current.json`` / ``metadata.json`` are replaced atomically (temp file +
+``os.replace``). A server calls the function returned by :meth:`ModelRegistry.watch` before each
+reply; it costs one ``stat`` unless the pointer changed, so a promotion made by ``botkit`` in
+another process is picked up without a restart.
+
+Rollback goes back along the promotion stack kept in the pointer (promote v1, promote v2,
+rollback: v1 serves again); the event log keeps the whole history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from botkit.config import LocalLMConfig
+from botkit.errors import BotkitError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from botkit.project import Project
+
+log = logging.getLogger(__name__)
+
+KINDS: tuple[str, ...] = ("lm", "retriever")
+POINTER = "current.json"
+EVENTS = "events.jsonl"
+METADATA = "metadata.json"
+_VERSION_DIR = re.compile(r"^v(\d{4,})$")
+
+
+class RegistryError(BotkitError):
+    """A registry operation was refused: unknown kind or version, nothing to roll back to, ..."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered artefact. ``path`` is the directory to load (adapter or model files)."""
+
+    kind: str
+    version: int
+    path: Path
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def label(self) -> str:
+        return f"v{self.version:04d}"
+
+    @property
+    def status(self) -> str:
+        """candidate, promoted, retired or rolled_back (as last written to metadata.json)."""
+        return str(self.metadata.get("status", "candidate"))
+
+
+@dataclass(frozen=True)
+class RegistryEvent:
+    time: str
+    event: str  # register | promote | rollback
+    kind: str
+    version: int
+    previous: int | None = None
+    reason: str = ""
+    by: str = ""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    """Temp file in the same directory, fsync, ``os.replace``: readers see old or new, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, ensure_ascii=False, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def hash_files(*paths: Path) -> str:
+    """sha256 over the files' bytes (directories: their files in sorted order); a data-set id."""
+    digest = hashlib.sha256()
+    for p in paths:
+        files = sorted(f for f in Path(p).rglob("*") if f.is_file()) if Path(p).is_dir() else [Path(p)]
+        for f in files:
+            digest.update(f.name.encode())
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+class ModelRegistry:
+    """Versioned artefacts on disk. Safe for several processes on one root (writers take a lock)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @classmethod
+    def for_project(cls, project: Project) -> ModelRegistry:
+        return cls(project.state_dir / "models")
+
+    # --- paths and locking ----------------------------------------------------------------
+
+    def _kind_dir(self, kind: str) -> Path:
+        if kind not in KINDS:
+            raise RegistryError(f"unknown model kind {kind!r} (allowed: {', '.join(KINDS)})")
+        return self.root / kind
+
+    @contextlib.contextmanager
+    def _locked(self, kind: str) -> Iterator[Path]:
+        kdir = self._kind_dir(kind)
+        kdir.mkdir(parents=True, exist_ok=True)
+        with (kdir / ".lock").open("a") as fh:
+            try:
+                import fcntl
+            except ImportError:  # pragma: no cover - Windows: single writer assumed
+                yield kdir
+                return
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield kdir
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _append_event(self, kdir: Path, event: RegistryEvent) -> None:
+        line = json.dumps(event.__dict__, ensure_ascii=False) + "\n"
+        with (kdir / EVENTS).open("a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _read_pointer(self, kdir: Path) -> dict[str, Any] | None:
+        try:
+            return json.loads((kdir / POINTER).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def _set_status(self, mv: ModelVersion, status: str) -> None:
+        meta = dict(mv.metadata, status=status)
+        _write_json_atomic(mv.path / METADATA, meta)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def list(self, kind: str) -> list[ModelVersion]:
+        """All registered versions, oldest first."""
+        kdir = self._kind_dir(kind)
+        if not kdir.is_dir():
+            return []
+        found = []
+        for d in kdir.iterdir():
+            m = _VERSION_DIR.match(d.name)
+            if m and d.is_dir():
+                found.append(self._load(kind, int(m.group(1)), d))
+        return sorted(found, key=lambda v: v.version)
+
+    def _load(self, kind: str, version: int, path: Path) -> ModelVersion:
+        try:
+            meta = json.loads((path / METADATA).read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError) as exc:
+            raise RegistryError(f"{path}/{METADATA} is missing or unreadable ({exc})") from exc
+        return ModelVersion(kind, version, path, meta)
+
+    def get(self, kind: str, version: int | str) -> ModelVersion:
+        """A version by number (2) or label ("v0002").
+
+        Raises:
+            RegistryError: no such version.
+        """
+        number = self._parse_version(version)
+        path = self._kind_dir(kind) / f"v{number:04d}"
+        if not path.is_dir():
+            known = ", ".join(v.label for v in self.list(kind)) or "none registered"
+            raise RegistryError(f"{kind} version {version!r} does not exist (known: {known})")
+        return self._load(kind, number, path)
+
+    @staticmethod
+    def _parse_version(version: int | str) -> int:
+        if isinstance(version, int) and not isinstance(version, bool) and version > 0:
+            return version
+        m = re.fullmatch(r"v?(\d+)", str(version).strip())
+        if not m or int(m.group(1)) < 1:
+            raise RegistryError(f"bad version {version!r}: use a number (2) or a label (v0002)")
+        return int(m.group(1))
+
+    def current(self, kind: str) -> ModelVersion | None:
+        """The promoted version that serves now, or None before the first promotion."""
+        pointer = self._read_pointer(self._kind_dir(kind))
+        if not pointer or pointer.get("version") is None:
+            return None
+        return self.get(kind, int(pointer["version"]))
+
+    def history(self, kind: str) -> list[RegistryEvent]:
+        """Every change ever made, oldest first."""
+        path = self._kind_dir(kind) / EVENTS
+        if not path.exists():
+            return []
+        with path.open(encoding="utf-8") as fh:
+            return [RegistryEvent(**json.loads(line)) for line in fh if line.strip()]
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def register(self, kind: str, artefact_dir: Path, metadata: dict[str, Any] | None = None, *,
+                 move: bool = False) -> ModelVersion:
+        """Store ``artefact_dir`` as the next version (status "candidate"); it does not serve yet.
+
+        ``metadata`` may carry ``base_model``, ``data_hash``, ``config``, ``metrics`` and
+        ``eval_report``; ``created_at`` and ``status`` are set here.
+
+        Raises:
+            RegistryError: the artefact is not a directory, or holds its own metadata.json.
+        """
+        src = Path(artefact_dir)
+        if not src.is_dir():
+            raise RegistryError(f"artefact {src} is not a directory")
+        if (src / METADATA).exists():
+            raise RegistryError(f"artefact {src} already contains {METADATA}; the registry writes its own")
+        meta: dict[str, Any] = {"base_model": None, "data_hash": None, "config": {}, "metrics": {},
+                                "eval_report": None, **(metadata or {})}
+        meta.update(kind=kind, created_at=_now(), status="candidate", source=str(src.resolve()))
+        with self._locked(kind) as kdir:
+            number = max((v.version for v in self.list(kind)), default=0) + 1
+            staging = Path(tempfile.mkdtemp(prefix=f".v{number:04d}.", suffix=".tmp", dir=kdir))
+            try:
+                target = staging / "a"
+                if move:
+                    shutil.move(str(src), target)
+                else:
+                    shutil.copytree(src, target)
+                meta["version"] = number
+                _write_json_atomic(target / METADATA, meta)
+                final = kdir / f"v{number:04d}"
+                os.rename(target, final)  # atomic: the version appears complete or not at all
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            self._append_event(kdir, RegistryEvent(_now(), "register", kind, number,
+                                                   reason=str(meta.get("eval_report") or "")))
+        log.info("registered %s %s", kind, f"v{number:04d}")
+        return self._load(kind, number, final)
+
+    def promote(self, kind: str, version: int | str, reason: str, by: str) -> ModelVersion:
+        """Make ``version`` the one that serves. ``reason`` and ``by`` go to the event log.
+
+        Raises:
+            RegistryError: the version does not exist or already serves.
+        """
+        with self._locked(kind) as kdir:
+            mv = self.get(kind, version)
+            pointer = self._read_pointer(kdir) or {"version": None, "stack": []}
+            previous = pointer.get("version")
+            if previous == mv.version:
+                raise RegistryError(f"{kind} {mv.label} is already current")
+            stack = [*pointer.get("stack", []), mv.version]
+            _write_json_atomic(kdir / POINTER, {"version": mv.version, "path": str(mv.path), "stack": stack,
+                                                "promoted_at": _now(), "reason": reason, "by": by})
+            self._set_status(mv, "promoted")
+            if previous is not None:
+                with contextlib.suppress(RegistryError):
+                    self._set_status(self.get(kind, previous), "retired")
+            self._append_event(kdir, RegistryEvent(_now(), "promote", kind, mv.version, previous, reason, by))
+        log.info("promoted %s %s (was %s)", kind, mv.label, previous)
+        return self.get(kind, mv.version)
+
+    def rollback(self, kind: str, reason: str = "rollback", by: str = "") -> ModelVersion:
+        """Serve the previously promoted version again.
+
+        Raises:
+            RegistryError: nothing was promoted before the current version.
+        """
+        with self._locked(kind) as kdir:
+            pointer = self._read_pointer(kdir)
+            stack = list(pointer.get("stack", [])) if pointer else []
+            if len(stack) < 2:
+                what = "nothing is promoted" if not stack else f"v{stack[-1]:04d} is the first promoted version"
+                raise RegistryError(f"cannot roll back {kind}: {what}, so there is no previous version")
+            bad = stack.pop()
+            mv = self.get(kind, stack[-1])
+            _write_json_atomic(kdir / POINTER, {"version": mv.version, "path": str(mv.path), "stack": stack,
+                                                "promoted_at": _now(), "reason": reason, "by": by})
+            self._set_status(mv, "promoted")
+            with contextlib.suppress(RegistryError):
+                self._set_status(self.get(kind, bad), "rolled_back")
+            self._append_event(kdir, RegistryEvent(_now(), "rollback", kind, mv.version, bad, reason, by))
+        log.info("rolled back %s from v%04d to %s", kind, bad, mv.label)
+        return self.get(kind, mv.version)
+
+    # --- serving ----------------------------------------------------------------------------
+
+    def watch(self, kind: str) -> Callable[[], ModelVersion | None]:
+        """A cheap "what serves now?" check for a running server, called before each reply.
+
+        Costs one ``stat`` of the pointer file; the pointer is re-read only when its inode,
+        size or mtime changed (``os.replace`` always gives a new inode).
+        """
+        pointer = self._kind_dir(kind) / POINTER
+        state: dict[str, Any] = {"sig": None, "current": None}
+
+        def check() -> ModelVersion | None:
+            try:
+                st = pointer.stat()
+                sig: tuple[int, ...] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+            except FileNotFoundError:
+                sig = None
+            if sig != state["sig"]:
+                state["current"] = self.current(kind) if sig is not None else None
+                state["sig"] = sig
+            return state["current"]
+
+        return check
+
+
+def current_lm_config(registry: ModelRegistry, base: LocalLMConfig) -> LocalLMConfig:
+    """``base`` pointed at the current ``lm`` version: ``adapter_path`` for a LoRA adapter, or
+    ``model_path`` (adapter cleared) for a merged model. ``base`` itself when nothing is promoted."""
+    mv = registry.current("lm")
+    if mv is None:
+        return base
+    merged = bool(mv.metadata.get("merged")) or (
+        (mv.path / "config.json").is_file() and not (mv.path / "adapter_config.json").is_file())
+    if merged:
+        return base.model_copy(update={"model_path": str(mv.path), "adapter_path": None})
+    trained_on = mv.metadata.get("base_model")
+    if trained_on and Path(str(trained_on)).name != Path(base.model_path).name:
+        log.warning("lm %s was trained on %s but the configured base model is %s", mv.label, trained_on,
+                    base.model_path)
+    return base.model_copy(update={"adapter_path": str(mv.path)})
