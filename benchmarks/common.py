@@ -114,6 +114,9 @@ def print_header(title: str, notes: Iterable[str] = ()) -> None:
     print(f"date:    {datetime.now(UTC).isoformat(timespec='seconds')}")
     print(f"machine: {machine_line()}")
     print(f"command: {command_line()}")
+    env = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                      "OPENBLAS_NUM_THREADS") if k in os.environ}
+    print("env:     " + (" ".join(f"{k}={v}" for k, v in env.items()) or "no OMP_*/BLAS thread variables set"))
     for note in notes:
         print(f"note:    {note}")
     print(flush=True)
@@ -155,7 +158,27 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA,
                    help="the shared datasets folder (default: ../shared/datasets from the repository root)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="keep KB databases (with their embedding caches) under this folder and reuse them "
+                        "in later runs and other scripts (run_all.sh uses benchmarks/out/cache); default: "
+                        "a temporary folder, so everything is embedded afresh")
     return p
+
+
+def state_dir(args: argparse.Namespace, name: str) -> Path:
+    """Where a KB's database and index live: under --cache (kept) or in a temporary folder."""
+    if getattr(args, "cache", None) is None:
+        return workdir() / name
+    base = args.cache if args.cache.is_absolute() else REPO / args.cache
+    path = base / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def print_footer() -> None:
+    load = os.getloadavg()
+    print(f"peak RSS: {peak_rss_mib():.0f} MiB; wall time {time.perf_counter() - _T0:.0f}s; "
+          f"load average at end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)")
 
 
 def data_path(args: argparse.Namespace, *parts: str) -> Path:
@@ -290,17 +313,17 @@ def ranks_from_scores(scores: Any, labels: Sequence[int], k: int) -> list[int]:
 
 
 def fit_logreg(X: Any, y: Sequence[int], Cs: Sequence[float] = (1.0, 10.0, 100.0), seed: int = 0):
-    """Logistic regression with C chosen by 3-fold cross-validation on the training data only.
-    Returns (fitted model, chosen C, {C: mean CV accuracy})."""
+    """Logistic regression with C chosen by 3-fold cross-validation on the training data only
+    (no search when one C is given). Returns (fitted model, chosen C, {C: mean CV accuracy})."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     cv = StratifiedKFold(n_splits=3, shuffle=True, random_state=seed)
-    scores = {}
-    for C in Cs:
+    scores: dict[float, float] = {}
+    for C in Cs if len(Cs) > 1 else ():  # a single C: no search
         model = LogisticRegression(C=C, max_iter=2000)
         scores[C] = float(cross_val_score(model, X, y, cv=cv, n_jobs=1).mean())
-    best = max(scores, key=lambda c: scores[c])
+    best = max(scores, key=lambda c: scores[c]) if scores else Cs[0]
     model = LogisticRegression(C=best, max_iter=2000).fit(X, y)
     return model, best, scores
 
@@ -313,3 +336,10 @@ def time_single(fn: Any, items: Sequence[Any]) -> list[float]:
         fn(item)
         out.append((time.perf_counter() - t0) * 1000)
     return out
+
+
+def describe_c(name: str, c: float, cv: dict[float, float],
+               origin: str = "chosen earlier by 3-fold CV on train; --cv redoes the search") -> str:
+    if not cv:
+        return f"{name}: C={c} (fixed: {origin})"
+    return f"{name}: C={c} (3-fold CV accuracy on train: " + ", ".join(f"C={k}: {v:.4f}" for k, v in cv.items()) + ")"

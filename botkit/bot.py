@@ -27,12 +27,33 @@ def build_engine(project: Project, *, store: ConversationStore | None = None, pr
     cfg = project.config
     kb = KnowledgeBase.open(project, progress=progress)
     store = store or SQLiteConversationStore(conversations_db or project.state_dir / CONVERSATIONS_DB)
+    responder = make_responder(cfg.dialogue, project.root)
+    if cfg.dialogue.responder == "local-lm" and cfg.dialogue.local_lm is not None:
+        responder = _registry_responder(project)
     return Engine(
         retriever=KnowledgeRetriever(kb),
-        responder=make_responder(cfg.dialogue, project.root),
+        responder=responder,
         store=store,
         rules=build_rules(cfg.escalation),
         config=cfg.dialogue,
         bot_name=cfg.name,
         summarize=summarize,
     )
+
+
+def _registry_responder(project: Project):  # type: ignore[no-untyped-def]
+    """The local LM as the model registry says: the promoted version, followed live."""
+    from botkit.generation import make_responder
+    from botkit.reloading import ReloadingResponder
+    from training.registry import ModelRegistry, current_lm_config
+
+    registry = ModelRegistry.for_project(project)
+    dialogue = project.config.dialogue
+    base = dialogue.local_lm
+    assert base is not None
+
+    def build(_version: object):  # type: ignore[no-untyped-def]
+        lm = current_lm_config(registry, base)
+        return make_responder(dialogue.model_copy(update={"local_lm": lm}), project.root)
+
+    return ReloadingResponder(build, registry.watch("lm"))
