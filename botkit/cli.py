@@ -17,9 +17,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from botkit import __version__
-from botkit.errors import BotkitError
-from botkit.project import Project, init_project
+# Must be set before torch/faiss load their OpenMP runtime: spinning worker threads cost
+# 37% (and up to 30x under load) on a small shared machine (benchmarks/threads.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from botkit import __version__  # noqa: E402
+from botkit.errors import BotkitError  # noqa: E402
+from botkit.project import Project, init_project  # noqa: E402
 
 
 def _author(args: argparse.Namespace) -> str:
