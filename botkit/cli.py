@@ -448,6 +448,74 @@ def cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- training and models --------------------------------------------------------------------------
+
+def _registry(args: argparse.Namespace) -> Any:
+    from training.registry import ModelRegistry
+
+    return ModelRegistry.for_project(_project(args))
+
+
+def _version_json(mv: Any) -> dict[str, Any]:
+    return {"kind": mv.kind, "version": mv.label, "status": mv.status, "path": str(mv.path),
+            "created_at": mv.metadata.get("created_at"), "base_model": mv.metadata.get("base_model"),
+            "data_hash": mv.metadata.get("data_hash"), "metrics": mv.metadata.get("metrics", {})}
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    kind = args.kind
+    if args.action == "list":
+        current = registry.current(kind)
+        versions = registry.list(kind)
+        if args.json:
+            _print_json([_version_json(v) for v in versions])
+            return 0
+        for v in versions:
+            mark = "*" if current is not None and v.version == current.version else " "
+            metrics = v.metadata.get("metrics", {})
+            shown = ", ".join(f"{k} {val:.4g}" for k, val in metrics.items() if isinstance(val, (int, float)))[:90]
+            print(f"{mark} {v.label}  {v.status:<11} {str(v.metadata.get('created_at', ''))[:19]}  {shown}")
+        if not versions:
+            print(f"no {kind} versions yet (botkit train ...)", file=sys.stderr)
+        return 0
+    if args.action == "show":
+        mv = registry.get(kind, args.version) if args.version else registry.current(kind)
+        if mv is None:
+            raise BotkitError(f"no {kind} version is in service; `botkit models list --kind {kind}`")
+        _print_json({**_version_json(mv), "metadata": mv.metadata})
+        return 0
+    if args.action == "promote":
+        if not args.version:
+            raise BotkitError("which version? `botkit models promote VERSION`")
+        mv = registry.promote(kind, args.version, reason=args.reason or "manual promotion", by=_author(args))
+        print(f"{kind} {mv.label} is now in service (a running `botkit serve` switches at its next message)")
+        return 0
+    if args.action == "rollback":
+        mv = registry.rollback(kind, reason=args.reason or "manual rollback", by=_author(args))
+        print(f"rolled back: {kind} {mv.label if mv else 'the base model'} is in service")
+        return 0
+    for event in registry.history(kind):
+        print(f"{event.time}  {event.event:<9} {event.version}  {event.reason}  {event.by}")
+    return 0
+
+
+def cmd_train_data(args: argparse.Namespace) -> int:
+    from training.redact import Redactor
+    from training.transcripts import prepare
+
+    out = Path(args.out)
+    report = prepare([Path(p) for p in args.paths], out, redactor=Redactor(order_id_pattern=args.order_id_pattern),
+                     validation_fraction=args.validation)
+    data = report.to_json()
+    if args.json:
+        _print_json(data)
+    else:
+        print(report.to_markdown())
+        print(f"\nwrote {out}/train.jsonl, validation.jsonl, report.md", file=sys.stderr)
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -536,6 +604,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--role", choices=["agent", "operator", "admin"], default="agent")
     p.set_defaults(func=cmd_users)
+
+    p = sub.add_parser("models", help="trained model versions: list, show, promote, rollback", parents=[common])
+    p.add_argument("action", choices=["list", "show", "promote", "rollback", "history"])
+    p.add_argument("version", nargs="?", help="e.g. v0002 or 2")
+    p.add_argument("--kind", choices=["lm", "retriever"], default="lm")
+    p.add_argument("--reason")
+    p.add_argument("--author", help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    train = sub.add_parser("train", help="learn from support transcripts").add_subparsers(
+        dest="train_command", required=True, metavar="WHAT")
+    p = train.add_parser("data", help="clean, de-duplicate, redact and split transcripts (no training)",
+                         parents=[common])
+    p.add_argument("paths", nargs="+", help="JSONL/CSV transcript files or directories")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--order-id-pattern", help=r"redact order ids matching this regex, e.g. 'TP-\d{6}'")
+    p.add_argument("--validation", type=float, default=0.1, help="share held out for validation (default 0.1)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train_data)
 
     ev = sub.add_parser("eval", help="measure the bot").add_subparsers(dest="eval_command", required=True, metavar="WHAT")
     p = ev.add_parser("retrieval", help="retrieval accuracy on labelled queries", parents=[common])

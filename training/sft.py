@@ -1,0 +1,215 @@
+"""Transcripts to supervised fine-tuning examples: prompt tokens masked, agent replies learned.
+
+One example per agent reply (a run of consecutive agent messages is one reply). Its prompt is
+built exactly as the bot builds one at serving time (:mod:`botkit.generation.prompt`): the
+system message (instructions, plus the KB passages retrieval returns for the customer's last
+question when ``with_passages``), then the conversation so far with customer messages as quoted
+``user`` turns and bot/agent messages as ``assistant`` turns, rendered with the tokenizer's
+chat template (``add_generation_prompt=True``) or, without one, the plain
+:data:`~botkit.generation.prompt.FALLBACK_HEADERS` format. The target is what the template
+puts after the generation prompt for that reply (e.g. ``reply<|end|>\\n``), then EOS.
+
+Why one example per reply rather than one sequence with every agent turn unmasked: each reply
+gets the passages retrieved for *its* question, in the system message, and the history the
+bot would really have had (cut oldest-first to fit, like ``render_prompt``). A single sequence
+can carry only one system message, so later replies would be trained on the first question's
+passages. The cost is re-reading the history for each reply (quadratic in turns), which is
+small for support conversations (a handful of turns).
+
+Labels are -100 everywhere except the reply tokens. Transcript ``system`` messages (hand-overs,
+"chat closed") are events, not instructions, and are left out. Bot messages stay in the history
+but are never targets: we learn from the human agents only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from botkit.errors import GenerationError
+from botkit.generation.prompt import (
+    SYSTEM_TEMPLATE,
+    ChatMessage,
+    defuse_special_tokens,
+    quote_customer,
+    render_prompt,
+)
+from training.types import Transcript
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+Retrieve = Callable[[str], list[str]]
+
+
+@dataclass
+class SFTStats:
+    """What :func:`build_examples` made, and what it had to cut or drop."""
+
+    conversations: int = 0
+    examples: int = 0
+    truncated: int = 0  # prompt cut from the left (after history and passages were dropped)
+    dropped_too_long: int = 0  # the reply alone did not fit in max_length
+    tokens: int = 0
+    target_tokens: int = 0
+
+
+def _defuse_tag(text: str, tag: str) -> str:
+    return re.sub(rf"<(/?)\s*({tag})", lambda m: f"<{m.group(1)}\u200b{m.group(2)}", text, flags=re.IGNORECASE)
+
+
+def format_passage_texts(passages: Sequence[str]) -> str:
+    """``<passage id="N">`` blocks as the bot's system message has them (order = ranking)."""
+    blocks = [f'<passage id="{i}">\n{_defuse_tag(p.strip(), "passage")}\n</passage>'
+              for i, p in enumerate(passages, 1) if p.strip()]
+    return "\n".join(blocks) if blocks else "(no passages)"
+
+
+def system_prompt(bot_name: str, passages: Sequence[str] = ()) -> str:
+    name = " ".join(bot_name.split())[:100] or "the assistant"
+    return SYSTEM_TEMPLATE.format(bot_name=name, passages=format_passage_texts(passages))
+
+
+def _merge(messages: list[ChatMessage]) -> list[ChatMessage]:
+    merged: list[ChatMessage] = []
+    for m in messages:
+        if merged and merged[-1].role == m.role:
+            merged[-1] = ChatMessage(m.role, merged[-1].content + "\n\n" + m.content)
+        else:
+            merged.append(m)
+    return merged
+
+
+def conversation_turns(transcript: Transcript, bot_name: str = "Support", retrieve: Retrieve | None = None
+                       ) -> list[tuple[list[ChatMessage], str]]:
+    """(prompt messages, agent reply) for each agent reply in the transcript, oldest first."""
+    msgs = [m for m in transcript.messages if m.role in ("customer", "agent", "bot") and m.text.strip()]
+    out: list[tuple[list[ChatMessage], str]] = []
+    i = 0
+    while i < len(msgs):
+        if msgs[i].role != "agent":
+            i += 1
+            continue
+        j = i
+        while j < len(msgs) and msgs[j].role == "agent":
+            j += 1
+        reply = "\n\n".join(m.text.strip() for m in msgs[i:j])
+        history = msgs[:i]
+        if any(m.role == "customer" for m in history):  # a reply to nobody teaches nothing
+            question = next(m.text for m in reversed(history) if m.role == "customer")
+            passages = retrieve(question) if retrieve is not None else []
+            convo = [ChatMessage("user", quote_customer(m.text)) if m.role == "customer"
+                     else ChatMessage("assistant", m.text.strip()) for m in history]
+            out.append(([ChatMessage("system", system_prompt(bot_name, passages)), *_merge(convo)], reply))
+        i = j
+    return out
+
+
+def _completion_text(tokenizer: Any, messages: list[ChatMessage], reply: str) -> str:
+    """What follows the generation prompt for ``reply``: the template's own end marker included."""
+    if getattr(tokenizer, "chat_template", None):
+        dicts = [{"role": m.role, "content": m.content} for m in messages] + [{"role": "assistant", "content": reply}]
+        full = str(tokenizer.apply_chat_template(dicts, tokenize=False, add_generation_prompt=False))
+        # render_prompt may have dropped history: compare against the same rendered prefix.
+        gen = str(tokenizer.apply_chat_template(dicts[:-1], tokenize=False, add_generation_prompt=True))
+        if full.startswith(gen) and full[len(gen):].lstrip().startswith(reply.strip()[:20]):
+            return full[len(gen):]
+        return reply
+    return reply + "\n\n"
+
+
+def encode_example(tokenizer: Any, messages: list[ChatMessage], reply: str, max_length: int,
+                   stats: SFTStats | None = None) -> dict[str, list[int]] | None:
+    """Tokenise one (prompt, reply) pair; None when the reply alone does not fit ``max_length``."""
+    stats = stats if stats is not None else SFTStats()
+    specials = [s for s in (getattr(tokenizer, "all_special_tokens", None) or []) if len(s) > 1]
+    reply_clean = defuse_special_tokens(reply.strip(), sorted(set(specials), key=len, reverse=True))
+    eos = tokenizer.eos_token_id
+    # The completion: the template's text after the generation prompt (reply + end marker) + EOS.
+    full_prompt = render_prompt(tokenizer, messages, 10**9)
+    completion = _completion_text(tokenizer, _defused(tokenizer, messages), reply_clean)
+    target = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if eos is not None and (not target or target[-1] != eos):
+        target = target + [eos]
+    budget = max_length - len(target)
+    if budget < 1:
+        stats.dropped_too_long += 1
+        return None
+    try:  # drop oldest history, then lowest passages, exactly as at serving time
+        prompt = render_prompt(tokenizer, messages, budget)
+    except GenerationError:
+        prompt = full_prompt
+    with_specials = not getattr(tokenizer, "chat_template", None)
+    prompt_ids = tokenizer(prompt, add_special_tokens=with_specials)["input_ids"]
+    if len(prompt_ids) > budget:
+        prompt_ids = prompt_ids[-budget:]  # still too long: cut from the left, the target is kept
+        stats.truncated += 1
+    ids = prompt_ids + target
+    stats.examples += 1
+    stats.tokens += len(ids)
+    stats.target_tokens += len(target)
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [IGNORE_INDEX] * len(prompt_ids) + target}
+
+
+def _defused(tokenizer: Any, messages: list[ChatMessage]) -> list[ChatMessage]:
+    specials = sorted({s for s in (getattr(tokenizer, "all_special_tokens", None) or []) if len(s) > 1}
+                      | {getattr(t, "content", "") for t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values()
+                         if len(getattr(t, "content", "")) > 1}, key=len, reverse=True)
+    return [ChatMessage(m.role, defuse_special_tokens(m.content, specials)) for m in messages]
+
+
+def build_examples(transcripts: Iterable[Transcript], tokenizer: Any, max_length: int, *,
+                   with_passages: bool = False, retrieve: Retrieve | None = None, bot_name: str = "Support",
+                   stats: SFTStats | None = None) -> list[dict[str, list[int]]]:
+    """One tokenised example per agent reply in ``transcripts`` (see the module docstring).
+
+    Args:
+        retrieve: question -> passage texts, as the bot's retriever would return them; used
+            only when ``with_passages`` (without it the system prompt says "(no passages)").
+        stats: filled with counts (examples, truncated, dropped) when given.
+    """
+    stats = stats if stats is not None else SFTStats()
+    examples: list[dict[str, list[int]]] = []
+    for t in transcripts:
+        stats.conversations += 1
+        for messages, reply in conversation_turns(t, bot_name, retrieve if with_passages else None):
+            ex = encode_example(tokenizer, messages, reply, max_length, stats)
+            if ex is not None:
+                examples.append(ex)
+    if stats.dropped_too_long:
+        log.warning("%d agent replies were longer than max_length=%d tokens and were left out",
+                    stats.dropped_too_long, max_length)
+    return examples
+
+
+class DataCollator:
+    """Pad a batch to its longest example: pad id for inputs, 0 for the mask, -100 for labels.
+
+    Padding is on the right (causal LM training with absolute or rotary positions; the mask
+    hides it). ``pad_to_multiple_of`` rounds lengths up (8 helps tensor cores on a GPU).
+    """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+        self.pad_token_id = pad_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        n = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            n = -(-n // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "labels": []}
+        for f in features:
+            pad = n - len(f["input_ids"])
+            batch["input_ids"].append(list(f["input_ids"]) + [self.pad_token_id] * pad)
+            batch["attention_mask"].append(list(f["attention_mask"]) + [0] * pad)
+            batch["labels"].append(list(f["labels"]) + [IGNORE_INDEX] * pad)
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+
+
+__all__ = ["IGNORE_INDEX", "DataCollator", "SFTStats", "build_examples", "conversation_turns", "encode_example",
+           "format_passage_texts", "system_prompt"]
