@@ -516,6 +516,113 @@ def cmd_train_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_base(args: argparse.Namespace) -> int:
+    from training.tiny import build_tiny_base
+
+    project = _project(args)
+    texts: list[str] = []
+    for source in [*project.source_paths(), *(Path(p) for p in args.text)]:
+        files = sorted(source.rglob("*")) if source.is_dir() else [source]
+        texts += [f.read_text(encoding="utf-8", errors="replace") for f in files
+                  if f.is_file() and f.suffix in (".md", ".txt", ".csv", ".jsonl", ".html")]
+    out = build_tiny_base(texts, project.root / args.out, n_layer=args.layers, n_embd=args.dim)
+    print(f"built a tiny GPT-2 ({args.layers} layers, {args.dim} dims) with a tokenizer trained on "
+          f"{len(texts)} files in {out}")
+    return 0
+
+
+def cmd_train_transcripts(args: argparse.Namespace) -> int:
+    """Data → LoRA fine-tuning → evaluation gate against the model in service → register → promote."""
+    import time as _time
+
+    from botkit.config import LocalLMConfig
+    from knowledge.base import KnowledgeBase
+    from training.config import load_train_config
+    from training.evaluate import GateConfig, decide, evaluate_candidate, load_validation, write_report
+    from training.lora import train
+    from training.redact import Redactor
+    from training.registry import ModelRegistry, current_lm_config, hash_files
+    from training.transcripts import prepare
+
+    project = _project(args)
+    run = project.state_dir / "training" / _time.strftime("run-%Y%m%d-%H%M%S")
+    data_dir = run / "data"
+    print(f"1/4 preparing transcripts into {data_dir}", file=sys.stderr)
+    report = prepare([Path(p) for p in args.paths], data_dir, redactor=Redactor(order_id_pattern=args.order_id_pattern))
+    print(f"    kept {report.kept} conversations (report: {data_dir / 'report.md'})", file=sys.stderr)
+
+    config_path = Path(args.config) if args.config else project.root / "train.yaml"
+    overrides = [*args.set, f"output_dir={run / 'model'}"]
+    config = load_train_config(config_path if config_path.exists() else None, overrides)
+    base = Path(config.base_model)
+    if not base.is_absolute():
+        config = config.model_copy(update={"base_model": str((project.root / base).resolve())})
+
+    kb = KnowledgeBase.open(project, progress=False)
+    kb.start()
+    threshold = project.config.knowledge.retrieval.threshold
+
+    def passages(question: str) -> list[str]:
+        try:
+            return [h.passage for h in kb.search(question, 3).hits if h.score >= threshold]
+        except BotkitError:
+            return []
+
+    print(f"2/4 fine-tuning {config.base_model} (LoRA r={config.lora.r})", file=sys.stderr)
+    result = train(config, data_dir, retrieve=passages if config.with_passages else None)
+    print(f"    loss {result.metrics.get('first_loss')} -> {result.metrics.get('last_loss')}; "
+          f"{result.metrics.get('tokens_per_s', 0):.0f} tokens/s; curve: {result.output_dir / 'loss.png'}",
+          file=sys.stderr)
+
+    registry = ModelRegistry.for_project(project)
+    base_lm = (project.config.dialogue.local_lm or LocalLMConfig(model_path=config.base_model)).model_copy(
+        update={"model_path": config.base_model, "adapter_path": None})
+    current = current_lm_config(registry, base_lm) if registry.current("lm") else base_lm
+    candidate = base_lm.model_copy(update={"adapter_path": str(result.adapter_dir)})
+    print("3/4 evaluating the candidate against the model in service on held-out conversations", file=sys.stderr)
+    gate_report = evaluate_candidate(candidate, current, load_validation(data_dir), passages_for=passages,
+                                     max_conversations=args.eval_conversations, project_root=project.root)
+    decision = decide(gate_report, GateConfig())
+    paths = write_report(gate_report, decision, run / "gate")
+    kb.close()
+
+    version = registry.register("lm", result.adapter_dir, {
+        "base_model": config.base_model, "data_hash": hash_files(data_dir / "train.jsonl", data_dir / "validation.jsonl"),
+        "config": config.model_dump(mode="json"), "metrics": result.metrics, "eval_report": str(paths["md"]),
+        "gate": {"promote": decision.promote, "reasons": decision.reasons},
+    })
+    print(f"4/4 registered lm {version.label}", file=sys.stderr)
+    print(Path(paths["md"]).read_text(encoding="utf-8"))
+    if decision.promote and not args.no_promote:
+        registry.promote("lm", version.version, reason="passed the evaluation gate", by=_author(args))
+        print(f"promoted {version.label}: it is now in service")
+    else:
+        why = "--no-promote" if decision.promote else "the candidate did not pass the gate"
+        print(f"not promoted ({why}); promote by hand with `botkit models promote {version.label}`")
+    return 0
+
+
+def cmd_eval_model(args: argparse.Namespace) -> int:
+    from botkit.config import LocalLMConfig
+    from training.evaluate import GateConfig, decide, evaluate_candidate, load_validation, write_report
+    from training.registry import ModelRegistry, current_lm_config
+
+    project = _project(args)
+    registry = ModelRegistry.for_project(project)
+    mv = registry.get("lm", args.version)
+    base_model = str(mv.metadata.get("base_model") or "")
+    base_lm = (project.config.dialogue.local_lm or LocalLMConfig(model_path=base_model)).model_copy(
+        update={"model_path": base_model, "adapter_path": None})
+    current = current_lm_config(registry, base_lm) if registry.current("lm") else base_lm
+    candidate = base_lm.model_copy(update={"adapter_path": str(mv.path)})
+    report = evaluate_candidate(candidate, current, load_validation(Path(args.data)),
+                                max_conversations=args.eval_conversations, project_root=project.root)
+    decision = decide(report, GateConfig())
+    paths = write_report(report, decision, Path(args.out) if args.out else mv.path / "eval")
+    print(Path(paths["md"]).read_text(encoding="utf-8"))
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -625,6 +732,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train_data)
 
+    p = train.add_parser("base", help="build a tiny GPT-2 base model from your own text (for demos and tests)",
+                         parents=[common])
+    p.add_argument("--out", default="models/base", help="relative to the project (default models/base)")
+    p.add_argument("--text", nargs="*", default=[], help="more text files/directories for the tokenizer")
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--dim", type=int, default=128)
+    p.set_defaults(func=cmd_train_base)
+    p = train.add_parser("transcripts", help="prepare transcripts, fine-tune (LoRA), gate, register, promote",
+                         parents=[common])
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--config", help="training YAML (default: train.yaml in the project)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--order-id-pattern")
+    p.add_argument("--eval-conversations", type=int, default=20)
+    p.add_argument("--no-promote", action="store_true", help="register the candidate but keep the current model")
+    p.add_argument("--author", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_train_transcripts)
+
     ev = sub.add_parser("eval", help="measure the bot").add_subparsers(dest="eval_command", required=True, metavar="WHAT")
     p = ev.add_parser("retrieval", help="retrieval accuracy on labelled queries", parents=[common])
     p.add_argument("--queries", required=True, metavar="FILE.jsonl",
@@ -634,6 +759,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--misses", action="store_true", help="with --json, include the failed queries")
     p.set_defaults(func=cmd_eval_retrieval)
+    p = ev.add_parser("model", help="compare a registered model version with the one in service", parents=[common])
+    p.add_argument("version", help="e.g. v0002")
+    p.add_argument("--data", required=True, metavar="DIR", help="a prepared data set (validation.jsonl)")
+    p.add_argument("--out", metavar="DIR", help="where to write gate.md/json/png (default: beside the version)")
+    p.add_argument("--eval-conversations", type=int, default=20)
+    p.set_defaults(func=cmd_eval_model)
     return parser
 
 

@@ -13,6 +13,9 @@ Routes:
 ``GET    /api/kb/articles/{id}/diff?from=&to=`` unified diff between two revisions (``to``: latest)
 ``POST   /api/kb/articles/{id}/rollback``      ``{to, rev?}``: restore a revision as a new one
 ``POST   /api/kb/import``                      multipart files; all or nothing
+``GET    /api/kb/proposals?status=``           proposed FAQ entries (training.gaps), default: open ones
+``POST   /api/kb/proposals/{id}/accept``       ``{questions?, body?|answer?, id?, title?, tags?}``: goes live
+``POST   /api/kb/proposals/{id}/reject``       ``{note?}``
 =============================================  ===============================================
 
 Every write goes through :class:`~knowledge.base.KnowledgeBase` with the operator's name as
@@ -435,6 +438,78 @@ async def import_files(request: web.Request, editor: Editor, kb: KnowledgeBase,
                      "files": [p.name for p in paths]})
 
 
+# -- proposed FAQ entries (training.gaps) -------------------------------------------------------
+
+def _proposals(kb: KnowledgeBase) -> Any:
+    from training.gaps import ProposalStore
+
+    return ProposalStore(kb.store.path)
+
+
+def _proposal_handler(fn: Any) -> Any:
+    async def wrapped(request: web.Request, editor: Editor, kb: KnowledgeBase, ident: Identity) -> web.StreamResponse:
+        from training.gaps import ProposalError
+
+        store = await editor.run(_proposals, kb)
+        try:
+            return await fn(request, editor, kb, ident, store)
+        except ProposalError as exc:
+            return api_error(exc.status, str(exc))
+        finally:
+            store.close()
+
+    wrapped.__name__ = fn.__name__
+    return _handler(wrapped)
+
+
+@_proposal_handler
+async def list_proposals(request: web.Request, editor: Editor, kb: KnowledgeBase, ident: Identity,
+                         store: Any) -> web.StreamResponse:
+    status = request.query.get("status", "proposed").strip() or "proposed"
+    items = await editor.run(store.list, None if status == "all" else status)
+    return api_json({"status": status, "proposals": [p.to_json() for p in items]})
+
+
+@_proposal_handler
+async def accept_proposal(request: web.Request, editor: Editor, kb: KnowledgeBase, ident: Identity,
+                          store: Any) -> web.StreamResponse:
+    pid = request.match_info["id"]
+    body = await _json_body(request) if request.can_read_body else {}
+    proposal = await editor.run(store.get, pid)
+    fields = {"id": body.get("id"), "title": body.get("title") or "",
+              "body": body.get("body", body.get("answer", proposal.answer)),
+              "questions": body.get("questions", list(proposal.questions)),
+              "tags": body.get("tags", ["from-conversations"])}
+    if not fields["title"]:
+        qs = fields["questions"] if isinstance(fields["questions"], list) else str(fields["questions"]).split("\n")
+        fields["title"] = (str(qs[0]) if qs else proposal.title).strip().rstrip("?!. ")[:MAX_TITLE] or proposal.title
+    draft = draft_from(fields, None, f"proposal:{pid}")
+    if not draft.questions:
+        raise Invalid(400, "an FAQ entry needs at least one question", "questions")
+    async with editor.lock:
+        if not draft.id:
+            draft = replace(draft, id=await _free_id(editor, kb, draft.title))
+        elif await editor.run(kb.store.find, draft.id) is not None:
+            raise Invalid(409, f"an article with id {draft.id!r} exists already; choose another id", "id")
+        accepted = await editor.run(lambda: store.accept(pid, kb, ident.name, draft=draft))
+        article = await editor.run(kb.store.get, draft.id)
+    log.info("%s accepted proposal %s as FAQ entry %s", ident.name, pid, draft.id)
+    return api_json({"proposal": accepted.to_json(), "article": article_json(article)})
+
+
+@_proposal_handler
+async def reject_proposal(request: web.Request, editor: Editor, kb: KnowledgeBase, ident: Identity,
+                          store: Any) -> web.StreamResponse:
+    pid = request.match_info["id"]
+    body = await _json_body(request) if request.can_read_body else {}
+    note = body.get("note") or ""
+    if not isinstance(note, str):
+        raise Invalid(400, "note must be text", "note")
+    rejected = await editor.run(store.reject, pid, ident.name, note)
+    log.info("%s rejected proposal %s", ident.name, pid)
+    return api_json({"proposal": rejected.to_json()})
+
+
 def setup_kb_editor(app: web.Application) -> None:
     """Mount the knowledge-base editor (and the shared sign-in pages) on the server's app."""
     setup_auth(app)
@@ -455,6 +530,9 @@ def setup_kb_editor(app: web.Application) -> None:
     r.add_get(base + "/history", history)
     r.add_get(base + "/diff", diff)
     r.add_post(base + "/rollback", rollback)
+    r.add_get("/api/kb/proposals", list_proposals)
+    r.add_post("/api/kb/proposals/{id}/accept", accept_proposal)
+    r.add_post("/api/kb/proposals/{id}/reject", reject_proposal)
 
 
 __all__ = ["EDITOR", "Editor", "draft_from", "setup_kb_editor"]

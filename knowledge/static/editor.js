@@ -283,6 +283,60 @@
     }
   }
 
+  // -- proposed FAQ entries (questions agents answered that the KB did not) ---------------------
+  const proposalPath = (id, action) => "/api/kb/proposals/" + encodeURIComponent(id) + "/" + action;
+
+  function proposalItem(p) {
+    const questions = el("textarea", { rows: Math.min(6, p.questions.length + 1), "aria-label": "Questions" });
+    questions.value = p.questions.join("\n");
+    const answer = el("textarea", { rows: 5, "aria-label": "Answer" });
+    answer.value = p.answer;
+    const id = el("input", { autocomplete: "off", placeholder: "id (made from the first question when empty)",
+                             "aria-label": "Id" });
+    const sources = p.sources.slice(0, 10).join(", ") + (p.sources.length > 10 ? ", …" : "");
+    const accept = async () => {
+      try {
+        const body = { questions: questions.value.split("\n").filter((q) => q.trim()), body: answer.value };
+        if (id.value.trim()) body.id = id.value.trim();
+        const data = await api("POST", proposalPath(p.id, "accept"), body);
+        setStatus("proposal-status", "Accepted: FAQ entry " + data.article.id + " is live.", "ok");
+        await loadProposals();
+        await loadList();
+      } catch (error) {
+        setStatus("proposal-status", error.message, "error");
+      }
+    };
+    const reject = async () => {
+      try {
+        await api("POST", proposalPath(p.id, "reject"), {});
+        setStatus("proposal-status", "Rejected.", "ok");
+        await loadProposals();
+      } catch (error) {
+        setStatus("proposal-status", error.message, "error");
+      }
+    };
+    return el("li", { class: "proposal" },
+      el("p", null, el("strong", { text: p.title }), " ",
+         el("span", { class: "muted", text: "asked in " + p.count + " conversation" + (p.count === 1 ? "" : "s") })),
+      el("label", null, "Questions ", el("small", { text: "one per line" }), questions),
+      el("label", null, "Answer", answer),
+      el("label", null, "Id", id),
+      el("p", { class: "muted", text: "Conversations: " + sources }),
+      el("div", { class: "form-actions" },
+         el("button", { type: "button", onclick: accept, text: "Accept" }),
+         el("button", { type: "button", class: "secondary", onclick: reject, text: "Reject" })));
+  }
+
+  async function loadProposals() {
+    try {
+      const data = await api("GET", "/api/kb/proposals");
+      $("proposal-count").textContent = String(data.proposals.length);
+      $("proposals").replaceChildren(...data.proposals.map(proposalItem));
+    } catch (error) {
+      setStatus("proposal-status", error.message, "error");
+    }
+  }
+
   async function signOut() {
     try {
       await fetch("/signout", { method: "POST", headers: { "X-CSRF-Token": state.csrf }, credentials: "same-origin" });
@@ -315,6 +369,7 @@
     });
     newArticle();
     await loadList();
+    await loadProposals();
   }
 
   document.addEventListener("DOMContentLoaded", start);
