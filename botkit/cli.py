@@ -496,7 +496,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"rolled back: {kind} {mv.label if mv else 'the base model'} is in service")
         return 0
     for event in registry.history(kind):
-        print(f"{event.time}  {event.event:<9} {event.version}  {event.reason}  {event.by}")
+        label = f"v{event.version:04d}" if isinstance(event.version, int) else str(event.version)
+        print(f"{event.time}  {event.event:<9} {label}  {event.reason}  {event.by}")
     return 0
 
 
