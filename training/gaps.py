@@ -31,7 +31,7 @@ import numpy as np
 
 from botkit.errors import BotkitError
 from knowledge.types import ArticleDraft, content_hash
-from training.retriever import pick_question
+from training.retriever import exchanges
 from training.types import Transcript
 
 DEFAULT_THRESHOLD = 0.72  # cosine (all-MiniLM-L6-v2): paraphrases ~0.75-0.95, other questions < 0.6
@@ -109,29 +109,6 @@ def agent_resolved(t: Transcript) -> bool:
     return has_agent and bool(t.meta.get("resolved_by_agent") or t.meta.get("escalated"))
 
 
-def _agent_answers(t: Transcript) -> Iterable[tuple[str, str]]:
-    """(question, agent answer) per agent reply block; bot turns in between are ignored."""
-    asked: list[str] = []
-    msgs = t.messages
-    i = 0
-    while i < len(msgs):
-        m = msgs[i]
-        if m.role == "customer":
-            asked.append(m.text.strip())
-            i += 1
-        elif m.role == "agent":
-            reply = []
-            while i < len(msgs) and msgs[i].role == "agent":
-                reply.append(msgs[i].text.strip())
-                i += 1
-            q = pick_question(asked)
-            if q:
-                yield q, "\n".join(r for r in reply if r)
-            asked = []
-        else:
-            i += 1
-
-
 def gap_questions(transcripts: Iterable[Transcript], kb: Any | None, *, redact: Callable[[str], str] | None = None,
                   score_threshold: float | None = None) -> list[GapQuestion]:
     """Questions from agent-resolved conversations that the KB does not answer (redacted)."""
@@ -142,7 +119,7 @@ def gap_questions(transcripts: Iterable[Transcript], kb: Any | None, *, redact: 
     for t in transcripts:
         if not agent_resolved(t):
             continue
-        for question, answer in _agent_answers(t):
+        for question, answer in exchanges(t):
             score = float("-inf")
             if kb is not None:
                 result = kb.search(question[: kb.config.retrieval.max_query_chars], 1)

@@ -60,7 +60,7 @@ def pairs_hash(pairs: Sequence[Pair]) -> str:
 
 # -- mining ------------------------------------------------------------------------------------
 
-def _exchanges(t: Transcript) -> Iterable[tuple[str, str]]:
+def exchanges(t: Transcript) -> Iterable[tuple[str, str]]:
     """(customer question, agent reply that answered it) for each agent reply block."""
     asked: list[str] = []
     i, msgs = 0, t.messages
@@ -121,7 +121,7 @@ def mine_pairs(transcripts: Iterable[Transcript], kb: Any, *, floor: float = DEF
 
     bodies: dict[str, str | None] = {}
     for t in transcripts:
-        for question, reply in _exchanges(t):
+        for question, reply in exchanges(t):
             result = kb.search(reply[: kb.config.retrieval.max_query_chars], 1)
             if not result.hits:
                 continue
