@@ -8,16 +8,15 @@ hand-off and the status change) is written in one transaction: never half of it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from botkit.errors import BotkitError
+from botkit.sqlite import AsyncSQLite
 from botkit.types import Conversation, Escalation, Handoff, Source, Status, Turn
 
 T = TypeVar("T")
@@ -100,50 +99,23 @@ class SQLiteConversationStore:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self._sql = AsyncSQLite(self.path, SCHEMA, what="the conversation store")
 
     async def start(self) -> None:
-        if self._db is None:
-            await asyncio.to_thread(self._open)
-
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(SCHEMA)
-        self._db = db
+        await self._sql.start()
 
     async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await asyncio.to_thread(db.close)
+        await self._sql.close()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._db is None:
+        if not self._sql.started:
             raise StoreError("the conversation store is not started; use `async with` or call start()")
-        db = self._db
-
-        def locked() -> T:
-            with self._lock:
-                return fn(db)
-
-        return await asyncio.to_thread(locked)
+        return await self._sql.run(fn)
 
     async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def tx(db: sqlite3.Connection) -> T:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
-
-        return await self._run(tx)
+        if not self._sql.started:
+            raise StoreError("the conversation store is not started; use `async with` or call start()")
+        return await self._sql.tx(fn)
 
     # -- conversations -----------------------------------------------------------------------
     async def get_or_create(self, conversation_id: str, channel: str, customer_id: str,

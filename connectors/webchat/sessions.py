@@ -10,16 +10,16 @@ token gets a new session (and a new, empty conversation), never a chosen one.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 import sqlite3
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
+
+from botkit.sqlite import AsyncSQLite
 
 T = TypeVar("T")
 SESSIONS_DB = "webchat.sqlite3"
@@ -50,36 +50,16 @@ class SessionStore:
     def __init__(self, path: Path | str, ttl: timedelta = timedelta(days=30)):
         self.path = Path(path)
         self.ttl = ttl
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self._sql = AsyncSQLite(self.path, SCHEMA, what="the web chat session store")
 
     async def start(self) -> None:
-        if self._db is None:
-            await asyncio.to_thread(self._open)
-
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(SCHEMA)
-        self._db = db
+        await self._sql.start()
 
     async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await asyncio.to_thread(db.close)
+        await self._sql.close()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        if db is None:
-            raise RuntimeError("the web chat session store is not started")
-
-        def locked() -> T:
-            with self._lock:
-                return fn(db)
-
-        return await asyncio.to_thread(locked)
+        return await self._sql.run(fn)
 
     async def open(self, token: object, *, create: bool = True) -> Session | None:
         """Resume the session of ``token`` when it is one of ours and still valid, else start a new
