@@ -654,7 +654,7 @@ def setup_auth(app: web.Application) -> Auth:
     app.router.add_post("/signin", signin_submit)
     app.router.add_post("/signout", signout)
     app.router.add_get("/api/auth/me", me)
-    static_route(app, "/static/staff", STATIC, {"staff.css"})
+    static_route(app, "/static/staff", STATIC, {"staff.css", "staff.js"})
 
     async def close(_app: web.Application) -> None:
         auth.close()

@@ -238,7 +238,7 @@ async def test_page_and_script_render_text_only(client: Any, staff: Any) -> None
         assert r.status == 200 and "WebSocket" in await r.text()
     async with alice.http.get(alice.url("/static/console/..%2Fconsole.py")) as r:
         assert r.status == 404
-    script = (STATIC / "console.js").read_text(encoding="utf-8")
+    script = (STATIC / "console.js").read_text(encoding="utf-8") + (STATIC / "staff.js").read_text(encoding="utf-8")
     assert "textContent" in script and "setInterval(tick" in script  # a display timer, no polling fetch loop
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert sink not in script, sink

@@ -16,20 +16,7 @@
     backoffMs: 1000,
   };
 
-  // -- DOM helpers (text only) -----------------------------------------------------------------
-  function el(tag, props, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props || {})) {
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else if (value !== undefined && value !== null && value !== false) node.setAttribute(key, String(value));
-    }
-    for (const child of children) {
-      if (child !== null && child !== undefined && child !== false) node.append(child); // strings become text nodes
-    }
-    return node;
-  }
+  const { el, api } = window.BotkitStaff; // staff.js: text-only DOM and the JSON API
 
   function setStatus(message, kind) {
     const status = $("status");
@@ -49,29 +36,6 @@
   function clock(iso) {
     const d = new Date(iso);
     return isNaN(d) ? "" : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  }
-
-  // -- API -------------------------------------------------------------------------------------
-  async function api(method, path, body) {
-    const options = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
-    if (method !== "GET") options.headers["X-CSRF-Token"] = state.csrf;
-    if (body !== undefined) {
-      options.headers["Content-Type"] = "application/json";
-      options.body = JSON.stringify(body);
-    }
-    const response = await fetch(path, options);
-    if (response.status === 401) {
-      location.assign("/signin?next=" + encodeURIComponent(location.pathname));
-      throw new Error("Your session has ended; please sign in again.");
-    }
-    let data = null;
-    try { data = await response.json(); } catch (_) { data = null; }
-    if (!response.ok) {
-      const error = new Error((data && data.error) || response.statusText);
-      error.status = response.status;
-      throw error;
-    }
-    return data;
   }
 
   const conversationPath = (id, action) =>
@@ -337,6 +301,7 @@
       return;
     }
     state.csrf = state.me.csrf;
+    window.BotkitStaff.setCsrf(state.csrf);
     $("who").textContent = state.me.name + " (" + state.me.role + ")";
     $("kb-link").hidden = !state.me.can.kb;
     $("take").addEventListener("click", take);

@@ -7,19 +7,7 @@
   const FIELDS = { id: "f-id", title: "f-title", tags: "f-tags", questions: "f-questions", body: "f-body" };
   const state = { me: null, csrf: "", current: null, deletedId: null, searchTimer: null };
 
-  function el(tag, props, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props || {})) {
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else if (value !== undefined && value !== null && value !== false) node.setAttribute(key, String(value));
-    }
-    for (const child of children) {
-      if (child !== null && child !== undefined && child !== false) node.append(child); // strings become text nodes
-    }
-    return node;
-  }
+  const { el, api } = window.BotkitStaff; // staff.js: text-only DOM and the JSON API
 
   function setStatus(id, message, kind) {
     const node = $(id);
@@ -27,30 +15,6 @@
     node.className = "status" + (kind ? " " + kind : "");
   }
 
-  async function api(method, path, body) {
-    const options = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
-    if (method !== "GET") options.headers["X-CSRF-Token"] = state.csrf;
-    if (body instanceof FormData) {
-      options.body = body; // the browser sets the multipart boundary
-    } else if (body !== undefined) {
-      options.headers["Content-Type"] = "application/json";
-      options.body = JSON.stringify(body);
-    }
-    const response = await fetch(path, options);
-    if (response.status === 401) {
-      location.assign("/signin?next=" + encodeURIComponent(location.pathname));
-      throw new Error("Your session has ended; please sign in again.");
-    }
-    let data = null;
-    try { data = await response.json(); } catch (_) { data = null; }
-    if (!response.ok) {
-      const error = new Error((data && data.error) || response.statusText);
-      error.status = response.status;
-      error.data = data || {};
-      throw error;
-    }
-    return data;
-  }
 
   const articlePath = (id, action) => "/api/kb/articles/" + encodeURIComponent(id) + (action ? "/" + action : "");
 
@@ -353,6 +317,7 @@
       return;
     }
     state.csrf = state.me.csrf;
+    window.BotkitStaff.setCsrf(state.csrf);
     $("who").textContent = state.me.name + " (" + state.me.role + ")";
     $("console-link").hidden = !state.me.can.console;
     $("article-form").addEventListener("submit", save);
