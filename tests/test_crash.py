@@ -44,8 +44,7 @@ CHILD = textwrap.dedent("""
 @pytest.fixture
 def big_project(demo_dir: Path, embedder) -> Path:
     kb = open_kb(demo_dir, embedder)
-    kb.start()
-    kb.import_paths([demo_dir / "kb"])
+    kb.start()  # demo_dir is a copy of the imported demo project
     # 30k chunks with one shared text: embedded once, but a 46 MB index to write
     kb.upsert([ArticleDraft(f"filler-{i}", "Filler", "Filler text about nothing.") for i in range(30_000)])
     kb.close()

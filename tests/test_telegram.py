@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -36,7 +37,7 @@ from botkit.types import Conversation
 from connectors.base import ConnectorContext, OutgoingMessage
 from connectors.telegram import (ONLY_TEXT, TelegramConnector, TelegramDeliveryError, create, split_text)
 from knowledge.retriever import KnowledgeRetriever
-from tests.conftest import DEMO, copy_demo, open_kb
+from tests.conftest import DEMO, open_kb
 from tests.fake_telegram import (FakeTelegram, command_update, document_update, location_update, photo_update,
                                  sticker_update, text_update, utf16_len, voice_update)
 
@@ -56,12 +57,12 @@ WEBHOOK = "/channels/telegram/webhook"
 
 
 @pytest.fixture(scope="module")
-def shared_kb(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Any:
-    """The demo KB, built once for the module (an import costs seconds; the tests only read it)."""
-    demo_dir = copy_demo(tmp_path_factory.mktemp("tg") / "demo")
+def shared_kb(tmp_path_factory: pytest.TempPathFactory, embedder: Any, demo_template: Path) -> Any:
+    """A copy of the session's imported demo KB, shared by the module (the tests only read it)."""
+    demo_dir = tmp_path_factory.mktemp("tg") / "demo"
+    shutil.copytree(demo_template, demo_dir)
     kb = open_kb(demo_dir, embedder)
     kb.start()
-    kb.import_paths([demo_dir / "kb"], author="test")
     yield kb
     kb.close()
 

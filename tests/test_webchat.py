@@ -15,13 +15,14 @@ import re
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from aiohttp import WSMsgType, WSServerHandshakeError
-from conftest import REPO, copy_demo, open_kb
+from conftest import REPO, open_kb
 
 from botkit.engine import Engine
 from botkit.errors import ConfigError
@@ -44,12 +45,10 @@ XSS = "<script>alert('x')</script><img src=x onerror=\"alert(1)\"> & \"quotes\" 
 
 
 @pytest.fixture(scope="module")
-def kb_dir(tmp_path_factory: pytest.TempPathFactory, embedder) -> Path:
-    root = copy_demo(tmp_path_factory.mktemp("webchat") / "demo")
-    kb = open_kb(root, embedder)
-    kb.start()
-    kb.import_paths([root / "kb"], author="test")
-    kb.close()
+def kb_dir(tmp_path_factory: pytest.TempPathFactory, demo_template: Path) -> Path:
+    """A copy of the session's imported demo project, shared by the module."""
+    root = tmp_path_factory.mktemp("webchat") / "demo"
+    shutil.copytree(demo_template, root)
     return root
 
 
