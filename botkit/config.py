@@ -80,6 +80,17 @@ class LocalLMConfig(_Strict):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy decoding")
     max_prompt_tokens: int = Field(1536, ge=64, le=131072)
     threads: int = Field(0, ge=0, le=256)
+    backend: Literal["transformers", "llama-cpp"] = Field(
+        "transformers", description="'transformers' (model_path loaded with torch) or 'llama-cpp' (a GGUF file run "
+        "by llama.cpp; the prompt is still rendered with model_path's tokenizer). llama-cpp needs "
+        "`pip install -e '.[llamacpp]'`")
+    gguf_path: str | None = Field(
+        None, description="llama-cpp: the GGUF file, relative to the project; default: the one *.gguf in model_path "
+        "(as training/export_gguf.py writes it) or, failing that, in its parent directory")
+    max_queue_s: float | None = Field(
+        None, gt=0, le=3600, description="longest a request waits for its turn on the model (FIFO, one generation "
+        "at a time) before it fails over to the extractive reply; None = no bound. The wait never counts against "
+        "max_time_s")
 
 
 class OpenAIConfig(_Strict):

@@ -6,10 +6,16 @@ is ever downloaded: every load uses ``local_files_only=True``.
 
 Threads: generation runs in a worker thread (``model.generate`` is CPU-bound and would stall
 every other conversation on the event loop); text comes back through an ``asyncio.Queue`` fed
-with ``loop.call_soon_threadsafe``. Only one generation runs per model at a time (an
-``asyncio.Lock``): two concurrent ``generate`` calls on 2 cores would each run at well under half
-speed and both miss their time bound, and the tokenizer's streaming state is not shared-safe.
-Further conversations wait for the lock; their wait does not count against ``max_time_s``.
+with ``loop.call_soon_threadsafe``. Only one generation runs per model at a time: two concurrent ``generate`` calls on 2 cores would
+each run at well under half speed and both miss their time bound, and the tokenizer's streaming
+state is not shared-safe.
+
+Fair sharing (:class:`TurnQueue`): further conversations queue first come, first served. A turn
+lasts one generation (bounded by ``max_new_tokens`` and ``max_time_s``) and ends when the worker
+thread ends, not when the consumer has read the last delta, so a slow reader never holds the
+model. A queued request's wait does not count against ``max_time_s`` (its clock starts with its
+turn); ``max_queue_s`` optionally bounds the wait itself. A request cancelled while queued (the
+customer disconnected) leaves the queue at once and never takes a turn.
 """
 
 from __future__ import annotations
@@ -17,13 +23,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from botkit.config import LocalLMConfig
 from botkit.errors import GenerationError
-from botkit.generation.prompt import ChatMessage, render_prompt
+from botkit.generation.prompt import ChatMessage, encode_prompt, prompt_budget
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -35,6 +43,93 @@ log = logging.getLogger(__name__)
 _ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "electra", "camembert", "ernie", "rembert",
                             "roc_bert", "megatron-bert", "data2vec-text", "xmod", "big_bird", "mpnet"})
 _DONE = object()
+
+
+class Turn:
+    """One request's turn on the model, from :meth:`TurnQueue.acquire`; release it exactly once
+    (further calls are no-ops)."""
+
+    __slots__ = ("_queue", "released", "waited_s")
+
+    def __init__(self, queue: TurnQueue, waited_s: float):
+        self._queue = queue
+        self.waited_s = waited_s
+        self.released = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._queue._hand_on()
+
+
+class TurnQueue:
+    """First come, first served turns on one model: one holder at a time, the rest in arrival order.
+
+    ``asyncio.Lock`` is FIFO too, but this queue hands the turn directly to the next waiter (no
+    newcomer can slip in between), bounds the wait, says how many are waiting, and copes with the
+    race of a waiter cancelled or timed out just as the turn is handed to it (the turn passes on).
+    Event-loop only: not thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._held = False
+        self.served = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._held
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued behind the current holder."""
+        return sum(1 for w in self._waiters if not w.done())
+
+    async def acquire(self, max_wait_s: float | None = None, what: str = "model") -> Turn:
+        """Wait for this request's turn.
+
+        Raises:
+            GenerationError: the turn did not come within ``max_wait_s`` (the request has left
+                the queue). ``asyncio.CancelledError`` likewise leaves the queue.
+        """
+        started = time.perf_counter()
+        if not self._held and not self._waiters:
+            self._held = True
+            self.served += 1
+            return Turn(self, 0.0)
+        ahead = self.waiting + 1
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            if max_wait_s is None:
+                await waiter
+            else:
+                await asyncio.wait_for(asyncio.shield(waiter), max_wait_s)
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self._hand_on()  # it was handed to us as we gave up: pass it on
+            else:
+                waiter.cancel()
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    pass
+            if isinstance(exc, TimeoutError):
+                err = GenerationError(f"{what}: no turn on the model within max_queue_s={max_wait_s}s "
+                                      f"({ahead} request(s) were ahead; dialogue.local_lm.max_queue_s)")
+                err.code = "busy"  # type: ignore[attr-defined]
+                raise err from None
+            raise
+        self.served += 1
+        return Turn(self, time.perf_counter() - started)
+
+    def _hand_on(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the turn passes straight to it; _held stays True
+                return
+        self._held = False
 
 
 class LocalCausalLM:
@@ -54,7 +149,7 @@ class LocalCausalLM:
         self.name = f"local-lm:{Path(config.model_path).name}"
         self._model: Any = None
         self._tokenizer: Any = None
-        self._lock: asyncio.Lock | None = None
+        self._turns: TurnQueue | None = None
         self._worker: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
@@ -68,6 +163,11 @@ class LocalCausalLM:
     @property
     def tokenizer(self) -> Any:
         return self._tokenizer
+
+    @property
+    def turns(self) -> TurnQueue | None:
+        """The FIFO queue of requests for this model (None before :meth:`start`)."""
+        return self._turns
 
     @property
     def generating(self) -> bool:
@@ -88,7 +188,7 @@ class LocalCausalLM:
         if self._model is not None:
             return
         self._tokenizer, self._model = await asyncio.to_thread(self._load)
-        self._lock = asyncio.Lock()
+        self._turns = TurnQueue()
         log.info("local LM %s loaded (adapter: %s)", self.config.model_path, self.config.adapter_path or "none")
 
     def _check_model_dir(self, path: Path) -> Any:
@@ -177,11 +277,8 @@ class LocalCausalLM:
     def _prepare(self, messages: list[ChatMessage]) -> tuple[list[int], int]:
         """Prompt ids and the number of new tokens allowed (both fit the model's positions)."""
         positions = getattr(self._model.config, "max_position_embeddings", None)
-        budget = self.config.max_prompt_tokens
-        if isinstance(positions, int) and positions > 0:
-            budget = min(budget, max(positions - self.config.max_new_tokens, positions // 2))
-        text = render_prompt(self._tokenizer, messages, budget)
-        ids = self._tokenizer(text, add_special_tokens=not getattr(self._tokenizer, "chat_template", None))["input_ids"]
+        budget = prompt_budget(self.config.max_prompt_tokens, positions, self.config.max_new_tokens)
+        ids = encode_prompt(self._tokenizer, messages, budget)  # the same ids training learned from
         new = self.config.max_new_tokens
         if isinstance(positions, int) and positions > 0:
             new = min(new, positions - len(ids))
@@ -197,28 +294,32 @@ class LocalCausalLM:
             GenerationError: not started, the prompt does not fit, generation failed, or it ran
                 past ``max_time_s`` (the partial text already yielded must then be discarded).
         """
-        if self._model is None or self._lock is None:
+        if self._model is None or self._turns is None:
             raise GenerationError(f"{self.name}: start() was not called (or close() was)")
-        async with self._lock:
+        turn = await self._turns.acquire(self.config.max_queue_s, self.name)
+        worker: asyncio.Future[None] | None = None
+        cancel = threading.Event()
+        try:
             ids, max_new = await asyncio.to_thread(self._prepare, messages)
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[object] = asyncio.Queue()
-            cancel = threading.Event()
             self._worker = worker = loop.run_in_executor(None, self._generate, ids, max_new, loop, queue, cancel)
-            try:
-                while True:
-                    item = await queue.get()
-                    if item is _DONE:
-                        break
-                    yield str(item)
-                await worker  # re-raises what the thread raised
-            finally:
-                # Reached on normal end, on error and when the consumer closes us early: the
-                # flag makes generate() stop at its next token, and we wait for that so the
-                # lock is only released once the thread is idle.
-                cancel.set()
-                if not worker.done():
-                    await asyncio.wait([worker])
+            # The turn ends with the thread: deltas not yet read stay queued for this consumer.
+            worker.add_done_callback(lambda _: turn.release())
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                yield str(item)
+            await worker  # re-raises what the thread raised
+        finally:
+            # Reached on normal end, on error and when the consumer closes us early: the flag
+            # makes generate() stop at its next token, and we wait for that so the turn is only
+            # handed on once the thread is idle.
+            cancel.set()
+            if worker is not None and not worker.done():
+                await asyncio.wait([worker])
+            turn.release()
 
     def _generate(self, ids: list[int], max_new: int, loop: asyncio.AbstractEventLoop,
                   queue: asyncio.Queue[object], cancel: threading.Event) -> None:
