@@ -37,9 +37,14 @@ SENTENCES = [
     "cancel   my\tsubscription\nplease",
 ]
 # Measured on this model (per-sentence cosine to torch fp32): fp32 min 1.0000. int8 (dynamic, per-channel
-# weights): batch of 1: min 0.972, mean 0.990; all 20 in one batch: min 0.949, mean 0.987. The worst are one-
-# or two-token texts ("Thanks!!"), where mean pooling averages away little noise, and activation scales are
-# per batch tensor, so a short text batched with a 256-token one is quantised more coarsely.
+# weights, the encoding int8_weights_for_cpu picks):
+#   Intel Xeon (VNNI, s8 weights): batch of 1: min 0.972, mean 0.990; all 20 in one batch: min 0.949, mean 0.987.
+#   AMD EPYC (AVX2 only, u8 weights): batch 1: min 0.9640, mean 0.9895; batch 8: min 0.9582, mean 0.9874;
+#     batch 64: min 0.9525, mean 0.9868. With s8 weights there (vpmaddubsw saturates in int16) batch 64 gave
+#     min 0.9468, mean 0.9846, under the bound; with 7-bit s8 (reduce_range) min 0.9401, mean 0.9834.
+# So one bound holds on both kinds. The worst are one- or two-token texts ("Thanks!!"), where mean pooling
+# averages away little noise, and activation scales are per batch tensor, so a short text batched with a
+# 256-token one is quantised more coarsely.
 THRESHOLDS = {False: (0.999, 0.9999), True: (0.94, 0.985)}  # quantized -> (per-sentence min, mean)
 
 
@@ -124,6 +129,57 @@ def test_second_start_reuses_cached_file(embedder: OnnxEmbedder, cache_dir: Path
     assert again.onnx_path == path and path.stat().st_mtime_ns == mtime
     assert not [p for p in cache_dir.iterdir() if p.name.endswith(".tmp")]
     np.testing.assert_allclose(again.embed(SENTENCES[:3]), embedder.embed(SENTENCES[:3]), atol=1e-6)
+
+
+def test_int8_weights_follow_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnx_embedding, "has_vnni", lambda: True)
+    assert OnnxEmbedder(default_model_path(), quantized=True).int8_weights == "s8"
+    monkeypatch.setattr(onnx_embedding, "has_vnni", lambda: False)
+    assert OnnxEmbedder(default_model_path(), quantized=True).int8_weights == "u8"
+    assert OnnxEmbedder(default_model_path(), quantized=True, int8_weights="s8").int8_weights == "s8"
+    with pytest.raises(EmbeddingError, match="allowed: auto, s8, u8"):
+        OnnxEmbedder(default_model_path(), quantized=True, int8_weights="int4")
+
+
+def test_int8_kernel_chosen_for_this_cpu_is_exact() -> None:
+    # The invariant behind int8_weights_for_cpu, checked on whatever CPU runs this: onnxruntime's
+    # MatMulInteger with the chosen weight type equals exact integer arithmetic (no int16 saturation).
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    weights = onnx_embedding.int8_weights_for_cpu()
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (64, 384)).astype(np.uint8)
+    b = (rng.integers(0, 256, (384, 384)).astype(np.uint8) if weights == "u8"
+         else rng.integers(-128, 128, (384, 384)).astype(np.int8))
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "g",
+                              [helper.make_tensor_value_info("A", TensorProto.UINT8, list(a.shape))],
+                              [helper.make_tensor_value_info("Y", TensorProto.INT32, [64, 384])],
+                              [onnx.numpy_helper.from_array(b, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"A": a})[0]
+    assert (out == a.astype(np.int64) @ b.astype(np.int64)).all(), f"{weights} weights saturate on this CPU"
+
+
+def test_int8_weight_encoding_is_part_of_the_cache_name(embedder: OnnxEmbedder, cache_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    if not embedder.quantized:
+        pytest.skip("int8 only")
+    built: list[str] = []
+
+    def fake_quantize(weights: str, _src: Path, dest: Path) -> None:
+        built.append(weights)
+        dest.write_bytes(b"not a model")
+
+    monkeypatch.setattr(onnx_embedding, "_quantize", fake_quantize)
+    other = next(w for w in onnx_embedding.INT8_WEIGHTS if w != embedder.int8_weights)
+    path = OnnxEmbedder(default_model_path(), quantized=True, int8_weights=other, cache_dir=cache_dir)._ensure_files()
+    assert built == [other] and path != embedder.onnx_path and path.name.endswith(f"-int8-{other}.onnx")
+    assert embedder.onnx_path is not None and embedder.onnx_path.name.endswith(f"-int8-{embedder.int8_weights}.onnx")
+    path.unlink()
 
 
 def test_missing_onnxruntime_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
