@@ -16,6 +16,7 @@ Heavy models load in :meth:`start`, never in ``__init__``.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -24,7 +25,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from botkit.cpu import describe, has_native_bf16
 from botkit.errors import EmbeddingError
+
+log = logging.getLogger(__name__)
+_warned_emulated_bf16 = False
 
 # Hub access is never wanted: all models are local. Set before transformers is imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -99,6 +104,16 @@ def resolve_model_path(model: str, project_root: Path | None = None) -> Path:
     return path
 
 
+def _warn_if_bf16_emulated() -> None:
+    """Once per process: torch-bf16 on a CPU without bf16 arithmetic (e.g. AVX2-only AMD EPYC) is emulated."""
+    global _warned_emulated_bf16
+    if _warned_emulated_bf16 or has_native_bf16():
+        return
+    _warned_emulated_bf16 = True
+    log.warning("knowledge.embedding.backend torch-bf16: this CPU has no native bf16 (%s), so bfloat16 is "
+                "emulated and slower than fp32; choose torch-fp32, or onnx-int8 for speed", describe())
+
+
 class SentenceTransformerEmbedder:
     """sentence-transformers on torch, fp32 or bf16 autocast."""
 
@@ -126,6 +141,8 @@ class SentenceTransformerEmbedder:
         with self._lock:
             if self._model is not None:
                 return
+            if self.bf16:
+                _warn_if_bf16_emulated()
             try:
                 import torch
                 import transformers
