@@ -240,3 +240,172 @@ def test_torchrun_two_processes(tiny_lm_dir: Path, data_dir: Path, tmp_path: Pat
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 2
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+
+
+# --- the loss on label positions only -------------------------------------------------------
+
+VOCAB = 320
+
+
+def _tiny_causal_lm(kind: str):
+    """A random 2-layer causal LM of each family the sliced loss must handle (no dropout)."""
+    import torch
+    from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                              LlamaForCausalLM)
+
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                                           resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    elif kind == "gemma3":
+        # Softcapping at 3 with embeddings scaled up: tanh is far from linear on these logits,
+        # so a loss that skipped it would not match.
+        model = Gemma3ForCausalLM(Gemma3TextConfig(
+            vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=16, sliding_window=4, max_position_embeddings=64,
+            final_logit_softcapping=3.0, pad_token_id=0))
+        with torch.no_grad():
+            model.model.embed_tokens.weight.mul_(20.0)
+    else:
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                             max_position_embeddings=64, tie_word_embeddings=False))
+    return model
+
+
+def _batch():
+    """3 rows, right-padded; labels only on a 'reply' span of each row (and -100 on padding)."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, VOCAB, (3, 20), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 15:] = 0
+    mask[2, 9:] = 0
+    labels = torch.full_like(ids, -100)
+    for row, (start, end) in enumerate([(12, 20), (6, 15), (3, 9)]):
+        labels[row, start:end] = ids[row, start:end]
+    return {"input_ids": ids, "attention_mask": mask}, labels
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "gemma3", "llama"])
+@pytest.mark.parametrize("peft_wrapped", [False, True], ids=["plain", "lora"])
+@pytest.mark.parametrize("num_items", [None, 37], ids=["mean", "num_items"])
+def test_label_positions_loss_equals_full_logits_loss(kind: str, peft_wrapped: bool, num_items) -> None:
+    import torch
+
+    from training.lora import default_target_modules, label_positions_loss
+
+    model = _tiny_causal_lm(kind)
+    if peft_wrapped:
+        from peft import LoraConfig, get_peft_model
+
+        targets = default_target_modules(model)
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets,
+                                                 fan_in_fan_out=kind == "gpt2", init_lora_weights=False))
+    model.train()
+    inputs, labels = _batch()
+    params = [p for p in model.parameters() if p.requires_grad]
+    kwargs = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
+    out = model(**inputs, labels=labels, **kwargs)
+    expected = out.loss
+    if kind == "gemma3":
+        assert out.logits.abs().max() > 2.0  # softcapping (cap 3) is doing something
+    expected_grads = torch.autograd.grad(expected, params)
+    loss, sliced = label_positions_loss(model, inputs, labels, kwargs.get("num_items_in_batch"))
+    grads = torch.autograd.grad(loss, params)
+    n_labels = int((labels[:, 1:] != -100).sum())
+    assert sliced.logits.shape == (n_labels, VOCAB)  # the LM head saw the label positions only
+    assert loss.dtype == torch.float32
+    assert abs(loss.item() - expected.item()) < 1e-5, (loss.item(), expected.item())
+    for g, e in zip(grads, expected_grads):
+        assert torch.allclose(g, e, atol=1e-5, rtol=1e-4), (g - e).abs().max()
+
+
+def test_trainer_compute_loss_matches_the_stock_trainer(tiny_lm_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Same loss as transformers' Trainer.compute_loss, with and without num_items_in_batch (grad accumulation)."""
+    import torch
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    from training.lora import sliced_loss_trainer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_lm_dir), local_files_only=True).eval()
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], gradient_accumulation_steps=2)
+    stock, sliced = Trainer(model=model, args=args), sliced_loss_trainer()(model=model, args=args)
+    assert sliced.model_accepts_loss_kwargs == stock.model_accepts_loss_kwargs
+    inputs, labels = _batch()
+    batch = {**inputs, "labels": labels}
+    with torch.no_grad():
+        for n in (None, torch.tensor(41)):
+            a = stock.compute_loss(model, dict(batch), num_items_in_batch=n)
+            b = sliced.compute_loss(model, dict(batch), num_items_in_batch=n)
+            assert abs(a.item() - b.item()) < 1e-5, (n, a.item(), b.item())
+        loss, outputs = sliced.compute_loss(model, dict(batch), return_outputs=True)  # the eval path
+        assert outputs.logits.shape[0] == int((labels[:, 1:] != -100).sum())
+
+
+def test_train_never_computes_full_logits(base_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    """Every LM-head call inside train() (train steps and evaluation) gets label rows, never batch x length."""
+    import torch
+
+    from training.lora import train
+
+    vocab = json.loads((base_dir / "config.json").read_text())["vocab_size"]
+    head_inputs: list[tuple[int, ...]] = []
+
+    def record(module, args, output):
+        if isinstance(module, torch.nn.Linear) and module.out_features == vocab:
+            head_inputs.append(tuple(args[0].shape))
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        result = train(config_for(base_dir, tmp_path / "o", "max_steps=3", "eval_steps=2"), data_dir)
+    finally:
+        handle.remove()
+    assert result.metrics["steps"] == 3 and result.metrics["eval_loss"] is not None
+    assert len(head_inputs) >= 3 + 2, head_inputs  # 3 train steps, evaluations
+    assert all(len(shape) == 2 for shape in head_inputs), head_inputs  # (label rows, hidden), not (B, T, hidden)
+
+
+# --- dtype and progress ---------------------------------------------------------------------
+
+def test_bf16_auto_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import botkit.cpu
+    from training.lora import choose_bf16
+
+    assert load_train_config(None, ["base_model=x", "output_dir=y"]).bf16 == "auto"  # the default
+    assert load_train_config(None, ["base_model=x", "output_dir=y", "bf16=false"]).bf16 is False
+    with pytest.raises(TrainingError, match="bf16"):
+        load_train_config(None, ["base_model=x", "output_dir=y", "bf16=sometimes"])
+    for native in (True, False):
+        monkeypatch.setattr(botkit.cpu, "has_native_bf16", lambda native=native: native)
+        assert choose_bf16("auto", cuda=False)[0] is native
+        assert choose_bf16(False, cuda=False)[0] is False
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="training.lora"):
+            assert choose_bf16(True, cuda=False)[0] is True  # explicit true is honoured...
+        warned = [r.getMessage() for r in caplog.records if "emulated" in r.getMessage()]
+        assert bool(warned) is (not native), warned  # ...with a warning where it is emulated
+
+
+def test_progress_lines_and_dtype_in_metrics(base_dir: Path, data_dir: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Off a terminal train() writes one progress line per logging step to stderr; metrics.json has the dtype."""
+    import re
+
+    from botkit.cpu import has_native_bf16
+    from training.lora import train
+
+    result = train(config_for(base_dir, tmp_path / "o", "max_steps=4", "logging_steps=2", "eval_steps=100"),
+                   data_dir)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("step ") and "eval loss" not in ln]
+    assert len(lines) == 3, err[-2000:]  # logging_first_step, then steps 2 and 4
+    assert re.search(r"^step 4/4 \(100%\)  final eval loss \d+\.\d{4}  elapsed \d+s$", err, re.MULTILINE), err[-2000:]
+    assert re.match(r"step 4/4 \(100%\)  epoch \d+\.\d\d  loss \d+\.\d{4}  lr \S+  \d+ tokens/s  elapsed \d+s  ETA 0s",
+                    lines[-1]), lines[-1]
+    assert lines[0].startswith("step 1/4 (25%)")
+    assert "\r" not in err  # no tqdm bar in a log
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["bf16_setting"] == "auto" and metrics["dtype"] == ("bf16" if has_native_bf16() else "fp32")
+    assert result.metrics["dtype"] == metrics["dtype"]

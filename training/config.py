@@ -12,7 +12,7 @@ Overrides are CLI-style ``key.sub=value`` strings; the value is parsed as YAML (
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -58,7 +58,9 @@ class TrainConfig(_Strict):
     logging_steps: int = Field(10, ge=1)
     save_total_limit: int | None = Field(2, ge=1, description="checkpoints kept in output_dir/checkpoints")
     min_examples: int = Field(20, ge=1, description="refuse data sets with fewer training examples (agent replies)")
-    bf16: bool = Field(False, description="bf16 autocast (1.7-2.1x faster on CPUs with AVX512-BF16/AMX)")
+    bf16: Literal["auto"] | bool = Field(
+        "auto", description="bf16 autocast: auto = on where it is native (a GPU that supports it, a CPU with "
+        "AVX512-BF16/AMX: 1.7-2.1x faster), off where it would be emulated (AVX2-only CPUs: many times slower)")
     threads: int = Field(0, ge=0, le=256, description="torch intra-op threads; 0 = library default")
     resume: bool = Field(True, description="continue from the newest checkpoint in output_dir/checkpoints")
 

@@ -6,23 +6,41 @@
                                                      (full_finetune: config.json + model weights)
     tokenizer files                                   the base model's tokenizer, for merging/serving
     train_config.yaml                                 the resolved config (target modules filled in)
-    metrics.json                                      losses, perplexity, tokens/s, steps, runtime, memory, data hash
+    metrics.json                                      losses, perplexity, tokens/s, steps, runtime, memory, dtype, data hash
     loss.png                                          train and eval loss curves
     checkpoints/checkpoint-N/                         Trainer checkpoints; a rerun resumes from the newest
 
 Runs unchanged under ``torchrun --nproc_per_node N``: the Trainer sets up DDP (gloo on CPU,
 nccl on GPUs); only rank 0 writes the artefacts. ``batch_size`` is per process.
 
+Loss on reply tokens only, logits on reply tokens only: labels are -100 everywhere except the
+agent reply, and with a large vocabulary (Gemma 3: 262,144) the LM head over every prompt
+position costs more than the transformer body. ``label_positions_loss`` runs the model with a
+forward pre-hook on its output layer (``get_output_embeddings()``) that keeps only the hidden
+states whose *next* token has a label, so the head (and whatever the architecture does to its
+output: Gemma's ``final_logit_softcapping``, Granite's ``logits_scaling``, Cohere's
+``logit_scale``) sees N label rows instead of batch x length. Cross-entropy is in fp32 and
+reduced exactly as transformers' ``ForCausalLMLoss`` (shift by one; a sum divided by
+``num_items_in_batch`` under gradient accumulation, a mean otherwise). ``SlicedLossTrainer``
+uses it for the train and eval loss.
+
+``bf16: auto`` (the default) turns bf16 autocast on only where it is native (``choose_bf16``);
+the choice is recorded in metrics.json as ``dtype``. Progress: on a terminal the Trainer's tqdm
+bar; otherwise (CI logs, ``botkit train transcripts`` piped) ``ProgressLines`` writes one line
+per logging step to stderr: step/total, epoch, loss, tokens/s, elapsed, ETA.
+
 Heavy imports (torch, transformers, peft, matplotlib) happen inside the functions.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -154,6 +172,21 @@ def plot_loss(log_history: list[dict[str, Any]], dest: Path) -> None:
     plt.close(fig)
 
 
+def _load_model(base: Path, *, progress_bar: bool) -> Any:
+    """The base model (fp32); transformers' "Loading weights" bar only on a terminal."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if was_on and not progress_bar:
+        hf_logging.disable_progress_bar()
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(base), local_files_only=True)
+    finally:
+        if was_on and not progress_bar:
+            hf_logging.enable_progress_bar()
+
+
 class _ListDataset:
     def __init__(self, items: list[dict[str, list[int]]]):
         self.items = items
@@ -163,6 +196,205 @@ class _ListDataset:
 
     def __getitem__(self, i: int) -> dict[str, list[int]]:
         return self.items[i]
+
+
+# --- loss on label positions only -------------------------------------------------------------
+
+IGNORE_INDEX = -100
+
+
+def _unwrap(model: Any) -> Any:
+    """The module under DDP / accelerate wrappers (``.module``), peft wrappers left in place."""
+    while type(model).__name__ in ("DistributedDataParallel", "DataParallel") and hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+def output_head(model: Any) -> Any:
+    """The module that turns hidden states into vocabulary logits (the LM head), through peft/DDP."""
+    head = _unwrap(model).get_output_embeddings()
+    if head is None:
+        raise TrainingError(f"{type(_unwrap(model)).__name__} has no output embeddings (LM head)")
+    return head
+
+
+class _KeepRows:
+    """Forward pre-hook for the LM head: (batch, length, hidden) -> (N, hidden) at ``index``."""
+
+    def __init__(self, index: Any):
+        self.index = index
+        self.calls = 0
+
+    def __call__(self, module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        hidden = args[0]
+        if hidden.dim() < 2:
+            return None
+        self.calls += 1
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        return (flat.index_select(0, self.index.to(flat.device)), *args[1:])
+
+
+_warned_full_logits: set[str] = set()
+
+
+def label_positions_loss(model: Any, inputs: dict[str, Any], labels: Any,
+                         num_items_in_batch: Any = None) -> tuple[Any, Any]:
+    """Causal-LM loss computing logits only at positions whose next token has a label.
+
+    The same value as ``model(**inputs, labels=labels).loss`` (transformers' ``ForCausalLMLoss``:
+    position t predicts ``labels[t + 1]``; fp32 cross-entropy; sum / ``num_items_in_batch`` when
+    given, else the mean over label tokens) and the same gradients, without the full
+    (batch, length, vocab) logits. Returns (loss, outputs); ``outputs.logits`` is (N, vocab),
+    one row per label token in row-major order.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    shift = labels[..., 1:]
+    keep = torch.nn.functional.pad(shift != IGNORE_INDEX, (0, 1), value=False)  # position t predicts t + 1
+    index = keep.reshape(-1).nonzero().squeeze(-1)
+    targets = shift[shift != IGNORE_INDEX]
+    hook = _KeepRows(index)
+    handle = output_head(model).register_forward_pre_hook(hook)
+    try:
+        outputs = model(**inputs, use_cache=False)
+    finally:
+        handle.remove()
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    if hook.calls != 1 or logits.dim() != 2 or logits.shape[0] != index.numel():
+        # The architecture does not route its final hidden states through get_output_embeddings()
+        # once: fall back to the full logits (correct, slower).
+        name = type(_unwrap(model)).__name__
+        if name not in _warned_full_logits:
+            _warned_full_logits.add(name)
+            log.warning("%s: LM head not applied once to the final hidden states (%d calls, logits %s); "
+                        "computing the loss from full logits", name, hook.calls, tuple(logits.shape))
+        if hook.calls:  # the hook changed what the model computed: run it again without
+            outputs = model(**inputs, use_cache=False)
+            logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        logits = logits.reshape(-1, logits.shape[-1]).index_select(0, index.to(logits.device))
+    reduction = "sum" if num_items_in_batch is not None else "mean"
+    loss = F.cross_entropy(logits.float(), targets.to(logits.device), reduction=reduction)
+    if num_items_in_batch is not None:
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(loss.device)
+        loss = loss / num_items_in_batch
+    return loss, outputs
+
+
+@functools.cache
+def sliced_loss_trainer() -> type:
+    """``transformers.Trainer`` whose train and eval loss is ``label_positions_loss``.
+
+    Gradient accumulation and DDP scaling mirror ``Trainer.compute_loss`` with the model's own
+    loss: the Trainer passes ``num_items_in_batch`` (label tokens over the accumulated batch)
+    when the model accepts loss kwargs, the loss is then a sum over that count (and counts as
+    already scaled for accumulation); otherwise a per-batch mean it divides by the steps.
+    """
+    from transformers import Trainer
+
+    class SlicedLossTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+            if inputs.get("labels") is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+            if not self.model_accepts_loss_kwargs:
+                num_items_in_batch = None  # the model's own loss would have taken the mean
+            loss, outputs = label_positions_loss(model, inputs, labels, num_items_in_batch)
+            if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs \
+                    and num_items_in_batch is not None:
+                tp = self.get_tp_size() if hasattr(self, "get_tp_size") else 1
+                loss = loss * (self.accelerator.num_processes // tp if self.args.n_gpu <= 1 else self.args.n_gpu)
+            return (loss, outputs) if return_outputs else loss
+
+    return SlicedLossTrainer
+
+
+# --- dtype and progress -----------------------------------------------------------------------
+
+def choose_bf16(setting: bool | str, cuda: bool) -> tuple[bool, str]:
+    """(use bf16 autocast, why) for the ``bf16`` setting: ``auto``, true or false.
+
+    auto: on a GPU when it supports bf16; on a CPU only with native bf16 (AVX512-BF16 or AMX),
+    never where it is emulated (AVX2-only CPUs such as AMD Zen 3, where it is many times slower
+    than fp32). An explicit true or false is honoured; true on a CPU without native bf16 logs a
+    warning.
+    """
+    from botkit.cpu import describe, has_native_bf16
+
+    if cuda:
+        import torch
+
+        native = bool(torch.cuda.is_bf16_supported())
+        where = f"GPU {torch.cuda.get_device_name(0)}"
+    else:
+        native = has_native_bf16()
+        where = f"CPU {describe()}"
+    if setting == "auto":
+        return native, f"bf16: auto -> {'bf16' if native else 'fp32'} ({'native' if native else 'no native'} bf16 on {where})"
+    if setting and not native:
+        log.warning("bf16: true, but the %s has no native bf16: it is emulated and training will be much slower "
+                    "than fp32 (many times on AVX2-only CPUs); set bf16: auto or false", where)
+    return bool(setting), f"bf16: {str(bool(setting)).lower()} (set explicitly; {where})"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def progress_callback(stream: Any = None) -> Any:
+    """A ``TrainerCallback`` writing one line per logging step (and per evaluation) to ``stream``.
+
+    ``step 20/120 (17%)  epoch 0.50  loss 2.3456  lr 1.9e-04  412 tokens/s  elapsed 1m23s  ETA 6m55s``;
+    tokens/s and the ETA count this run only (not the steps a resumed run starts from).
+    """
+    from transformers import TrainerCallback
+
+    class ProgressLines(TrainerCallback):
+        def __init__(self) -> None:
+            self.stream = stream
+            self.t0: float | None = None
+            self.step0 = 0
+            self.tokens0 = 0
+            self.ended = False
+
+        def _out(self, line: str) -> None:
+            print(line, file=self.stream or sys.stderr, flush=True)
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.ended = False
+            self.t0 = time.perf_counter()
+            self.step0 = int(state.global_step)
+            self.tokens0 = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if not state.is_world_process_zero or not logs or self.t0 is None:
+                return
+            elapsed = time.perf_counter() - self.t0
+            step, total = int(state.global_step), int(state.max_steps or 0)
+            head = f"step {step}/{total}" + (f" ({100 * step // total}%)" if total else "")
+            if "loss" in logs:
+                done = step - self.step0
+                tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0) - self.tokens0
+                eta = elapsed / done * (total - step) if done > 0 and total else None
+                parts = [head, f"epoch {float(state.epoch or 0):.2f}", f"loss {float(logs['loss']):.4f}"]
+                if "learning_rate" in logs:
+                    parts.append(f"lr {float(logs['learning_rate']):.1e}")
+                parts += [f"{tokens / elapsed:.0f} tokens/s" if elapsed > 0 and tokens else "- tokens/s",
+                          f"elapsed {_duration(elapsed)}", f"ETA {_duration(eta) if eta is not None else '?'}"]
+                self._out("  ".join(parts))
+            elif "eval_loss" in logs:
+                what = "final eval" if self.ended else "eval"
+                self._out(f"{head}  {what} loss {float(logs['eval_loss']):.4f}  elapsed {_duration(elapsed)}")
+
+        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.ended = True
+
+    return ProgressLines()
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -179,7 +411,7 @@ def train(config: TrainConfig, train_dir: Path | str, *, retrieve: Retrieve | No
             or ``with_passages`` is set without ``retrieve``.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
+    from transformers import AutoTokenizer, TrainingArguments, set_seed
 
     train_dir = Path(train_dir)
     base = Path(config.base_model).expanduser()
@@ -208,7 +440,8 @@ def train(config: TrainConfig, train_dir: Path | str, *, retrieve: Retrieve | No
     val_ex = (build_examples(read_prepared(val_file), tokenizer, config.max_length, with_passages=config.with_passages,
                              retrieve=retrieve, bot_name=config.bot_name) if val_file.is_file() else [])
 
-    model = AutoModelForCausalLM.from_pretrained(str(base), local_files_only=True)
+    tty = sys.stderr.isatty()
+    model = _load_model(base, progress_bar=tty)
     resolved = config.model_copy(deep=True)
     if not config.full_finetune:
         from peft import LoraConfig, get_peft_model
@@ -226,6 +459,8 @@ def train(config: TrainConfig, train_dir: Path | str, *, retrieve: Retrieve | No
     out = Path(config.output_dir).expanduser()
     ckpt_dir = out / CHECKPOINTS
     cuda = torch.cuda.is_available()
+    bf16, bf16_why = choose_bf16(config.bf16, cuda)
+    log.info("%s", bf16_why)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
@@ -246,16 +481,22 @@ def train(config: TrainConfig, train_dir: Path | str, *, retrieve: Retrieve | No
         logging_first_step=True,
         report_to=[],
         use_cpu=not cuda,
-        bf16=config.bf16,
+        bf16=bf16,
+        disable_tqdm=not tty,  # off a terminal: ProgressLines instead of carriage-return bars
         ddp_backend=("nccl" if cuda else "gloo") if distributed else None,
         ddp_find_unused_parameters=False if distributed else None,
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
         dataloader_num_workers=0,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(train_ex),
-                      eval_dataset=_ListDataset(val_ex) if val_ex else None,
-                      data_collator=DataCollator(tokenizer.pad_token_id))
+    trainer = sliced_loss_trainer()(model=model, args=args, train_dataset=_ListDataset(train_ex),
+                                    eval_dataset=_ListDataset(val_ex) if val_ex else None,
+                                    data_collator=DataCollator(tokenizer.pad_token_id))
+    if not tty:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # it would print every log dict to stdout
+        trainer.add_callback(progress_callback())
     resume = _latest_checkpoint(ckpt_dir) if config.resume else None
     if resume:
         log.info("resuming from %s", resume)
@@ -293,6 +534,8 @@ def train(config: TrainConfig, train_dir: Path | str, *, retrieve: Retrieve | No
         "resumed_from": resume,
         "data_sha256": data_hash(train_dir),
         "device": "cuda" if cuda else "cpu",
+        "dtype": "bf16" if bf16 else "fp32",  # autocast dtype of the run (weights stay fp32)
+        "bf16_setting": config.bf16,
     }
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
@@ -337,5 +580,5 @@ def merge_adapter(adapter_dir: Path | str, out_dir: Path | str, base_model: Path
     return out_dir
 
 
-__all__ = ["TrainResult", "check_causal_lm", "data_hash", "default_target_modules", "merge_adapter",
-           "plot_loss", "train"]
+__all__ = ["TrainResult", "check_causal_lm", "choose_bf16", "data_hash", "default_target_modules", "label_positions_loss",
+           "merge_adapter", "output_head", "plot_loss", "progress_callback", "sliced_loss_trainer", "train"]
