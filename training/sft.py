@@ -1,13 +1,17 @@
 """Transcripts to supervised fine-tuning examples: prompt tokens masked, agent replies learned.
 
 One example per agent reply (a run of consecutive agent messages is one reply). Its prompt is
-built exactly as the bot builds one at serving time (:mod:`botkit.generation.prompt`): the
-system message (instructions, plus the KB passages retrieval returns for the customer's last
-question when ``with_passages``), then the conversation so far with customer messages as quoted
-``user`` turns and bot/agent messages as ``assistant`` turns, rendered with the tokenizer's
-chat template (``add_generation_prompt=True``) or, without one, the plain
-:data:`~botkit.generation.prompt.FALLBACK_HEADERS` format. The target is what the template
-puts after the generation prompt for that reply (e.g. ``reply<|end|>\\n``), then EOS.
+built by the very function the bot uses at serving time,
+:func:`botkit.generation.prompt.conversation_messages`, and tokenised by the same
+:func:`~botkit.generation.prompt.encode_prompt`: the system message (instructions, plus the KB
+passages retrieval returns for the customer's last question, chosen by
+:func:`~botkit.generation.prompt.select_passages`), the last ``history_turns`` earlier turns
+(customer messages as quoted ``user`` turns, bot/agent messages as ``assistant`` turns), then
+the question; rendered with the tokenizer's chat template (``add_generation_prompt=True``) or,
+without one, the plain :data:`~botkit.generation.prompt.FALLBACK_HEADERS` format. For the same
+conversation state and passages the prompt token ids equal the serving ones (a test asserts
+it). The target is what the template puts after the generation prompt for that reply (e.g.
+``reply<end_of_turn>\\n``), then EOS.
 
 Why one example per reply rather than one sequence with every agent turn unmasked: each reply
 gets the passages retrieved for *its* question, in the system message, and the history the
@@ -18,31 +22,35 @@ small for support conversations (a handful of turns).
 
 Labels are -100 everywhere except the reply tokens. Transcript ``system`` messages (hand-overs,
 "chat closed") are events, not instructions, and are left out. Bot messages stay in the history
-but are never targets: we learn from the human agents only.
+but are never targets: we learn from the human agents only. Bot messages between the
+customer's last message and the agent's reply are left out too: at serving time the bot's
+reply comes straight after the question.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from botkit.errors import GenerationError
 from botkit.generation.prompt import (
-    SYSTEM_TEMPLATE,
     ChatMessage,
+    conversation_messages,
     defuse_special_tokens,
-    quote_customer,
+    encode_prompt,
     render_prompt,
 )
+from botkit.types import Hit
 from training.types import Transcript
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-Retrieve = Callable[[str], list[str]]
+DEFAULT_HISTORY_TURNS = 6  # dialogue.history_turns' default
+Retrieve = Callable[[str], list[Hit]]
+"""question -> the passages the bot would be given (``select_passages`` of a KB search)."""
 
 
 @dataclass
@@ -57,37 +65,24 @@ class SFTStats:
     target_tokens: int = 0
 
 
-def _defuse_tag(text: str, tag: str) -> str:
-    return re.sub(rf"<(/?)\s*({tag})", lambda m: f"<{m.group(1)}\u200b{m.group(2)}", text, flags=re.IGNORECASE)
+@dataclass(frozen=True)
+class ReplyTurn:
+    """One agent reply with the conversation state the bot would have had before it."""
+
+    messages: list[ChatMessage]  # the prompt, as conversation_messages builds it
+    reply: str  # the agent's reply (consecutive agent messages joined)
+    question: str  # the customer's last message
+    passages: tuple[Hit, ...]  # what retrieval gave for it
+    index: int  # position of the reply's first message in transcript.messages
 
 
-def format_passage_texts(passages: Sequence[str]) -> str:
-    """``<passage id="N">`` blocks as the bot's system message has them (order = ranking)."""
-    blocks = [f'<passage id="{i}">\n{_defuse_tag(p.strip(), "passage")}\n</passage>'
-              for i, p in enumerate(passages, 1) if p.strip()]
-    return "\n".join(blocks) if blocks else "(no passages)"
-
-
-def system_prompt(bot_name: str, passages: Sequence[str] = ()) -> str:
-    name = " ".join(bot_name.split())[:100] or "the assistant"
-    return SYSTEM_TEMPLATE.format(bot_name=name, passages=format_passage_texts(passages))
-
-
-def _merge(messages: list[ChatMessage]) -> list[ChatMessage]:
-    merged: list[ChatMessage] = []
-    for m in messages:
-        if merged and merged[-1].role == m.role:
-            merged[-1] = ChatMessage(m.role, merged[-1].content + "\n\n" + m.content)
-        else:
-            merged.append(m)
-    return merged
-
-
-def conversation_turns(transcript: Transcript, bot_name: str = "Support", retrieve: Retrieve | None = None
-                       ) -> list[tuple[list[ChatMessage], str]]:
-    """(prompt messages, agent reply) for each agent reply in the transcript, oldest first."""
-    msgs = [m for m in transcript.messages if m.role in ("customer", "agent", "bot") and m.text.strip()]
-    out: list[tuple[list[ChatMessage], str]] = []
+def reply_turns(transcript: Transcript, bot_name: str = "Support", retrieve: Retrieve | None = None,
+                history_turns: int = DEFAULT_HISTORY_TURNS) -> list[ReplyTurn]:
+    """Every agent reply of ``transcript`` with its serving-time prompt, oldest first."""
+    positions = [k for k, m in enumerate(transcript.messages)
+                 if m.role in ("customer", "agent", "bot") and m.text.strip()]
+    msgs = [transcript.messages[k] for k in positions]
+    out: list[ReplyTurn] = []
     i = 0
     while i < len(msgs):
         if msgs[i].role != "agent":
@@ -97,15 +92,20 @@ def conversation_turns(transcript: Transcript, bot_name: str = "Support", retrie
         while j < len(msgs) and msgs[j].role == "agent":
             j += 1
         reply = "\n\n".join(m.text.strip() for m in msgs[i:j])
-        history = msgs[:i]
-        if any(m.role == "customer" for m in history):  # a reply to nobody teaches nothing
-            question = next(m.text for m in reversed(history) if m.role == "customer")
-            passages = retrieve(question) if retrieve is not None else []
-            convo = [ChatMessage("user", quote_customer(m.text)) if m.role == "customer"
-                     else ChatMessage("assistant", m.text.strip()) for m in history]
-            out.append(([ChatMessage("system", system_prompt(bot_name, passages)), *_merge(convo)], reply))
+        last_customer = next((k for k in range(i - 1, -1, -1) if msgs[k].role == "customer"), None)
+        if last_customer is not None:  # a reply to nobody teaches nothing
+            question = msgs[last_customer].text
+            passages = tuple(retrieve(question)) if retrieve is not None else ()
+            messages = conversation_messages(bot_name, passages, msgs[:last_customer], question, history_turns)
+            out.append(ReplyTurn(messages, reply, question, passages, positions[i]))
         i = j
     return out
+
+
+def conversation_turns(transcript: Transcript, bot_name: str = "Support", retrieve: Retrieve | None = None,
+                       history_turns: int = DEFAULT_HISTORY_TURNS) -> list[tuple[list[ChatMessage], str]]:
+    """(prompt messages, agent reply) for each agent reply in the transcript, oldest first."""
+    return [(t.messages, t.reply) for t in reply_turns(transcript, bot_name, retrieve, history_turns)]
 
 
 def _completion_text(tokenizer: Any, messages: list[ChatMessage], reply: str) -> str:
@@ -139,11 +139,10 @@ def encode_example(tokenizer: Any, messages: list[ChatMessage], reply: str, max_
         stats.dropped_too_long += 1
         return None
     try:  # drop oldest history, then lowest passages, exactly as at serving time
-        prompt = render_prompt(tokenizer, messages, budget)
+        prompt_ids = encode_prompt(tokenizer, messages, budget)
     except GenerationError:
-        prompt = full_prompt
-    with_specials = not getattr(tokenizer, "chat_template", None)
-    prompt_ids = tokenizer(prompt, add_special_tokens=with_specials)["input_ids"]
+        with_specials = not getattr(tokenizer, "chat_template", None)
+        prompt_ids = list(tokenizer(full_prompt, add_special_tokens=with_specials)["input_ids"])
     if len(prompt_ids) > budget:
         prompt_ids = prompt_ids[-budget:]  # still too long: cut from the left, the target is kept
         stats.truncated += 1
@@ -163,19 +162,21 @@ def _defused(tokenizer: Any, messages: list[ChatMessage]) -> list[ChatMessage]:
 
 def build_examples(transcripts: Iterable[Transcript], tokenizer: Any, max_length: int, *,
                    with_passages: bool = False, retrieve: Retrieve | None = None, bot_name: str = "Support",
+                   history_turns: int = DEFAULT_HISTORY_TURNS,
                    stats: SFTStats | None = None) -> list[dict[str, list[int]]]:
     """One tokenised example per agent reply in ``transcripts`` (see the module docstring).
 
     Args:
-        retrieve: question -> passage texts, as the bot's retriever would return them; used
+        retrieve: question -> passages (Hits), as the bot's retriever would return them; used
             only when ``with_passages`` (without it the system prompt says "(no passages)").
+        history_turns: earlier turns in the prompt (the bot's ``dialogue.history_turns``).
         stats: filled with counts (examples, truncated, dropped) when given.
     """
     stats = stats if stats is not None else SFTStats()
     examples: list[dict[str, list[int]]] = []
     for t in transcripts:
         stats.conversations += 1
-        for messages, reply in conversation_turns(t, bot_name, retrieve if with_passages else None):
+        for messages, reply in conversation_turns(t, bot_name, retrieve if with_passages else None, history_turns):
             ex = encode_example(tokenizer, messages, reply, max_length, stats)
             if ex is not None:
                 examples.append(ex)
@@ -211,5 +212,5 @@ class DataCollator:
         return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
 
 
-__all__ = ["IGNORE_INDEX", "DataCollator", "SFTStats", "build_examples", "conversation_turns", "encode_example",
-           "format_passage_texts", "system_prompt"]
+__all__ = ["DEFAULT_HISTORY_TURNS", "IGNORE_INDEX", "DataCollator", "ReplyTurn", "Retrieve", "SFTStats",
+           "build_examples", "conversation_turns", "encode_example", "reply_turns"]

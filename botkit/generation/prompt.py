@@ -15,14 +15,16 @@ Customer text is data, never instructions. Three things keep it that way:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from botkit.errors import GenerationError
 from botkit.responder import ResponderRequest, clean_markdown, trim_passage
-from botkit.types import Hit
+from botkit.types import Hit, SearchResult
 
 ChatRole = Literal["system", "user", "assistant"]
+MAX_PASSAGES = 3  # passages a generated reply may draw on
 
 _ZWSP = "\u200b"  # zero-width space: breaks a marker for the tokenizer, invisible to a reader
 _PASSAGE_BLOCK = re.compile(r'<passage id="\d+"[^>]*>\n.*?\n</passage>\n?', re.DOTALL)
@@ -107,35 +109,65 @@ def system_message(passages: list[Hit], bot_name: str) -> ChatMessage:
     return ChatMessage("system", SYSTEM_TEMPLATE.format(bot_name=name, passages=format_passages(passages)))
 
 
-def build_messages(request: ResponderRequest, passages: list[Hit], history_turns: int,
-                   bot_name: str | None = None) -> list[ChatMessage]:
-    """System message with the passages, the last ``history_turns`` turns, then the question.
+class HasRoleText(Protocol):
+    """A stored turn (:class:`botkit.types.Turn`) or a transcript message: a role and a text."""
 
-    Customer turns become quoted ``user`` messages; bot and agent turns become ``assistant``
-    messages. Consecutive messages with the same role are merged, because several chat templates
-    (Llama 2, Mistral) refuse two user messages in a row.
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+def select_passages(result: SearchResult, limit: int = MAX_PASSAGES) -> list[Hit]:
+    """The hits a reply may be generated from: above the threshold, best first, at most ``limit``.
+
+    Serving (the generative responder), training (:mod:`training.sft`) and the evaluation gate
+    all choose passages with this, so a model is trained on the passages it will be shown.
     """
-    messages = [system_message(passages, bot_name if bot_name is not None else request.bot_name)]
-    turns = [t for t in request.history if t.role in ("customer", "bot", "agent") and t.text.strip()]
+    return [h for h in result.hits if h.score >= result.threshold][:limit]
+
+
+def conversation_messages(bot_name: str, passages: Sequence[Hit], history: Sequence[HasRoleText], question: str,
+                          history_turns: int) -> list[ChatMessage]:
+    """THE prompt of a reply, for serving and for training alike.
+
+    The system message with the passages, the last ``history_turns`` earlier turns (customer
+    turns quoted as ``user``, bot and agent turns as ``assistant``; other roles left out), then
+    the customer's question. Consecutive messages with the same role are merged, because
+    several chat templates (Llama 2, Mistral) refuse two user messages in a row.
+    """
+    turns = [t for t in history if t.role in ("customer", "bot", "agent") and t.text.strip()]
     turns = turns[-history_turns:] if history_turns > 0 else []
-    # The engine may already have stored the current message as the last turn: don't ask twice.
-    if turns and turns[-1].role == "customer" and turns[-1].text.strip() in (request.query.strip(),
-                                                                              request.message.text.strip()):
-        turns.pop()
     convo: list[ChatMessage] = []
     for turn in turns:
         if turn.role == "customer":
             convo.append(ChatMessage("user", quote_customer(turn.text)))
         else:
             convo.append(ChatMessage("assistant", turn.text.strip()))
-    convo.append(ChatMessage("user", quote_customer(request.query)))
+    convo.append(ChatMessage("user", quote_customer(question)))
     merged: list[ChatMessage] = []
     for msg in convo:
         if merged and merged[-1].role == msg.role:
             merged[-1] = ChatMessage(msg.role, merged[-1].content + "\n\n" + msg.content)
         else:
             merged.append(msg)
-    return messages + merged
+    return [system_message(list(passages), bot_name), *merged]
+
+
+def build_messages(request: ResponderRequest, passages: list[Hit], history_turns: int,
+                   bot_name: str | None = None) -> list[ChatMessage]:
+    """:func:`conversation_messages` for a live request (the engine's stored history).
+
+    The engine may already have stored the current message as the last turn: it is dropped
+    from the history so the question is asked once.
+    """
+    history = [t for t in request.history if t.role in ("customer", "bot", "agent") and t.text.strip()]
+    if history and history[-1].role == "customer" and history[-1].text.strip() in (request.query.strip(),
+                                                                                   request.message.text.strip()):
+        history.pop()
+    return conversation_messages(bot_name if bot_name is not None else request.bot_name, passages, history,
+                                 request.query, history_turns)
 
 
 def _special_strings(tokenizer: Any) -> list[str]:
@@ -218,3 +250,21 @@ def render_prompt(tokenizer: Any, messages: list[ChatMessage], max_prompt_tokens
         raise GenerationError(
             f"the prompt needs {n} tokens even without history and with a single passage, more than "
             f"max_prompt_tokens={max_prompt_tokens}; raise dialogue.local_lm.max_prompt_tokens")
+
+
+def prompt_budget(max_prompt_tokens: int, positions: int | None, max_new_tokens: int) -> int:
+    """Tokens a prompt may take: ``max_prompt_tokens``, and room left for the reply in the model's positions."""
+    budget = max_prompt_tokens
+    if isinstance(positions, int) and positions > 0:
+        budget = min(budget, max(positions - max_new_tokens, positions // 2))
+    return budget
+
+
+def encode_prompt(tokenizer: Any, messages: list[ChatMessage], max_prompt_tokens: int) -> list[int]:
+    """The token ids of the prompt, exactly as serving feeds them to the model and training learns them.
+
+    :func:`render_prompt`, then tokenised without adding special tokens when the chat template
+    writes its own (BOS included), with them for the plain format.
+    """
+    text = render_prompt(tokenizer, messages, max_prompt_tokens)
+    return list(tokenizer(text, add_special_tokens=not getattr(tokenizer, "chat_template", None))["input_ids"])
