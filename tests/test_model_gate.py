@@ -11,10 +11,12 @@ import pytest
 from lm_fixtures import kb_section, tiny_adapter_dir, tiny_lm_dir  # noqa: F401 (pytest fixtures)
 
 from botkit.config import LocalLMConfig
+from botkit.types import Hit
 from training.evaluate import (
     METRICS, GateConfig, GateReport, ModelReport, cosine_pairs, decide, evaluate_candidate, hands_off, rouge_l,
     write_report,
 )
+from training.sft import build_examples
 from training.types import Message, Transcript
 
 
@@ -43,10 +45,10 @@ def _validation() -> list[Transcript]:
 
 
 VALIDATION = _validation()
-PASSAGES = {q: [p] for _, q, p, _ in CASES}
+PASSAGES = {q: [Hit(cid, q, "article", 0.9, 0.9, 0.0, 0, q, p)] for cid, q, p, _ in CASES}
 
 
-def passages_for(question: str) -> list[str]:
+def passages_for(question: str) -> list[Hit]:
     return PASSAGES.get(question, [])
 
 
@@ -84,19 +86,9 @@ def trained_dir(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     torch.set_num_threads(1)  # on a busy 2-core machine one thread is many times faster for this size
     tok = AutoTokenizer.from_pretrained(str(tiny_lm_dir), local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(str(tiny_lm_dir), local_files_only=True)
-    roles = {"customer": "user", "agent": "assistant"}
-    batches = []
-    for t in VALIDATION:
-        for i, m in enumerate(t.messages):
-            if m.role != "agent":
-                continue
-            prompt = tok.apply_chat_template([{"role": roles[x.role], "content": x.text} for x in t.messages[:i]],
-                                             tokenize=False, add_generation_prompt=True)
-            p = tok(prompt)["input_ids"]
-            r = tok(m.text)["input_ids"]
-            ids = torch.tensor([p + r])
-            labels = torch.tensor([[-100] * len(p) + r])
-            batches.append((ids, labels))
+    # The prompts training builds (system message with the passages, as serving and the gate do).
+    batches = [(torch.tensor([ex["input_ids"]]), torch.tensor([ex["labels"]]))
+               for ex in build_examples(VALIDATION, tok, 2048, with_passages=True, retrieve=passages_for)]
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for step in range(40):

@@ -1,8 +1,10 @@
 """The evaluation gate: does a fine-tuned candidate beat the model that serves now?
 
 Both models are scored on the same held-out conversations (``validation.jsonl``). For every
-agent turn the preceding turns are the prompt (customer -> user, agent/bot -> assistant,
-system -> system, rendered as in serving by :func:`botkit.generation.prompt.render_prompt`) and:
+agent reply the prompt is the one serving and training build (:func:`training.sft.reply_turns`:
+the system message with the passages ``passages_for`` gives for the customer's question, the
+last ``history_turns`` turns, the question; tokenised by
+:func:`botkit.generation.prompt.encode_prompt`) and:
 
 =======================  =================================================================  ======
 metric                   how                                                                better
@@ -14,6 +16,8 @@ cosine                   embedding cosine of the greedy reply vs the real one (M
 rouge_l                  ROUGE-L F1 of the greedy reply vs the real one (rouge-score)       higher
 grounding_rate           share of replies :func:`is_grounded` in ``passages_for(question)``  higher
                          (only turns with passages; None without ``passages_for``)
+invented_rate            share of replies with a number or code found neither in the        lower
+                         passages nor in the conversation (:func:`unsupported_numbers`)
 escalation_agreement     share of turns where "the model hands off" equals "the agent       higher
                          handed off" (see :func:`hands_off`)
 =======================  =================================================================  ======
@@ -38,7 +42,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,20 +51,21 @@ from typing import Any
 import numpy as np
 
 from botkit.config import LocalLMConfig
-from botkit.generation.grounding import is_grounded
-from botkit.generation.prompt import ChatMessage, render_prompt
+from botkit.generation.grounding import is_grounded, unsupported_numbers
+from botkit.generation.prompt import encode_prompt, passage_evidence, prompt_budget
+from training.sft import DEFAULT_HISTORY_TURNS, Retrieve, reply_turns
 from training.types import Transcript, read_prepared
 
 log = logging.getLogger(__name__)
 
-METRICS: tuple[str, ...] = ("loss", "perplexity", "cosine", "rouge_l", "grounding_rate", "escalation_agreement")
-LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
+METRICS: tuple[str, ...] = ("loss", "perplexity", "cosine", "rouge_l", "grounding_rate", "invented_rate",
+                             "escalation_agreement")
+LOWER_IS_BETTER = frozenset({"loss", "perplexity", "invented_rate"})
 HANDOFF_PATTERN = re.compile(
     r"\b(transfer(?:ring)? you|connect(?:ing)? you (?:with|to)|put(?:ting)? you through|hand(?:ing)? you over"
     r"|pass(?:ing)? (?:you|this) (?:on )?to|escalat\w*|a (?:colleague|specialist|supervisor|human|member of (?:the|our) team)"
     r"|human agent|live agent)\b", re.IGNORECASE)
 _ESCALATED_META = ("escalated", "transferred", "handoff", "handed_off")
-_ROLE = {"customer": "user", "agent": "assistant", "bot": "assistant", "system": "system"}
 
 
 # --- reports ---------------------------------------------------------------------------------
@@ -106,7 +111,7 @@ class GateConfig:
     primary: str = "loss"
     min_improvement: dict[str, float] = field(default_factory=lambda: {"loss": 0.02})
     tolerance: dict[str, float] = field(default_factory=lambda: {
-        "cosine": 0.02, "rouge_l": 0.02, "grounding_rate": 0.05, "escalation_agreement": 0.05})
+        "cosine": 0.02, "rouge_l": 0.02, "grounding_rate": 0.05, "invented_rate": 0.0, "escalation_agreement": 0.05})
     floors: dict[str, float] = field(default_factory=lambda: {"cosine": 0.3, "escalation_agreement": 0.5})
 
     def __post_init__(self) -> None:
@@ -193,26 +198,11 @@ def _load(cfg: LocalLMConfig, project_root: Path) -> tuple[Any, Any]:
     return LocalCausalLM(cfg, project_root, merge_adapter=True)._load()
 
 
-def _agent_turns(t: Transcript) -> list[int]:
-    return [i for i, m in enumerate(t.messages) if m.role == "agent" and m.text.strip()]
-
-
-def _prompt_ids(tokenizer: Any, cfg: LocalLMConfig, t: Transcript, index: int, positions: int | None,
-                reply_budget: int) -> list[int]:
-    msgs = [ChatMessage(_ROLE[m.role], m.text) for m in t.messages[:index] if m.text.strip()]  # type: ignore[arg-type]
-    if not msgs or msgs[-1].role != "user":  # the agent spoke first or twice in a row
-        msgs.append(ChatMessage("user", ""))
-    budget = cfg.max_prompt_tokens
-    if positions:
-        budget = min(budget, max(positions - reply_budget, positions // 2))
-    text = render_prompt(tokenizer, msgs, budget)
-    return list(tokenizer(text, add_special_tokens=not getattr(tokenizer, "chat_template", None))["input_ids"])
-
-
-def score_model(cfg: LocalLMConfig, validation: Sequence[Transcript], *, passages_for: Callable[[str], list[str]] | None,
+def score_model(cfg: LocalLMConfig, validation: Sequence[Transcript], *, passages_for: Retrieve | None,
                 max_conversations: int | None, max_new_tokens: int, embedder: Any,
                 project_root: Path, min_grounding: float = 0.6, max_reply_tokens: int = 256,
-                keep_examples: int = 5) -> ModelReport:
+                keep_examples: int = 5, bot_name: str = "Support",
+                history_turns: int = DEFAULT_HISTORY_TURNS) -> ModelReport:
     """Score one model on ``validation`` (see the module docstring for the metrics)."""
     import torch
 
@@ -224,24 +214,29 @@ def score_model(cfg: LocalLMConfig, validation: Sequence[Transcript], *, passage
     gens: list[str] = []
     samples: list[dict[str, Any]] = []
     grounded: list[bool] = []
+    invented: list[bool] = []
     agree: list[bool] = []
     used = 0
     for t in conversations:
-        turns = _agent_turns(t)
+        turns = reply_turns(t, bot_name, passages_for, history_turns)
         if not turns:
             continue
         used += 1
-        for index in turns:
-            reference = t.messages[index].text
-            prompt = _prompt_ids(tokenizer, cfg, t, index, positions, max(max_reply_tokens, max_new_tokens))
+        last_agent = max(i for i, m in enumerate(t.messages) if m.role == "agent" and m.text.strip())
+        for turn in turns:
+            reference = turn.reply
+            budget = prompt_budget(cfg.max_prompt_tokens, positions, max(max_reply_tokens, max_new_tokens))
+            prompt = encode_prompt(tokenizer, turn.messages, budget)
             reply = list(tokenizer(reference, add_special_tokens=False)["input_ids"])[:max_reply_tokens]
             if positions:
                 prompt = prompt[-max(1, positions - len(reply)):]
             ids = torch.tensor([prompt + reply], dtype=torch.long)
             with torch.inference_mode():
-                logits = model(input_ids=ids).logits[0, :-1].float()
-                targets = ids[0, 1:]
-                nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")[len(prompt) - 1:]
+                # Logits only where the reply is scored: the LM head over a 262k vocabulary at
+                # every prompt position would cost more than the whole model body.
+                logits = model(input_ids=ids, logits_to_keep=len(reply) + 1).logits[0, :-1].float()
+                targets = ids[0, len(prompt):]
+                nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
                 turn_nll = float(nll.sum())
                 total_nll += turn_nll
                 total_tokens += len(reply)
@@ -255,17 +250,17 @@ def score_model(cfg: LocalLMConfig, validation: Sequence[Transcript], *, passage
             generated = tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True).strip()
             refs.append(reference)
             gens.append(generated)
-            question = next((m.text for m in reversed(t.messages[:index]) if m.role == "customer"), "")
+            evidence = [passage_evidence(h) for h in turn.passages]
             ok: bool | None = None
-            if passages_for is not None:
-                passages = passages_for(question)
-                if passages:
-                    ok = is_grounded(generated, passages, min_grounding)[0]
-                    grounded.append(ok)
-            expected = _expected_handoff(t, index, turns[-1])
+            if passages_for is not None and evidence:
+                ok = is_grounded(generated, evidence, min_grounding)[0]
+                grounded.append(ok)
+            said = [m.content for m in turn.messages[1:]]  # numbers the customer or earlier turns gave
+            invented.append(bool(unsupported_numbers(generated, [*evidence, *said])))
+            expected = _expected_handoff(t, turn.index, last_agent)
             predicted = hands_off(generated)
             agree.append(expected == predicted)
-            samples.append(dict(conversation_id=t.id, turn=index, reference=reference, generated=generated,
+            samples.append(dict(conversation_id=t.id, turn=turn.index, reference=reference, generated=generated,
                                 loss=turn_nll / max(1, len(reply)), grounded=ok, expected_handoff=expected,
                                 model_handoff=predicted))
     if not refs:
@@ -281,6 +276,7 @@ def score_model(cfg: LocalLMConfig, validation: Sequence[Transcript], *, passage
         "cosine": float(np.mean(cosines)),
         "rouge_l": float(np.mean(rouges)),
         "grounding_rate": (sum(grounded) / len(grounded)) if grounded else None,
+        "invented_rate": sum(invented) / len(invented),
         "escalation_agreement": sum(agree) / len(agree),
     }
     examples = tuple(TurnSample(**s, cosine=c, rouge_l=r)
@@ -290,14 +286,17 @@ def score_model(cfg: LocalLMConfig, validation: Sequence[Transcript], *, passage
 
 
 def evaluate_candidate(candidate: LocalLMConfig, current: LocalLMConfig | None, validation: list[Transcript], *,
-                       passages_for: Callable[[str], list[str]] | None = None, max_conversations: int | None = 50,
+                       passages_for: Retrieve | None = None, max_conversations: int | None = 50,
                        max_new_tokens: int = 64, embedder: Any = None, project_root: Path | None = None,
-                       min_grounding: float = 0.6) -> GateReport:
+                       min_grounding: float = 0.6, bot_name: str = "Support",
+                       history_turns: int = DEFAULT_HISTORY_TURNS) -> GateReport:
     """Score ``candidate`` and (when given) ``current`` on the same held-out conversations.
 
     Args:
-        passages_for: knowledge-base passages for a customer question (for the grounding rate);
-            None skips that metric.
+        passages_for: question -> the passages the bot would be given (``select_passages`` of a
+            KB search), put into the prompts as at serving time and used for the grounding
+            rate; None: prompts say "(no passages)" and the grounding rate is not measured.
+        bot_name, history_turns: as the bot serves (``name``, ``dialogue.history_turns``).
         embedder: anything with ``embed(texts) -> (n, dim)``; default MiniLM via ``make_embedder()``.
         project_root: relative model/adapter paths are resolved against it (default: cwd).
 
@@ -310,7 +309,8 @@ def evaluate_candidate(candidate: LocalLMConfig, current: LocalLMConfig | None, 
         embedder = make_embedder()
     root = Path(project_root) if project_root is not None else Path.cwd()
     kwargs = dict(passages_for=passages_for, max_conversations=max_conversations, max_new_tokens=max_new_tokens,
-                  embedder=embedder, project_root=root, min_grounding=min_grounding)
+                  embedder=embedder, project_root=root, min_grounding=min_grounding, bot_name=bot_name,
+                  history_turns=history_turns)
     cand = score_model(candidate, validation, **kwargs)  # type: ignore[arg-type]
     cur = score_model(current, validation, **kwargs) if current is not None else None  # type: ignore[arg-type]
     settings = {"max_conversations": max_conversations, "max_new_tokens": max_new_tokens,
