@@ -247,6 +247,8 @@ def _format_reply(reply: Any) -> str:
         lines.append(f"[handed to a human: {reply.escalation.reason}: {reply.escalation.detail}]")
     if reply.action == "handoff":
         lines.append("[a human agent has this conversation; your message was passed on]")
+    if reply.fallback:
+        lines.append(f"[fallback: {reply.fallback}" + (f" ({reply.fallback_detail})]" if reply.fallback_detail else "]"))
     return "\n".join(lines)
 
 
@@ -459,7 +461,9 @@ def _registry(args: argparse.Namespace) -> Any:
 def _version_json(mv: Any) -> dict[str, Any]:
     return {"kind": mv.kind, "version": mv.label, "status": mv.status, "path": str(mv.path),
             "created_at": mv.metadata.get("created_at"), "base_model": mv.metadata.get("base_model"),
-            "data_hash": mv.metadata.get("data_hash"), "metrics": mv.metadata.get("metrics", {})}
+            "data_hash": mv.metadata.get("data_hash"), "metrics": mv.metadata.get("metrics", {}),
+            # the evaluation gate's decision, {"promote": bool, "reasons": [...]}; null when none ran
+            "gate": mv.metadata.get("gate")}
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -475,7 +479,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             mark = "*" if current is not None and v.version == current.version else " "
             metrics = v.metadata.get("metrics", {})
             shown = ", ".join(f"{k} {val:.4g}" for k, val in metrics.items() if isinstance(val, (int, float)))[:90]
-            print(f"{mark} {v.label}  {v.status:<11} {str(v.metadata.get('created_at', ''))[:19]}  {shown}")
+            gate = v.metadata.get("gate")
+            refused = "  [gate: refused]" if isinstance(gate, dict) and gate.get("promote") is False else ""
+            print(f"{mark} {v.label}  {v.status:<11} {str(v.metadata.get('created_at', ''))[:19]}  {shown}{refused}")
         if not versions:
             print(f"no {kind} versions yet (botkit train ...)", file=sys.stderr)
         return 0
@@ -488,8 +494,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "promote":
         if not args.version:
             raise BotkitError("which version? `botkit models promote VERSION`")
-        mv = registry.promote(kind, args.version, reason=args.reason or "manual promotion", by=_author(args))
-        print(f"{kind} {mv.label} is now in service (a running `botkit serve` switches at its next message)")
+        # A version the evaluation gate refused is refused here too (the error lists the gate's
+        # reasons); --force promotes it anyway and the event log's reason says "forced".
+        mv = registry.promote(kind, args.version, reason=args.reason or "manual promotion", by=_author(args),
+                              force=args.force)
+        from training.registry import gate_refusal
+
+        forced = " (forced past the evaluation gate)" if args.force and gate_refusal(mv) is not None else ""
+        print(f"{kind} {mv.label} is now in service{forced} (a running `botkit serve` switches at its next message)")
         return 0
     if args.action == "rollback":
         mv = registry.rollback(kind, reason=args.reason or "manual rollback", by=_author(args))
@@ -774,6 +786,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", nargs="?", help="e.g. v0002 or 2")
     p.add_argument("--kind", choices=["lm", "retriever"], default="lm")
     p.add_argument("--reason")
+    p.add_argument("--force", action="store_true",
+                   help="promote: also a version that the evaluation gate refused (recorded as forced)")
     p.add_argument("--author", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)

@@ -85,6 +85,9 @@ def turn_json(t: Turn) -> dict[str, Any]:
         "escalation": None if t.escalation is None else {
             "reason": t.escalation.reason, "detail": t.escalation.detail, "summary": t.escalation.summary},
         "candidate": candidate if isinstance(candidate, str) else None,  # what the bot would have said
+        # bot turns: which responder wrote it (extractive | local-lm | openai) and, when its own
+        # text was replaced, why (a code: ungrounded, timeout, ...) and the readable detail
+        "responder": t.responder, "fallback": t.fallback, "fallback_detail": t.fallback_detail,
     }
 
 

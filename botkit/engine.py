@@ -230,6 +230,8 @@ class Engine:
         meta: dict[str, object] = {"grounded": candidate.grounded}
         if candidate.note:
             meta["note"] = candidate.note
+        if candidate.fallback:
+            meta["fallback"] = candidate.fallback  # why the responder's own text was replaced (a code)
         if candidate.options:
             meta["options"] = [{"id": o.id, "title": o.title, "score": o.score} for o in candidate.options]
         handoff = None
@@ -254,7 +256,8 @@ class Engine:
         if stored is not None:
             await self._emit(Event("handoff", conv, handoff=stored))
         return Reply(conv.id, action, text, candidate.confidence, bot.sources, bot.kb_version, escalation,
-                     bot.seq, query, candidate.responder, candidate.options)
+                     bot.seq, query, candidate.responder, candidate.options, fallback=candidate.fallback,
+                     fallback_detail=candidate.note if candidate.fallback else "")
 
     async def _candidate(self, message: IncomingMessage, history: list[Turn],
                          on_delta: Callable[[str], None] | None = None) -> tuple[Candidate, SearchResult | None, str]:
@@ -267,7 +270,8 @@ class Engine:
             retrieval = await self.retriever.search(query)
         except BotkitError as exc:
             log.warning("retrieval failed for conversation %s: %s", message.conversation_id, exc)
-            return (Candidate("answer", self.fallback.dont_know, 0.0, (), grounded=False, note=f"retrieval failed: {exc}"),
+            return (Candidate("answer", self.fallback.dont_know, 0.0, (), grounded=False,
+                              fallback="retrieval_failed", note=f"retrieval failed: {exc}"),
                     None, query)
         if choice is not None:  # the customer picked an option: answer with that article
             hit = next((h for h in retrieval.hits if h.article_id == choice["id"]), None)
@@ -290,7 +294,8 @@ class Engine:
                 candidate = await self.responder.respond(request)
         except Exception as exc:  # noqa: BLE001 - a responder bug must not cost the customer a reply
             log.exception("responder %s failed for conversation %s", self.responder.name, message.conversation_id)
-            candidate = replace(await self.fallback.respond(request), note=f"responder failed: {type(exc).__name__}")
+            candidate = replace(await self.fallback.respond(request), fallback="error",
+                                note=f"responder failed: {type(exc).__name__}")
         return candidate, retrieval, query
 
     def _escalate(self, state: ConversationState) -> Escalation | None:

@@ -81,7 +81,16 @@ class EmbeddingError(BotkitError):
 
 
 class GenerationError(BotkitError):
-    """A language model could not be loaded, or generating a reply failed or timed out."""
+    """A language model could not be loaded, or generating a reply failed or timed out.
+
+    ``code`` is a short machine-readable reason when the raiser knows one (``"timeout"``,
+    ``"prompt_too_long"``, ``"not_started"``); None otherwise. The responder reports it as the
+    reply's ``fallback`` (``"error"`` when there is none).
+    """
+
+    def __init__(self, *args: object, code: str | None = None):
+        super().__init__(*args)
+        self.code = code
 
 
 class MessageRejected(BotkitError):

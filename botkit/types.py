@@ -69,6 +69,36 @@ class Source:
     score: float
 
 
+# Why a reply is not the configured responder's own text (``Candidate.fallback``, stored in
+# the bot turn's meta, ``fallback`` in ``ask --json``, the console and the web chat):
+FALLBACK_CODES: dict[str, str] = {
+    "ungrounded": "the generated reply was not grounded in the knowledge base",
+    "timeout": "the model ran past its time bound",
+    "prompt_too_long": "the prompt did not fit the model",
+    "not_started": "the model was not started",
+    "error": "generation (or the responder) failed",
+    "retrieval_failed": "the knowledge base search failed",
+}
+
+
+def responder_kind(name: str) -> str | None:
+    """What kind of responder a name belongs to: ``local-lm:tiny`` -> ``local-lm``; ``""`` -> None."""
+    return (name.split(":", 1)[0] or None) if name else None
+
+
+def fallback_from_note(note: str) -> str | None:
+    """The fallback code of a turn stored before codes existed, from its readable note."""
+    if not note:
+        return None
+    if note.startswith("generated reply not grounded"):
+        return "ungrounded"
+    if note.startswith("retrieval failed"):
+        return "retrieval_failed"
+    if "max_time_s" in note or "timeout_s" in note:
+        return "timeout"
+    return "error" if note.startswith(("generation failed", "responder failed")) else None
+
+
 @dataclass(frozen=True)
 class Candidate:
     """What a responder proposes before escalation rules have their say."""
@@ -80,7 +110,8 @@ class Candidate:
     grounded: bool = True  # False when nothing cleared the threshold ("I don't know")
     responder: str = "extractive"
     options: tuple[Source, ...] = ()  # for clarify: the candidates the customer chooses between
-    note: str = ""  # why a generated reply was replaced, etc.
+    note: str = ""  # why a generated reply was replaced, etc. (readable detail)
+    fallback: str | None = None  # a FALLBACK_CODES code when the responder's own text was replaced
 
 
 @dataclass(frozen=True)
@@ -111,6 +142,24 @@ class Turn:
     author: str = ""  # agent name for agent turns, responder name for bot turns
     feedback: int = 0  # +1 / -1 thumbs on a bot turn, 0 none
     meta: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def responder(self) -> str | None:
+        """For bot turns, the kind of responder that wrote the reply: extractive, local-lm, openai."""
+        return responder_kind(self.author) if self.role == "bot" else None
+
+    @property
+    def fallback(self) -> str | None:
+        """For bot turns, why the responder's own text was replaced (a FALLBACK_CODES code), or None."""
+        if self.role != "bot":
+            return None
+        code = self.meta.get("fallback")
+        return str(code) if code else fallback_from_note(str(self.meta.get("note") or ""))
+
+    @property
+    def fallback_detail(self) -> str | None:
+        """The readable reason behind :attr:`fallback`."""
+        return (str(self.meta.get("note") or "") or None) if self.fallback else None
 
 
 @dataclass(frozen=True)
@@ -173,8 +222,10 @@ class Reply:
     escalation: Escalation | None = None
     turn_seq: int | None = None  # the stored bot turn (for feedback); None when the bot stayed silent
     resolved_query: str = ""
-    responder: str = ""
+    responder: str = ""  # the responder's full name ("local-lm:my-model"); to_json gives its kind
     options: tuple[Source, ...] = field(default=())
+    fallback: str | None = None  # see FALLBACK_CODES
+    fallback_detail: str = ""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -189,5 +240,8 @@ class Reply:
                 "rule": self.escalation.rule, "detail": self.escalation.detail},
             "turn": self.turn_seq,
             "resolved_query": self.resolved_query,
-            "responder": self.responder,
+            "responder": responder_kind(self.responder),  # extractive | local-lm | openai (null: bot silent)
+            "responder_name": self.responder or None,
+            "fallback": self.fallback,  # null, or why the generated text was replaced (FALLBACK_CODES)
+            "fallback_detail": (self.fallback_detail or None) if self.fallback else None,
         }

@@ -35,6 +35,8 @@ def test_ask_json_contract_and_continuing_a_conversation(project: Path, capsys):
     assert set(first) >= {"conversation", "action", "text", "confidence", "sources", "kb_version", "escalation"}
     assert first["action"] == "answer" and first["sources"][0]["id"] == "faq-paypal"
     assert set(first["sources"][0]) == {"id", "title", "score"} and first["escalation"] is None
+    # what wrote the text, and no generated text was replaced (the demo uses the extractive responder)
+    assert first["responder"] == "extractive" and first["fallback"] is None and first["fallback_detail"] is None
     conv = first["conversation"]
     code, out, _ = run(capsys, "ask", "and is it accepted in Canada?", "--conversation", conv, "--json",
                        "--project", str(project))

@@ -48,9 +48,13 @@ def test_the_retraining_loop(project: Path, capsys):
     code, out, _ = run(capsys, "models", "list", "--json", "--project", str(project))
     (version,) = json.loads(out)
     assert version["version"] == "v0001" and version["metrics"]["steps"] == 8
-    if version["status"] != "promoted":  # a tiny model rarely clears the gate: promote by hand
-        assert "not promoted" in out_train
-        assert run(capsys, "models", "promote", "v0001", "--project", str(project), "--author", "tester")[0] == 0
+    assert isinstance(version["gate"]["promote"], bool) and version["gate"]["reasons"]
+    if version["status"] != "promoted":  # a tiny model rarely clears the gate: promote by hand, forced
+        assert "not promoted" in out_train and version["gate"]["promote"] is False
+        code, _, err = run(capsys, "models", "promote", "v0001", "--project", str(project), "--author", "tester")
+        assert code == 1 and "did not pass the evaluation gate" in err and "--force" in err
+        assert run(capsys, "models", "promote", "v0001", "--force", "--project", str(project),
+                   "--author", "tester")[0] == 0
     code, out, _ = run(capsys, "models", "show", "--project", str(project))
     assert json.loads(out)["version"] == "v0001"
     code, _, err = run(capsys, "models", "rollback", "--project", str(project))

@@ -56,6 +56,22 @@ class RegistryError(BotkitError):
     """A registry operation was refused: unknown kind or version, nothing to roll back to, ..."""
 
 
+class GateRefused(RegistryError):
+    """Promotion refused: the version's evaluation gate said no (``reasons`` says why)."""
+
+    def __init__(self, message: str, reasons: list[str]):
+        super().__init__(message)
+        self.reasons = reasons
+
+
+def gate_refusal(mv: ModelVersion) -> list[str] | None:
+    """The gate's reasons when ``mv``'s metadata says the gate refused it; None otherwise."""
+    gate = mv.metadata.get("gate")
+    if not isinstance(gate, dict) or gate.get("promote") is not False:
+        return None
+    return [str(r) for r in gate.get("reasons") or []]
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     """One registered artefact. ``path`` is the directory to load (adapter or model files)."""
@@ -267,10 +283,14 @@ class ModelRegistry:
         log.info("registered %s %s", kind, f"v{number:04d}")
         return self._load(kind, number, final)
 
-    def promote(self, kind: str, version: int | str, reason: str, by: str) -> ModelVersion:
+    def promote(self, kind: str, version: int | str, reason: str, by: str, *, force: bool = False) -> ModelVersion:
         """Make ``version`` the one that serves. ``reason`` and ``by`` go to the event log.
 
+        A version whose evaluation gate said no (``metadata["gate"]["promote"]`` is False) is
+        refused unless ``force``; a forced promotion says "forced" in the event's reason.
+
         Raises:
+            GateRefused: the gate refused this version and ``force`` is False.
             RegistryError: the version does not exist or already serves.
         """
         with self._locked(kind) as kdir:
@@ -279,6 +299,14 @@ class ModelRegistry:
             previous = pointer.get("version")
             if previous == mv.version:
                 raise RegistryError(f"{kind} {mv.label} is already current")
+            refused = gate_refusal(mv)
+            if refused is not None and not force:
+                why = "".join(f"\n  - {r}" for r in refused or ["(no reasons recorded)"])
+                raise GateRefused(f"{kind} {mv.label} did not pass the evaluation gate, so it was not promoted:{why}\n"
+                                  f"to promote it anyway: `botkit models promote {mv.label} --kind {kind} --force`",
+                                  refused)
+            if refused is not None:
+                reason = f"forced past the gate: {reason}"
             stack = [*pointer.get("stack", []), mv.version]
             _write_json_atomic(kdir / POINTER, {"version": mv.version, "path": str(mv.path), "stack": stack,
                                                 "promoted_at": _now(), "reason": reason, "by": by})

@@ -284,7 +284,7 @@ class LocalCausalLM:
             new = min(new, positions - len(ids))
         if new < 1:
             raise GenerationError(f"the prompt ({len(ids)} tokens) fills the model's {positions} positions; "
-                                  "lower dialogue.local_lm.max_prompt_tokens")
+                                  "lower dialogue.local_lm.max_prompt_tokens", code="prompt_too_long")
         return ids, new
 
     async def stream(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
@@ -378,4 +378,4 @@ class LocalCausalLM:
             post(_DONE)
         if bound.fired and not cancel.is_set():
             raise GenerationError(f"{self.name}: generation ran past max_time_s={cfg.max_time_s}s "
-                                  "(dialogue.local_lm.max_time_s); the partial reply was dropped")
+                                  "(dialogue.local_lm.max_time_s); the partial reply was dropped", code="timeout")

@@ -111,7 +111,7 @@ class OpenAICompatible:
         """
         session = self._session
         if session is None:
-            raise GenerationError(f"{self.name}: start() was not called (or close() was)")
+            raise GenerationError(f"{self.name}: start() was not called (or close() was)", code="not_started")
         body = {
             "model": self.config.model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
@@ -151,7 +151,7 @@ class OpenAICompatible:
                 delay = self._delay(attempt, None)
             except TimeoutError as exc:  # the whole-request bound: the time is spent, no retry
                 raise GenerationError(f"{self.url}: no complete reply within timeout_s={self.config.timeout_s}s "
-                                      f"(dialogue.openai.timeout_s)") from exc
+                                      f"(dialogue.openai.timeout_s)", code="timeout") from exc
             except aiohttp.ClientError as exc:  # refused, reset, disconnected, truncated body
                 if yielded:
                     raise GenerationError(f"{self.url}: connection lost after the reply had started ({exc}); "

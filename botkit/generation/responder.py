@@ -10,7 +10,9 @@ Policy (why each step exists):
    history, and writes a reply.
 3. The reply is sent only if it is grounded in those passages (:func:`is_grounded` with
    ``dialogue.min_grounding``). A failed or timed-out generation, or an ungrounded reply, is
-   replaced by the extractive answer, with ``note`` saying why.
+   replaced by the extractive answer, with ``fallback`` saying why as a code (``ungrounded``,
+   ``timeout``, ``prompt_too_long``, ``not_started``, ``error``; see
+   :data:`botkit.types.FALLBACK_CODES`) and ``note`` as readable detail.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class GenerativeResponder:
             reason = str(exc) or type(exc).__name__
             log.warning("conversation %s: %s failed, extractive fallback: %s",
                         request.message.conversation_id, self.generator.name, reason)
-            yield self._fallback(result.hits[0], f"generation failed: {reason}")
+            yield self._fallback(result.hits[0], fallback_code(exc), f"generation failed: {reason}")
             return
         text = "".join(pieces).strip()
         # Checked against exactly what the model saw: headings plus trimmed, de-marked passages.
@@ -113,11 +115,20 @@ class GenerativeResponder:
         if not ok:
             log.info("conversation %s: generated reply not grounded (%s), extractive fallback",
                      request.message.conversation_id, reason)
-            yield self._fallback(result.hits[0], f"generated reply not grounded: {reason}")
+            yield self._fallback(result.hits[0], "ungrounded", f"generated reply not grounded: {reason}")
             return
         yield Candidate("answer", text, float(passages[0].score), tuple(source_of(h) for h in passages),
                         responder=self.generator.name)
 
-    def _fallback(self, best: Hit, note: str) -> Candidate:
-        return dataclasses.replace(self.fallback.answer_with(best), note=note)
+    def _fallback(self, best: Hit, code: str, note: str) -> Candidate:
+        return dataclasses.replace(self.fallback.answer_with(best), fallback=code, note=note)
+
+
+def fallback_code(exc: BaseException) -> str:
+    """The fallback code for a failed generation: ``timeout`` for a time-out, the error's own
+    ``code`` when it has one (``prompt_too_long``, ``not_started``), else ``error``."""
+    code = getattr(exc, "code", None)
+    if isinstance(exc, TimeoutError) or code == "timeout":
+        return "timeout"
+    return code if isinstance(code, str) and code else "error"
 

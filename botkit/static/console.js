@@ -103,9 +103,16 @@
     const node = el(
       "li",
       { class: "turn turn-" + t.kind, "data-seq": t.seq },
-      el("div", { class: "turn-head" }, el("span", { class: "who", text: turnLabel(t) }), el("time", { text: clock(t.at) })),
+      el("div", { class: "turn-head" }, el("span", { class: "who", text: turnLabel(t) }),
+        t.responder ? el("span", { class: "responder", title: t.author || null, text: t.responder }) : null,
+        el("time", { text: clock(t.at) })),
       el("div", { class: "turn-text", text: t.text }),
     );
+    if (t.fallback) {
+      // The configured responder's own text was replaced (e.g. an ungrounded generated reply).
+      node.append(el("div", { class: "fallback", "data-fallback": t.fallback,
+        text: "Fallback: " + t.fallback.replace(/_/g, " ") + (t.fallback_detail ? " — " + t.fallback_detail : "") }));
+    }
     if (t.sources && t.sources.length) {
       node.append(el("ul", { class: "sources" }, ...t.sources.map((s) =>
         el("li", { text: s.title + " (" + s.id + ", " + Number(s.score).toFixed(2) + ")" }))));

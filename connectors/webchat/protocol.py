@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from botkit.types import Reply, Source, Turn
+from botkit.types import Reply, Source, Turn, responder_kind
 from connectors.base import OutgoingMessage
 
 PROTOCOL = 1
@@ -216,7 +216,11 @@ def reply(result: Reply, client_id: str | int | None, url_for: UrlFor) -> dict[s
     frame: dict[str, Any] = {
         "type": "reply", "id": client_id, "action": result.action, "text": result.text,
         "sources": sources(result.sources, url_for), "turn": result.turn_seq,
-        "escalation": result.escalation.reason if result.escalation else None}
+        "escalation": result.escalation.reason if result.escalation else None,
+        # extractive | local-lm | openai (null when the bot stayed silent), and null or the code of
+        # why a generated text was replaced (ungrounded, timeout, ...); the readable detail stays
+        # with staff (agent console, `botkit ask --json`): it can name models and servers
+        "responder": responder_kind(result.responder), "fallback": result.fallback}
     if result.options:
         frame["options"] = [{"id": o.id, "title": o.title} for o in result.options]
     return frame
