@@ -53,7 +53,7 @@ import numpy as np
 from botkit.config import LocalLMConfig
 from botkit.generation.grounding import is_grounded, unsupported_numbers
 from botkit.generation.prompt import encode_prompt, passage_evidence, prompt_budget
-from training.sft import DEFAULT_HISTORY_TURNS, Retrieve, reply_turns
+from training.sft import DEFAULT_HISTORY_TURNS, ReplyTurn, Retrieve, reply_turns
 from training.types import Transcript, read_prepared
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,13 @@ def _load(cfg: LocalLMConfig, project_root: Path) -> tuple[Any, Any]:
     return LocalCausalLM(cfg, project_root, merge_adapter=True)._load()
 
 
+def invents_numbers(reply: str, turn: ReplyTurn) -> bool:
+    """Whether ``reply`` has a number or code that is in neither the passages nor the conversation
+    (an order number the customer gave may be repeated; a price nobody wrote may not)."""
+    said = [m.content for m in turn.messages[1:]]
+    return bool(unsupported_numbers(reply, [*(passage_evidence(h) for h in turn.passages), *said]))
+
+
 def score_model(cfg: LocalLMConfig, validation: Sequence[Transcript], *, passages_for: Retrieve | None,
                 max_conversations: int | None, max_new_tokens: int, embedder: Any,
                 project_root: Path, min_grounding: float = 0.6, max_reply_tokens: int = 256,
@@ -255,8 +262,7 @@ def score_model(cfg: LocalLMConfig, validation: Sequence[Transcript], *, passage
             if passages_for is not None and evidence:
                 ok = is_grounded(generated, evidence, min_grounding)[0]
                 grounded.append(ok)
-            said = [m.content for m in turn.messages[1:]]  # numbers the customer or earlier turns gave
-            invented.append(bool(unsupported_numbers(generated, [*evidence, *said])))
+            invented.append(invents_numbers(generated, turn))
             expected = _expected_handoff(t, turn.index, last_agent)
             predicted = hands_off(generated)
             agree.append(expected == predicted)
