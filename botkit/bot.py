@@ -7,14 +7,20 @@ only sees their protocols.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 
 from botkit.engine import Engine
+from botkit.errors import GenerationError
 from botkit.escalation import build_rules, summarize
 from botkit.project import Project
 from botkit.store import ConversationStore, SQLiteConversationStore
 
 CONVERSATIONS_DB = "conversations.sqlite3"
+
+log = logging.getLogger(__name__)
 
 
 def build_engine(project: Project, *, store: ConversationStore | None = None, progress: bool | None = None,
@@ -47,13 +53,55 @@ def _registry_responder(project: Project):  # type: ignore[no-untyped-def]
     from botkit.reloading import ReloadingResponder
     from training.registry import ModelRegistry, current_lm_config
 
+    from botkit.generation import GenerativeResponder
+
     registry = ModelRegistry.for_project(project)
     dialogue = project.config.dialogue
     base = dialogue.local_lm
     assert base is not None
+    first = True
 
     def build(_version: object):  # type: ignore[no-untyped-def]
+        # dialogue.local_lm.backend picks the generator (transformers or llama-cpp) in make_responder.
+        nonlocal first
         lm = current_lm_config(registry, base)
-        return make_responder(dialogue.model_copy(update={"local_lm": lm}), project.root)
+        responder = make_responder(dialogue.model_copy(update={"local_lm": lm}), project.root)
+        if first and isinstance(responder, GenerativeResponder):
+            # The model the bot starts with: if it cannot load, the bot still answers
+            # (extractively). A later promoted version that fails keeps the old one serving.
+            responder.generator = _LoadOrFallBack(responder.generator)
+        first = False
+        return responder
 
     return ReloadingResponder(build, registry.watch("lm"))
+
+
+class _LoadOrFallBack:
+    """A generator whose failure to start is logged instead of raised; every stream then fails at
+    once with the reason, so GenerativeResponder sends the extractive reply (``note`` says why)."""
+
+    def __init__(self, inner):  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.name = inner.name
+        self.failed: str | None = None
+
+    def __repr__(self) -> str:
+        return repr(self.inner)
+
+    async def start(self) -> None:
+        try:
+            await self.inner.start()
+        except GenerationError as exc:
+            self.failed = str(exc)
+            log.error("the local LM could not start, so the bot answers with extractive replies: %s", exc)
+        self.name = self.inner.name
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def stream(self, messages: list) -> AsyncIterator[str]:  # type: ignore[type-arg]
+        if self.failed is not None:
+            raise GenerationError(f"{self.name} did not start: {self.failed}")
+        async with aclosing(self.inner.stream(messages)) as deltas:  # closing us stops the model at once
+            async for delta in deltas:
+                yield delta

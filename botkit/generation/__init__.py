@@ -6,6 +6,7 @@
     GenerativeResponder(generator, fallback, dialogue)
         └── Generator (protocol: name, start, close, stream)
             ├── LocalCausalLM       local transformers model (+ LoRA adapter)   [torch, lazy]
+            ├── LlamaCppLM          a GGUF file run by llama.cpp (backend: llama-cpp) [llama_cpp, lazy]
             └── OpenAICompatible    chat-completions server over HTTP/SSE       [aiohttp, lazy]
 
 Importing this package is cheap: torch/transformers/peft load only in
@@ -26,12 +27,14 @@ from botkit.generation.responder import GenerativeResponder
 from botkit.responder import ExtractiveResponder, Responder
 
 if TYPE_CHECKING:  # pragma: no cover
+    from botkit.config import LocalLMConfig
+    from botkit.generation.llamacpp import LlamaCppLM
     from botkit.generation.local import LocalCausalLM
     from botkit.generation.openai import OpenAICompatible
 
 __all__ = [
-    "ChatMessage", "Generator", "GenerativeResponder", "LocalCausalLM", "OpenAICompatible",
-    "build_messages", "grounding_score", "is_grounded", "make_responder", "render_prompt",
+    "ChatMessage", "Generator", "GenerativeResponder", "LlamaCppLM", "LocalCausalLM", "OpenAICompatible",
+    "build_messages", "grounding_score", "is_grounded", "local_generator", "make_responder", "render_prompt",
     "unsupported_numbers",
 ]
 
@@ -41,10 +44,22 @@ def __getattr__(name: str) -> Any:
     if name == "LocalCausalLM":
         from botkit.generation.local import LocalCausalLM
         return LocalCausalLM
+    if name == "LlamaCppLM":
+        from botkit.generation.llamacpp import LlamaCppLM
+        return LlamaCppLM
     if name == "OpenAICompatible":
         from botkit.generation.openai import OpenAICompatible
         return OpenAICompatible
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def local_generator(config: LocalLMConfig, project_root: Path) -> Generator:
+    """The local LM generator ``config.backend`` names (not started)."""
+    if config.backend == "llama-cpp":
+        from botkit.generation.llamacpp import LlamaCppLM
+        return LlamaCppLM(config, project_root)
+    from botkit.generation.local import LocalCausalLM
+    return LocalCausalLM(config, project_root)
 
 
 def make_responder(dialogue: DialogueConfig, project_root: Path) -> Responder:
@@ -61,8 +76,7 @@ def make_responder(dialogue: DialogueConfig, project_root: Path) -> Responder:
         if dialogue.local_lm is None:
             raise GenerationError("dialogue.local_lm: missing; dialogue.responder is 'local-lm', so set "
                                   "dialogue.local_lm.model_path to a local causal-LM directory")
-        from botkit.generation.local import LocalCausalLM
-        return GenerativeResponder(LocalCausalLM(dialogue.local_lm, project_root), extractive, dialogue)
+        return GenerativeResponder(local_generator(dialogue.local_lm, project_root), extractive, dialogue)
     if dialogue.responder == "openai":
         if dialogue.openai is None:
             raise GenerationError("dialogue.openai: missing; dialogue.responder is 'openai', so set "
