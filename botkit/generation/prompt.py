@@ -249,7 +249,7 @@ def render_prompt(tokenizer: Any, messages: list[ChatMessage], max_prompt_tokens
                 continue
         raise GenerationError(
             f"the prompt needs {n} tokens even without history and with a single passage, more than "
-            f"max_prompt_tokens={max_prompt_tokens}; raise dialogue.local_lm.max_prompt_tokens")
+            f"max_prompt_tokens={max_prompt_tokens}; raise dialogue.local_lm.max_prompt_tokens", code="prompt_too_long")
 
 
 def prompt_budget(max_prompt_tokens: int, positions: int | None, max_new_tokens: int) -> int:
