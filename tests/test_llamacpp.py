@@ -180,3 +180,22 @@ async def test_gemma_closing_early_stops_generation(gemma_lm: Any) -> None:
         assert not gemma_lm.generating and not gemma_lm.turns.busy
     finally:
         gemma_lm.config = before
+
+
+@gemma_test
+async def test_gemma_cold_prompt_gives_the_transformers_fp32_reply(gemma_lm: Any) -> None:
+    """From an empty cache (no reused prefix) llama.cpp must read the prompt as transformers does.
+    Without flash attention, llama-cpp-python 0.3.36 got this wrong (it repeated the instructions)."""
+    torch = pytest.importorskip("torch")
+    from transformers import AutoModelForCausalLM
+
+    ids, _ = gemma_lm._prepare(messages())
+    gemma_lm.llm.reset()
+    out, _ = await asyncio.to_thread(gemma_lm.generate_ids, ids, 6)
+    model = AutoModelForCausalLM.from_pretrained(str(gemma_lm.config.model_path), local_files_only=True,
+                                                 dtype=torch.float32).eval()
+    x = torch.tensor([ids])
+    with torch.inference_mode():
+        ref = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=6, do_sample=False,
+                             temperature=None, top_p=None, top_k=None)[0, len(ids):].tolist()
+    assert out == ref, (gemma_lm.tokenizer.decode(out), gemma_lm.tokenizer.decode(ref))

@@ -17,6 +17,11 @@ cache of the previous request, and each new prompt re-evaluates only what follow
 common prefix (the rules, up to the passages). The cache is a full-size sliding-window cache
 (``swa_full``), otherwise Gemma 3's sliding-window layers cannot roll back to that prefix.
 
+Flash attention is on: with llama-cpp-python 0.3.36 and Gemma 3 270M Q4_K_M, the default
+attention path evaluated a 431-token prompt wrongly when it was decoded from an empty cache
+(greedy output: the instructions repeated; with a cached 170-token prefix, or with flash
+attention, the reply transformers fp32 gives on the same ids).
+
 llama-cpp-python is optional (``pip install -e '.[llamacpp]'``, a ~13-CPU-minute source build); it
 and transformers are imported in :meth:`LlamaCppLM.start`, never at module import.
 """
@@ -170,7 +175,8 @@ class LlamaCppLM:
         n_ctx = cfg.max_prompt_tokens + cfg.max_new_tokens
         try:
             llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=n_ctx, n_batch=min(self.n_batch, n_ctx),
-                                  n_threads=threads, n_threads_batch=threads, swa_full=True, verbose=False)
+                                  n_threads=threads, n_threads_batch=threads, swa_full=True, flash_attn=True,
+                                  verbose=False)
         except Exception as exc:  # noqa: BLE001 - llama-cpp-python raises ValueError/RuntimeError
             raise _error(f"dialogue.local_lm.gguf_path: {gguf}: llama.cpp could not load it ({exc}); "
                          "is it a GGUF model file?") from exc
