@@ -21,6 +21,12 @@ seconds, for both.
 
     python benchmarks/star_training.py [--data ../shared/datasets] [--dialogues 300] [--max-steps 40]
                                        [--batch-size 4] [--max-length 256] [--threads 2] [--utter-only]
+                                       [--base HF_DIR] [--targets q_proj,k_proj,v_proj,o_proj] [--lora-r 16]
+                                       [--transcripts demo/transcripts] [--no-eval] [--runs botkit,trl]
+
+``--base`` trains a real model instead of the tiny GPT-2 (e.g. Gemma 3 270M as ``botkit train
+base`` installs it); ``--transcripts`` uses botkit transcripts (e.g. the demo's) instead of STAR;
+``--no-eval`` leaves validation.jsonl out of both runs (timing the training steps only).
 """
 
 from __future__ import annotations
@@ -89,12 +95,16 @@ def _examples(base: Path, train_dir: Path, max_length: int, split: str = "train"
     return tok, examples
 
 
+def _targets(a) -> list[str]:
+    return [t for t in (a.targets or ",".join(TARGETS)).split(",") if t]
+
+
 def child_botkit(a) -> dict:
     from training.config import LoraSettings, TrainConfig
     from training.lora import train
 
     cfg = TrainConfig(base_model=str(a.base), output_dir=str(a.out), lora=LoraSettings(
-        r=LORA_R, alpha=LORA_ALPHA, dropout=LORA_DROPOUT, target_modules=TARGETS), learning_rate=LR,
+        r=a.lora_r, alpha=2 * a.lora_r, dropout=LORA_DROPOUT, target_modules=_targets(a)), learning_rate=LR,
         max_steps=a.max_steps, batch_size=a.batch_size, max_length=a.max_length, warmup_ratio=WARMUP, seed=SEED,
         bot_name=BOT_NAME, threads=a.threads, resume=False)
     t0 = time.perf_counter()
@@ -102,7 +112,7 @@ def child_botkit(a) -> dict:
     m = res.metrics
     return {"steps": m["steps"], "runtime_s": m["runtime_s"], "tokens_seen": m["tokens_seen"],
             "tokens_per_s": m["tokens_per_s"], "train_loss": m["train_loss"], "examples": m["train_examples"],
-            "trainable_params": m["trainable_params"], "eval_loss": m["eval_loss"],
+            "trainable_params": m["trainable_params"], "eval_loss": m["eval_loss"], "dtype": m.get("dtype"),
             "call_s": time.perf_counter() - t0}
 
 
@@ -126,8 +136,10 @@ def child_trl(a) -> dict:
 
     rows, ds, val_ds = examples, dataset(examples), dataset(val_examples)
     model = AutoModelForCausalLM.from_pretrained(str(a.base), local_files_only=True)
-    peft_cfg = LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT, target_modules=TARGETS,
-                          fan_in_fan_out=True, task_type="CAUSAL_LM")
+    targets = _targets(a)
+    conv1d = any(type(m).__name__ == "Conv1D" and n.rsplit(".", 1)[-1] in targets for n, m in model.named_modules())
+    peft_cfg = LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r, lora_dropout=LORA_DROPOUT, target_modules=targets,
+                          fan_in_fan_out=conv1d, task_type="CAUSAL_LM")
     args = SFTConfig(output_dir=str(a.out / "checkpoints"), learning_rate=LR, max_steps=a.max_steps,
                      per_device_train_batch_size=a.batch_size, warmup_steps=WARMUP, seed=SEED,
                      max_length=a.max_length, completion_only_loss=True, packing=False,
@@ -146,7 +158,7 @@ def child_trl(a) -> dict:
             "tokens_per_s": round(tokens / runtime, 1), "train_loss": float(result.training_loss),
             "examples": len(rows), "trainable_params": sum(p.numel() for p in trainer.model.parameters()
                                                            if p.requires_grad),
-            "eval_loss": None, "call_s": time.perf_counter() - t0}
+            "eval_loss": None, "dtype": "fp32", "call_s": time.perf_counter() - t0}
 
 
 def child_main(argv: list[str]) -> None:
@@ -156,8 +168,9 @@ def child_main(argv: list[str]) -> None:
     p.add_argument("--child", choices=["botkit", "trl"])
     for k in ("base", "train_dir", "out", "result"):
         p.add_argument(f"--{k.replace('_', '-')}", type=Path)
-    for k in ("max_steps", "batch_size", "max_length", "threads"):
+    for k in ("max_steps", "batch_size", "max_length", "threads", "lora_r"):
         p.add_argument(f"--{k.replace('_', '-')}", type=int)
+    p.add_argument("--targets", default="")
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = (child_botkit if a.child == "botkit" else child_trl)(a)
@@ -177,8 +190,15 @@ def main() -> None:
     p.add_argument("--n-layer", type=int, default=2)
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--runs", default="botkit,trl", help="which trainers, in this order")
+    p.add_argument("--base", type=Path, default=None, help="a Hugging Face causal-LM directory instead of the "
+                   "tiny GPT-2 (e.g. ~/.cache/botkit/models/gemma-3-270m/hf)")
+    p.add_argument("--targets", default=",".join(TARGETS), help="LoRA target modules, comma-separated")
+    p.add_argument("--lora-r", type=int, default=LORA_R, help="LoRA rank (alpha = 2 r)")
+    p.add_argument("--transcripts", type=Path, default=None, help="botkit transcripts (file or folder, e.g. "
+                   "demo/transcripts) instead of STAR")
+    p.add_argument("--no-eval", action="store_true", help="no validation set in either run")
     args = p.parse_args()
-    src = common.data_path(args, "star", "dialogues.jsonl.gz")
+    src = args.transcripts if args.transcripts else common.data_path(args, "star", "dialogues.jsonl.gz")
 
     import peft
     import transformers
@@ -188,11 +208,16 @@ def main() -> None:
         trl_v = trl.__version__
     except ImportError:
         trl_v = "absent"
-    common.print_header("STAR -> prepare -> tiny GPT-2 + LoRA: botkit training.lora.train vs TRL SFTTrainer", [
-        f"data: first {args.dialogues} dialogues of {src}; agent = Wizard utter"
-        + ("" if args.utter_only else " + pick_suggestion"),
+    from botkit.cpu import describe
+
+    common.print_header("STAR -> prepare -> LoRA: botkit training.lora.train vs TRL SFTTrainer", [
+        (f"data: botkit transcripts {src}" if args.transcripts else
+         f"data: first {args.dialogues} dialogues of {src}; agent = Wizard utter"
+         + ("" if args.utter_only else " + pick_suggestion")) + ("; no eval set" if args.no_eval else ""),
+        f"base: {args.base}" if args.base else
         f"base: build_tiny_base(n_layer={args.n_layer}, n_embd={args.n_embd}, vocab 2000) on the prepared train text",
-        f"LoRA r={LORA_R} alpha={LORA_ALPHA} dropout={LORA_DROPOUT} targets={TARGETS}; lr {LR}, warmup {WARMUP}, "
+        f"cpu: {describe()}",
+        f"LoRA r={args.lora_r} alpha={2 * args.lora_r} dropout={LORA_DROPOUT} targets={args.targets}; lr {LR}, warmup {WARMUP}, "
         f"seed {SEED}, max_steps {args.max_steps}, batch {args.batch_size}, max_length {args.max_length}, "
         f"torch threads {args.threads}, fp32",
         f"transformers {transformers.__version__}, peft {peft.__version__}, trl {trl_v}",
@@ -207,12 +232,17 @@ def main() -> None:
     raw = work / "raw"
     raw.mkdir()
     t0 = time.perf_counter()
-    counts = convert(src, raw / "star.jsonl", args.dialogues, args.utter_only)
+    if args.transcripts:
+        sources = [args.transcripts]
+        counts = {"dialogues": 0, "customer": 0, "agent_utter": 0, "agent_pick_suggestion": 0, "skipped_events": 0}
+    else:
+        sources = [raw / "star.jsonl"]
+        counts = convert(src, raw / "star.jsonl", args.dialogues, args.utter_only)
     conv_s = time.perf_counter() - t0
     log(f"converted: {counts} in {conv_s:.1f}s")
     prepared = work / "prepared"
     t0 = time.perf_counter()
-    report = prepare([raw / "star.jsonl"], prepared, redactor=Redactor())
+    report = prepare(sources, prepared, redactor=Redactor())
     prep_s = time.perf_counter() - t0
     log(f"prepare: kept {report.kept} ({report.train} train, {report.validation} validation) in {prep_s:.2f}s")
     common.print_table(["step", "in", "out", "dropped"],
@@ -225,10 +255,15 @@ def main() -> None:
           + "; redactions: " + (", ".join(f"{k} {v}" for k, v in sorted(report.redactions.items())) or "none"))
     print()
 
-    texts = [m.text for t in read_prepared(prepared / "train.jsonl") for m in t.messages]
-    t0 = time.perf_counter()
-    base = build_tiny_base(texts, work / "base", n_layer=args.n_layer, n_embd=args.n_embd)
-    log(f"tiny base built from {len(texts)} messages in {time.perf_counter() - t0:.1f}s")
+    if args.no_eval:
+        (prepared / "validation.jsonl").unlink(missing_ok=True)
+    if args.base:
+        base = args.base.expanduser().resolve()
+    else:
+        texts = [m.text for t in read_prepared(prepared / "train.jsonl") for m in t.messages]
+        t0 = time.perf_counter()
+        base = build_tiny_base(texts, work / "base", n_layer=args.n_layer, n_embd=args.n_embd)
+        log(f"tiny base built from {len(texts)} messages in {time.perf_counter() - t0:.1f}s")
 
     results = {}
     for name in [r.strip() for r in args.runs.split(",") if r.strip()]:
@@ -236,7 +271,8 @@ def main() -> None:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--base", str(base),
                "--train-dir", str(prepared), "--out", str(work / f"out-{name}"), "--result", str(res_file),
                "--max-steps", str(args.max_steps), "--batch-size", str(args.batch_size),
-               "--max-length", str(args.max_length), "--threads", str(args.threads)]
+               "--max-length", str(args.max_length), "--threads", str(args.threads),
+               "--lora-r", str(args.lora_r), "--targets", args.targets]
         log(f"{name}: training in a child process...")
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         t0 = time.perf_counter()

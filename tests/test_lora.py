@@ -409,3 +409,9 @@ def test_progress_lines_and_dtype_in_metrics(base_dir: Path, data_dir: Path, tmp
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert metrics["bf16_setting"] == "auto" and metrics["dtype"] == ("bf16" if has_native_bf16() else "fp32")
     assert result.metrics["dtype"] == metrics["dtype"]
+
+
+def test_gemma_recipe_loads() -> None:
+    cfg = load_train_config(ROOT / "demo" / "train-gemma.yaml")
+    assert cfg.base_model == "registry" and cfg.bf16 == "auto"
+    assert cfg.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
