@@ -32,6 +32,9 @@ def project(tmp_path_factory: pytest.TempPathFactory, demo_template: Path) -> Pa
 def test_the_retraining_loop(project: Path, capsys):
     code, out, _ = run(capsys, "train", "base", "--project", str(project), "--dim", "64")
     assert code == 0 and (project / "models" / "base" / "config.json").exists()
+    code, out, _ = run(capsys, "models", "list", "--kind", "base", "--json", "--project", str(project))
+    (base,) = json.loads(out)  # registered as the base train.yaml's `base_model: registry` resolves to
+    assert base["status"] == "promoted" and Path(base["base_model"]) == (project / "models" / "base").resolve()
     code, out, err = run(capsys, "train", "transcripts", str(project / "transcripts"), "--project", str(project),
                          "--order-id-pattern", r"TP-\d{6}", "--set", "max_steps=8", "--set", "eval_steps=4",
                          "--set", "save_steps=4", "--eval-conversations", "2", "--author", "tester")
@@ -61,6 +64,23 @@ def test_the_retraining_loop(project: Path, capsys):
     assert code == 1 and "cannot roll back" in err  # nothing earlier to go back to: a clear error
     code, out, _ = run(capsys, "models", "history", "--project", str(project))
     assert "promote" in out and "v0001" in out
+
+    # Serving from the registry: `model_path: registry` is the base the promoted adapter was trained on.
+    import yaml
+
+    cfg = yaml.safe_load((project / "bot.yaml").read_text())
+    cfg["dialogue"] = {"responder": "local-lm", "local_lm": {"model_path": "registry", "max_new_tokens": 8}}
+    (project / "bot.yaml").write_text(yaml.safe_dump(cfg))
+    try:
+        code, out, err = run(capsys, "ask", "--json", "--project", str(project), "how long do refunds take?")
+        assert code == 0, err
+        reply = json.loads(out)
+        # The tiny model writes gibberish: the local LM ran, its text was replaced by the KB's words.
+        assert reply["fallback"] == "ungrounded" and reply["responder"] == "extractive", reply
+        assert reply["sources"]
+    finally:
+        cfg.pop("dialogue")
+        (project / "bot.yaml").write_text(yaml.safe_dump(cfg))
 
 
 def test_too_little_data_is_refused_with_how_much_is_needed(project: Path, capsys, tmp_path: Path):
