@@ -163,7 +163,8 @@ def llama_time(lm: Any, messages: list[Any], new_tokens: int, cold: bool) -> dic
                 break
     finally:
         gen.close()
-    return {"prompt": len(ids), "ttft": stamps[0] - t0, "tps": (len(stamps) - 1) / (stamps[-1] - stamps[0]),
+    tps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
+    return {"prompt": len(ids), "ttft": stamps[0] - t0, "tps": tps,
             "n": len(stamps), "cached": cached, "ids": out}
 
 
@@ -243,9 +244,9 @@ async def main_async(args: Any) -> None:
         reps = timed if variant != "bf16" or native else timed[:1]
         hf_time(tok, model, warm, 4)
         runs = [hf_time(tok, model, m, n) for m in reps]
-        add(label, runs, f"{n} tokens" if n != args.new_tokens else "")
         if variant == "fp32":
             reference[:] = [r["ids"] for r in runs]
+        add(label, runs, f"{n} tokens" if n != args.new_tokens else "")
         del model
     ggufs = [("llama.cpp Q4_K_M (shipped)", gguf)]
     for exported in args.exported:
