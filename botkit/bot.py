@@ -101,7 +101,7 @@ class _LoadOrFallBack:
 
     async def stream(self, messages: list) -> AsyncIterator[str]:  # type: ignore[type-arg]
         if self.failed is not None:
-            raise GenerationError(f"{self.name} did not start: {self.failed}")
+            raise GenerationError(f"{self.name} did not start: {self.failed}", code="not_started")
         async with aclosing(self.inner.stream(messages)) as deltas:  # closing us stops the model at once
             async for delta in deltas:
                 yield delta
