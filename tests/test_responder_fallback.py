@@ -86,6 +86,18 @@ async def test_timed_out_generation_falls_back_with_timeout(tiny_lm_dir: Path) -
     assert "max_time_s=0.02" in final.note
 
 
+async def test_a_prompt_longer_than_the_budget_falls_back_with_prompt_too_long(tiny_lm_dir: Path) -> None:
+    """The rules, one passage and the question alone exceed max_prompt_tokens: the real model is never run."""
+    responder = generative(tiny_lm_dir, max_prompt_tokens=64)
+    await responder.start()
+    try:
+        final = await responder.respond(make_request(QUESTION + " " + "please " * 200, HITS))
+    finally:
+        await responder.close()
+    assert final.responder == "extractive" and final.fallback == "prompt_too_long"
+    assert "max_prompt_tokens=64" in final.note and final.sources
+
+
 class Failing:
     """A generator that writes a little, then fails as a remote or local model can."""
 
