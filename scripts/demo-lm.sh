@@ -6,9 +6,9 @@
 # fallback). About 15-20 minutes on 2 CPU cores, most of it training; Ctrl-C stops serving.
 #
 # The project is a copy of demo/ in build/demo-lm (demo/ itself is not touched).
-# DEMO_SERVE=0 skips serving; LM_BACKEND=llama-cpp serves through llama.cpp when the llamacpp
-# extra is installed (see README.md, "A real language model"). Gemma Terms of Use apply to the
-# model's weights: https://ai.google.dev/gemma/terms
+# DEMO_SERVE=0 skips serving. The replies come from transformers (fp32 on CPUs without native
+# bf16); for llama.cpp, export the merged model to GGUF (README.md, "A real language model").
+# Gemma Terms of Use apply to the model's weights: https://ai.google.dev/gemma/terms
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BOTKIT_EXTRAS=${BOTKIT_EXTRAS:-test,lm} bash scripts/setup.sh
@@ -22,13 +22,13 @@ if [ ! -f "$PROJECT/bot.yaml" ]; then
   mkdir -p "$PROJECT"
   cp -r demo/kb demo/transcripts demo/tests "$PROJECT/"
   cp demo/train-gemma.yaml "$PROJECT/train.yaml"
-  .venv/bin/python - "$PROJECT" "${LM_BACKEND:-transformers}" <<'EOF'
+  .venv/bin/python - "$PROJECT" <<'EOF'
 import sys
 from pathlib import Path
 
 import yaml
 
-root, backend = Path(sys.argv[1]), sys.argv[2]
+root, backend = Path(sys.argv[1]), "transformers"
 cfg = yaml.safe_load(Path("demo/bot.yaml").read_text(encoding="utf-8"))
 cfg["dialogue"] = {"responder": "local-lm",
                    "local_lm": {"model_path": "registry", "backend": backend, "max_new_tokens": 96,

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from lm_fixtures import non_causal_dir, tiny_lm_dir  # noqa: F401 (pytest fixtures)
+from botkit.types import Hit
 from training.config import TrainConfig, TrainingError, load_train_config
 from training.types import Message, Transcript, write_jsonl
 
@@ -174,7 +175,8 @@ def test_full_finetune_and_passages(base_dir: Path, data_dir: Path, tmp_path: Pa
         train(config_for(base_dir, out, "with_passages=true"), data_dir)
     asked: list[str] = []
     result = train(config_for(base_dir, out, "full_finetune=true", "max_steps=2", "with_passages=true"), data_dir,
-                   retrieve=lambda q: asked.append(q) or [f"about: {q}"])
+                   retrieve=lambda q: asked.append(q) or [Hit("a", "About", "article", 0.9, 0.9, 0.0, 0, "About",
+                                                              f"about: {q}")])
     assert asked and result.metrics["trainable_params"] == result.metrics["total_params"]
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
     assert not (out / "adapter_config.json").exists()
