@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig, TrainingError, dump_train_config
-from training.sft import DataCollator, Retrieve, SFTStats, build_examples
+from training.sft import DEFAULT_HISTORY_TURNS, DataCollator, Retrieve, SFTStats, build_examples
 from training.types import read_prepared
 
 log = logging.getLogger(__name__)
@@ -399,7 +399,8 @@ def progress_callback(stream: Any = None) -> Any:
 
 # --- training ---------------------------------------------------------------------------------
 
-def train(config: TrainConfig, train_dir: Path | str, *, retrieve: Retrieve | None = None) -> TrainResult:
+def train(config: TrainConfig, train_dir: Path | str, *, retrieve: Retrieve | None = None,
+          history_turns: int = DEFAULT_HISTORY_TURNS) -> TrainResult:
     """Fine-tune ``config.base_model`` on ``train_dir`` (train.jsonl, optional validation.jsonl).
 
     Args:
@@ -431,14 +432,15 @@ def train(config: TrainConfig, train_dir: Path | str, *, retrieve: Retrieve | No
     stats = SFTStats()
     train_ts = read_prepared(train_file)
     train_ex = build_examples(train_ts, tokenizer, config.max_length, with_passages=config.with_passages,
-                              retrieve=retrieve, bot_name=config.bot_name, stats=stats)
+                              retrieve=retrieve, bot_name=config.bot_name, history_turns=history_turns, stats=stats)
     if len(train_ex) < config.min_examples:
         raise TrainingError(
             f"{train_file}: {len(train_ex)} training examples (agent replies) from {len(train_ts)} conversations; "
             f"at least {config.min_examples} are needed (min_examples). Add more transcripts with agent replies, "
             f"or lower min_examples if you accept a model that learns little")
     val_ex = (build_examples(read_prepared(val_file), tokenizer, config.max_length, with_passages=config.with_passages,
-                             retrieve=retrieve, bot_name=config.bot_name) if val_file.is_file() else [])
+                             retrieve=retrieve, bot_name=config.bot_name, history_turns=history_turns)
+              if val_file.is_file() else [])
 
     tty = sys.stderr.isatty()
     model = _load_model(base, progress_bar=tty)
