@@ -25,7 +25,14 @@ QUESTION = "Q: How do I reset my password?\nA:"
 
 @pytest.fixture(scope="module")
 def gemma_dir() -> Path:
-    return install("gemma-3-270m", progress=False).hf_dir  # the shared cache: installed once per machine
+    from training.config import TrainingError
+
+    try:
+        return install("gemma-3-270m", progress=False).hf_dir  # the shared cache: installed once per machine
+    except TrainingError as exc:
+        if "GB free" in str(exc):  # a machine without room for the 1.1 GB fp32 copy: not a code failure
+            pytest.skip(str(exc))
+        raise
 
 
 @pytest.fixture(scope="module")
