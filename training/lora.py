@@ -507,7 +507,13 @@ def train(config: TrainConfig, train_dir: Path | str, *, retrieve: Retrieve | No
     runtime = time.perf_counter() - t0
     eval_loss = None
     if val_ex:
-        eval_loss = float(trainer.evaluate()["eval_loss"])
+        # The Trainer often evaluated at the last step already (a full pass over the held-out
+        # examples: minutes for a real model on a CPU); evaluate again only when it did not.
+        last = next((e for e in reversed(trainer.state.log_history) if "eval_loss" in e), None)
+        if last is not None and last.get("step") == trainer.state.global_step:
+            eval_loss = float(last["eval_loss"])
+        else:
+            eval_loss = float(trainer.evaluate()["eval_loss"])
 
     hist = trainer.state.log_history
     losses = [e["loss"] for e in hist if "loss" in e]
