@@ -17,9 +17,33 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+
+
+def _serves_llama_cpp(argv: Sequence[str]) -> bool:
+    """Whether the project named on the command line (``--project DIR``, else the current
+    directory) serves its LM with llama.cpp. Read cheaply, before anything heavy is imported;
+    any problem reads as no (the real load reports it)."""
+    root = "."
+    for i, arg in enumerate(argv):
+        if arg == "--project" and i + 1 < len(argv):
+            root = argv[i + 1]
+        elif arg.startswith("--project="):
+            root = arg.split("=", 1)[1]
+    try:
+        import yaml
+
+        cfg = yaml.safe_load((Path(root) / "bot.yaml").read_text(encoding="utf-8")) or {}
+        return ((cfg.get("dialogue") or {}).get("local_lm") or {}).get("backend") == "llama-cpp"
+    except Exception:  # noqa: BLE001 - a missing or broken bot.yaml is reported by the command itself
+        return False
+
+
 # Must be set before torch/faiss load their OpenMP runtime: spinning worker threads cost
-# 37% (and up to 30x under load) on a small shared machine (benchmarks/threads.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# 37% (and up to 30x under load) on a small shared machine (benchmarks/threads.py). Not for a
+# bot served by llama.cpp: its decode loop shares that OpenMP runtime, and PASSIVE halved it
+# (Gemma 270M Q4_K_M, 2 cores: 66 -> 36 tokens/s; benchmarks/README.md, "Serving").
+if not _serves_llama_cpp(sys.argv[1:]):
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from botkit import __version__  # noqa: E402
 from botkit.errors import BotkitError  # noqa: E402

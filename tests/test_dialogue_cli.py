@@ -112,3 +112,18 @@ def test_a_model_path_that_is_not_a_causal_lm_is_reported_and_the_bot_keeps_answ
         reply = json.loads(out)  # answered from the KB, saying why the model did not write it
         assert reply["responder"] == "extractive" and reply["fallback"] == "not_started"
         assert expected in reply["fallback_detail"].lower() and reply["sources"]
+
+
+def test_omp_passive_is_not_set_for_a_llama_cpp_bot(tmp_path: Path):
+    """llama.cpp's decode shares the OpenMP runtime; OMP_WAIT_POLICY=PASSIVE halved its tokens/s."""
+    from botkit.cli import _serves_llama_cpp
+
+    (tmp_path / "bot.yaml").write_text("dialogue:\n  responder: local-lm\n  local_lm:\n    model_path: registry\n"
+                                       "    backend: llama-cpp\n")
+    assert _serves_llama_cpp(["serve", "--project", str(tmp_path)])
+    assert _serves_llama_cpp([f"--project={tmp_path}", "ask", "hi"])
+    (tmp_path / "bot.yaml").write_text("dialogue:\n  responder: extractive\n")
+    assert not _serves_llama_cpp(["serve", "--project", str(tmp_path)])
+    (tmp_path / "bot.yaml").write_text("dialogue: [broken")
+    assert not _serves_llama_cpp(["serve", "--project", str(tmp_path)])
+    assert not _serves_llama_cpp(["serve", "--project", str(tmp_path / "missing")])
