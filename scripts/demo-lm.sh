@@ -49,6 +49,16 @@ $BOTKIT --project "$PROJECT" train transcripts "$PROJECT/transcripts" --order-id
 
 say "model versions"
 $BOTKIT --project "$PROJECT" models list
+LATEST=$($BOTKIT --project "$PROJECT" models list --json | .venv/bin/python -c \
+  'import json, sys; v = json.load(sys.stdin); print(v[-1]["version"] if v and v[-1]["status"] != "promoted" else "")')
+if [ -n "$LATEST" ]; then
+  # The gate's reasons are printed above (on the demo it is usually the invented-number share:
+  # the small model states delivery times that are not in the passages). For this demo we serve
+  # it anyway; at serving, every reply with a figure that is not in its passages is replaced
+  # by the extractive answer, so customers never see one.
+  say "the gate refused $LATEST (reasons above); promoting it anyway for the demo: botkit models promote $LATEST --force"
+  $BOTKIT --project "$PROJECT" models promote "$LATEST" --force
+fi
 
 say "customer: how long does a refund take to reach my card?"
 $BOTKIT --project "$PROJECT" ask --json "how long does a refund take to reach my card?"
