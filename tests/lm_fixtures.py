@@ -71,6 +71,20 @@ def make_request(query: str, hits: list[Hit], threshold: float = 0.45,
                             bot_name="Tallow & Pine help")
 
 
+# --- torch threads ---------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """One torch thread for a module's tiny-model generations (many times faster on 2 busy cores);
+    torch's count is process-wide, so it is restored afterwards. Autouse where imported."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # --- tiny models ---------------------------------------------------------------------------
 
 def build_tokenizer(dest: Path, vocab_size: int = 1500):

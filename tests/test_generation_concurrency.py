@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lm_fixtures import make_hit, make_request, tiny_lm_dir  # noqa: F401 - pytest fixture
+from lm_fixtures import one_torch_thread, make_hit, make_request, tiny_lm_dir  # noqa: F401 - pytest fixture
 
 from botkit.config import LocalLMConfig
 from botkit.errors import GenerationError
@@ -26,14 +26,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 HITS = [make_hit("return-policy", score=0.82)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 async def started(path: Path, **kw: Any) -> Any:

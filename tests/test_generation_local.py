@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from lm_fixtures import (  # noqa: F401 - pytest fixtures
+    one_torch_thread,
     make_hit,
     make_request,
     non_causal_dir,
@@ -36,15 +37,6 @@ QUESTION = "How long do I have to send something back?"
 HITS = [make_hit("return-policy", score=0.82), make_hit("return-policy", "Return shipping", score=0.71)]
 HISTORY = [("customer", f"first question number {i}") if i % 2 == 0 else ("bot", f"first answer number {i}")
            for i in range(6)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    """One thread for the direct generate() calls too; torch's count is process-wide, so restore it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def lm_config(path: Path, **kw: Any) -> LocalLMConfig:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from lm_fixtures import make_hit, make_request, tiny_lm_dir  # noqa: F401 - pytest fixtures
+from lm_fixtures import one_torch_thread, make_hit, make_request, tiny_lm_dir  # noqa: F401 - pytest fixtures
 
 from botkit.config import DialogueConfig, LocalLMConfig
 from botkit.errors import GenerationError
@@ -25,15 +25,6 @@ from tests.test_auth import staff  # noqa: F401 - signed-in browsers (on this mo
 
 QUESTION = "How long do I have to send something back?"
 HITS = [make_hit("return-policy", score=0.82), make_hit("return-policy", "Return shipping", score=0.71)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def lm_config(path: Path, **kw: Any) -> LocalLMConfig:

@@ -41,6 +41,7 @@ from botkit.generation.prompt import (
     defuse_special_tokens,
     encode_prompt,
     render_prompt,
+    special_strings,
 )
 from botkit.types import Hit
 from training.types import Transcript
@@ -125,8 +126,7 @@ def encode_example(tokenizer: Any, messages: list[ChatMessage], reply: str, max_
                    stats: SFTStats | None = None) -> dict[str, list[int]] | None:
     """Tokenise one (prompt, reply) pair; None when the reply alone does not fit ``max_length``."""
     stats = stats if stats is not None else SFTStats()
-    specials = [s for s in (getattr(tokenizer, "all_special_tokens", None) or []) if len(s) > 1]
-    reply_clean = defuse_special_tokens(reply.strip(), sorted(set(specials), key=len, reverse=True))
+    reply_clean = defuse_special_tokens(reply.strip(), special_strings(tokenizer))
     eos = tokenizer.eos_token_id
     # The completion: the template's text after the generation prompt (reply + end marker) + EOS.
     full_prompt = render_prompt(tokenizer, messages, 10**9)
@@ -154,9 +154,7 @@ def encode_example(tokenizer: Any, messages: list[ChatMessage], reply: str, max_
 
 
 def _defused(tokenizer: Any, messages: list[ChatMessage]) -> list[ChatMessage]:
-    specials = sorted({s for s in (getattr(tokenizer, "all_special_tokens", None) or []) if len(s) > 1}
-                      | {getattr(t, "content", "") for t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values()
-                         if len(getattr(t, "content", "")) > 1}, key=len, reverse=True)
+    specials = special_strings(tokenizer)
     return [ChatMessage(m.role, defuse_special_tokens(m.content, specials)) for m in messages]
 
 

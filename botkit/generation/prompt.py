@@ -170,7 +170,7 @@ def build_messages(request: ResponderRequest, passages: list[Hit], history_turns
                                  request.query, history_turns)
 
 
-def _special_strings(tokenizer: Any) -> list[str]:
+def special_strings(tokenizer: Any) -> list[str]:
     """Strings the tokenizer turns into control tokens (role markers, BOS/EOS, ...)."""
     found: set[str] = set(getattr(tokenizer, "all_special_tokens", None) or [])
     decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
@@ -227,7 +227,7 @@ def render_prompt(tokenizer: Any, messages: list[ChatMessage], max_prompt_tokens
     Raises:
         GenerationError: the rules, one passage and the question alone exceed the budget.
     """
-    specials = _special_strings(tokenizer)
+    specials = special_strings(tokenizer)
     msgs = [ChatMessage(m.role, defuse_special_tokens(m.content, specials)) for m in messages]
     system = msgs[0] if msgs and msgs[0].role == "system" else None
     history = msgs[1:-1] if system else msgs[:-1]
