@@ -164,9 +164,53 @@ class ModelRegistry:
                 return
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
+                self._recover(kdir)
                 yield kdir
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _recover(self, kdir: Path) -> None:
+        """Finish what a writer killed mid-operation left (called under the lock, before any write).
+
+        A promotion writes the pointer first (that is the commit), then the statuses, then the
+        event; a kill in between leaves two "promoted" versions or a missing event. The pointer
+        carries its own event, so both are put right here. Staging copies and temp files of an
+        interrupted write are removed, a torn last event line is cut off, and a version whose
+        "register" event was lost gets one.
+        """
+        for leftover in [*kdir.glob(".*.tmp"), *kdir.glob("v*/.*.tmp")]:
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        events = kdir / EVENTS
+        if events.exists():
+            data = events.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with events.open("r+b") as fh:
+                    fh.truncate(data.rfind(b"\n") + 1)
+                    os.fsync(fh.fileno())
+        history = self._history(kdir)
+        registered = {e.version for e in history if e.event == "register"}
+        for mv in self._list(kdir):
+            if mv.version not in registered:
+                self._append_event(kdir, RegistryEvent(str(mv.metadata.get("created_at") or _now()), "register",
+                                                       mv.kind, mv.version, reason="recovered: the register "
+                                                       "event was lost when the writer was killed"))
+        pointer = self._read_pointer(kdir)
+        if not pointer or pointer.get("version") is None:
+            return
+        last = next((e for e in reversed(history) if e.event in ("promote", "rollback")), None)
+        event = pointer.get("event")
+        if isinstance(event, dict) and (last is None or last.__dict__ != event):
+            self._append_event(kdir, RegistryEvent(**event))
+        serving = int(pointer["version"])
+        demoted = "rolled_back" if isinstance(event, dict) and event.get("event") == "rollback" else "retired"
+        for mv in self._list(kdir):
+            if mv.version == serving and mv.status != "promoted":
+                self._set_status(mv, "promoted")
+            elif mv.version != serving and mv.status == "promoted":
+                self._set_status(mv, demoted)
 
     def _append_event(self, kdir: Path, event: RegistryEvent) -> None:
         line = json.dumps(event.__dict__, ensure_ascii=False) + "\n"
@@ -181,6 +225,12 @@ class ModelRegistry:
         except FileNotFoundError:
             return None
 
+    @staticmethod
+    def _write_pointer(kdir: Path, mv: ModelVersion, stack: list[int], event: RegistryEvent) -> None:
+        _write_json_atomic(kdir / POINTER, {"version": mv.version, "path": str(mv.path), "stack": stack,
+                                            "promoted_at": event.time, "reason": event.reason, "by": event.by,
+                                            "event": event.__dict__})
+
     def _set_status(self, mv: ModelVersion, status: str) -> None:
         meta = dict(mv.metadata, status=status)
         _write_json_atomic(mv.path / METADATA, meta)
@@ -192,11 +242,27 @@ class ModelRegistry:
         kdir = self._kind_dir(kind)
         if not kdir.is_dir():
             return []
+        serving = self._serving(kdir)
+        return [self._as_served(mv, serving) for mv in self._list(kdir)]
+
+    def _serving(self, kdir: Path) -> int | None:
+        pointer = self._read_pointer(kdir)
+        return int(pointer["version"]) if pointer and pointer.get("version") is not None else None
+
+    @staticmethod
+    def _as_served(mv: ModelVersion, serving: int | None) -> ModelVersion:
+        """The status the pointer implies, should a killed writer have left metadata.json behind it."""
+        if (mv.version == serving) == (mv.status == "promoted"):
+            return mv
+        status = "promoted" if mv.version == serving else "retired"
+        return ModelVersion(mv.kind, mv.version, mv.path, {**mv.metadata, "status": status})
+
+    def _list(self, kdir: Path) -> list[ModelVersion]:
         found = []
         for d in kdir.iterdir():
             m = _VERSION_DIR.match(d.name)
             if m and d.is_dir():
-                found.append(self._load(kind, int(m.group(1)), d))
+                found.append(self._load(kdir.name, int(m.group(1)), d))
         return sorted(found, key=lambda v: v.version)
 
     def _load(self, kind: str, version: int, path: Path) -> ModelVersion:
@@ -217,7 +283,7 @@ class ModelRegistry:
         if not path.is_dir():
             known = ", ".join(v.label for v in self.list(kind)) or "none registered"
             raise RegistryError(f"{kind} version {version!r} does not exist (known: {known})")
-        return self._load(kind, number, path)
+        return self._as_served(self._load(kind, number, path), self._serving(path.parent))
 
     @staticmethod
     def _parse_version(version: int | str) -> int:
@@ -237,11 +303,15 @@ class ModelRegistry:
 
     def history(self, kind: str) -> list[RegistryEvent]:
         """Every change ever made, oldest first."""
-        path = self._kind_dir(kind) / EVENTS
+        return self._history(self._kind_dir(kind))
+
+    @staticmethod
+    def _history(kdir: Path) -> list[RegistryEvent]:
+        path = kdir / EVENTS
         if not path.exists():
             return []
-        with path.open(encoding="utf-8") as fh:
-            return [RegistryEvent(**json.loads(line)) for line in fh if line.strip()]
+        with path.open(encoding="utf-8") as fh:  # a line without its newline is a torn append: not an event
+            return [RegistryEvent(**json.loads(line)) for line in fh if line.endswith("\n") and line.strip()]
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -308,13 +378,13 @@ class ModelRegistry:
             if refused is not None:
                 reason = f"forced past the gate: {reason}"
             stack = [*pointer.get("stack", []), mv.version]
-            _write_json_atomic(kdir / POINTER, {"version": mv.version, "path": str(mv.path), "stack": stack,
-                                                "promoted_at": _now(), "reason": reason, "by": by})
+            event = RegistryEvent(_now(), "promote", kind, mv.version, previous, reason, by)
+            self._write_pointer(kdir, mv, stack, event)  # the commit point; _recover finishes the rest
             self._set_status(mv, "promoted")
             if previous is not None:
                 with contextlib.suppress(RegistryError):
                     self._set_status(self.get(kind, previous), "retired")
-            self._append_event(kdir, RegistryEvent(_now(), "promote", kind, mv.version, previous, reason, by))
+            self._append_event(kdir, event)
         log.info("promoted %s %s (was %s)", kind, mv.label, previous)
         return self.get(kind, mv.version)
 
@@ -332,12 +402,12 @@ class ModelRegistry:
                 raise RegistryError(f"cannot roll back {kind}: {what}, so there is no previous version")
             bad = stack.pop()
             mv = self.get(kind, stack[-1])
-            _write_json_atomic(kdir / POINTER, {"version": mv.version, "path": str(mv.path), "stack": stack,
-                                                "promoted_at": _now(), "reason": reason, "by": by})
+            event = RegistryEvent(_now(), "rollback", kind, mv.version, bad, reason, by)
+            self._write_pointer(kdir, mv, stack, event)
             self._set_status(mv, "promoted")
             with contextlib.suppress(RegistryError):
                 self._set_status(self.get(kind, bad), "rolled_back")
-            self._append_event(kdir, RegistryEvent(_now(), "rollback", kind, mv.version, bad, reason, by))
+            self._append_event(kdir, event)
         log.info("rolled back %s from v%04d to %s", kind, bad, mv.label)
         return self.get(kind, mv.version)
 
