@@ -4,8 +4,16 @@ Writes go to the SQLite store first (the source of truth), then the index is bro
 date by :meth:`KnowledgeBase.sync`, which diffs the index's chunk ids against the store's.
 Only chunks that are new are embedded, and even those come from the embedding cache when
 the same text was embedded before. Searches call :meth:`refresh` first, which costs one
-SQL query and syncs when another process (``botkit kb import`` beside a running server)
+SQL query and notices when another process (``botkit kb import`` beside a running server)
 changed the store, so an edit is visible to the next question without a restart.
+
+A search never waits on embedding. A writer embeds its new chunks *before* it commits them
+(:meth:`upsert`), into the shared embedding cache, one committed batch at a time; so another
+process that notices the new KB version finds every vector cached and swaps it in at once,
+and an import killed mid-way resumes from the batches it had cached. When a change does need
+embedding (a writer that did not embed ahead), the catch-up runs in a background thread and
+searches keep answering from the index they have, reporting the KB version it holds, until
+the new one is swapped in (under the index lock, so a search sees the old or the new index).
 
 On :meth:`start` the persisted index is loaded and checked against the store; if it is
 unreadable, was built by another model or index type, or covers other chunks, it is
@@ -38,8 +46,31 @@ INDEX_FILE = "vectors.faiss"
 # Rebuilding BM25 costs ~40 us per chunk; above this many chunks an edit rebuilds it in a
 # background thread (dense search sees the edit at once, lexical matching a moment later).
 LEXICAL_SYNC_MAX = 5_000
+# Texts per embedding call: each batch goes into the cache in its own transaction, and a query
+# waiting for the model waits for at most one batch.
+EMBED_BATCH = 64
+# A search catches up inline (no embedding, just cached vectors) with at most this many new
+# chunks; bigger changes are swapped in by the background thread.
+INLINE_CATCH_UP_MAX = 5_000
 MIN_PASSAGE_CHARS = 200  # shorter best passages are extended with the chunk that follows
 _CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\r")
+
+
+class _Closing(Exception):
+    """Raised between embedding batches once :meth:`KnowledgeBase.close` was called."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What an index lacks to match the store at one KB version, and the vectors already cached."""
+    version: int
+    missing: list[Chunk]
+    stale: np.ndarray
+    cached: dict[str, np.ndarray]
+
+    @property
+    def uncached(self) -> int:
+        return len({c.text_hash for c in self.missing} - self.cached.keys())
 
 
 @dataclass(frozen=True)
@@ -65,9 +96,13 @@ class KnowledgeBase:
         self.lexical: LexicalIndex | None = None
         self.indexed_version = -1
         self.embedded_total = 0  # texts embedded by this instance (chunks and queries excluded)
-        self._lock = threading.RLock()  # guards index/lexical mutation against concurrent searches
+        self._lock = threading.RLock()  # held briefly: searches read the index, syncs swap changes in
+        self._sync_lock = threading.RLock()  # one sync at a time (held while embedding; searches never wait on it)
         self._lexical_dirty = threading.Event()
         self._lexical_thread: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._worker_lock = threading.Lock()
+        self._catch_up_thread: threading.Thread | None = None
 
     @classmethod
     def open(cls, project: "Project", *, progress: bool | None = None) -> "KnowledgeBase":  # noqa: F821
@@ -91,6 +126,11 @@ class KnowledgeBase:
         self.close()
 
     def close(self) -> None:
+        self._closing.set()  # a background catch-up stops at its next embedding batch
+        with self._worker_lock:
+            worker = self._catch_up_thread
+        if worker is not None:
+            worker.join()
         thread = self._lexical_thread
         if thread is not None:
             self._lexical_dirty.clear()
@@ -117,47 +157,54 @@ class KnowledgeBase:
         self.embedder.embed(["warm-up"])  # the first forward pass is slow; pay it here, not on a customer
         for leftover in self.index_path.parent.glob(f".{self.index_path.name}.*.tmp"):
             leftover.unlink(missing_ok=True)  # a write that a crash interrupted; never loaded
-        with self._lock:
-            reason = ""
-            index: VectorIndex | None = None
-            if self.index_path.exists():
-                try:
-                    index = VectorIndex.load(self.index_path)
-                except IndexCorrupt as exc:
-                    reason = str(exc)
-            else:
-                reason = "no index on disk"
-            n_live = len(self.store.live_chunk_ids())
-            if index is not None:
-                if index.meta.get("embedder") != self.embedder.name or index.dim != self.embedder.dim:
-                    reason, index = f"index was built with {index.meta.get('embedder')}, not {self.embedder.name}", None
-                elif index.kind != self._wanted_kind(n_live):
-                    reason, index = f"index type {index.kind} is not the configured {self._wanted_kind(n_live)}", None
-                elif index.needs_rebuild:
-                    reason, index = f"the {index.kind} index has outgrown its structure", None
-            if index is None:
-                report = self._rebuild(reason)
-            else:
-                self.index = index
-                sync = self._sync_locked(persist=False)
-                status = "loaded" if not (sync.added or sync.removed) else "repaired"
-                if status == "repaired" or index.meta.get("kb_version") != self.store.kb_version():
-                    self._persist()
-                if status == "repaired":
-                    log.warning("index disagreed with the store: repaired (+%d -%d)", sync.added, sync.removed)
-                report = SyncReport(status, sync.added, sync.removed, sync.embedded, self.indexed_version)
+        with self._sync_lock:
+            if self.index is not None:  # another thread started it meanwhile
+                return self._sync_held(persist=True)
+            report = self._load_or_rebuild()
             self._build_lexical()
         return SyncReport(report.status, report.added, report.removed, report.embedded, report.kb_version,
                           report.reason, time.perf_counter() - t0)
 
+    def _load_or_rebuild(self) -> SyncReport:
+        reason = ""
+        index: VectorIndex | None = None
+        if self.index_path.exists():
+            try:
+                index = VectorIndex.load(self.index_path)
+            except IndexCorrupt as exc:
+                reason = str(exc)
+        else:
+            reason = "no index on disk"
+        n_live = len(self.store.live_chunk_ids())
+        if index is not None:
+            if index.meta.get("embedder") != self.embedder.name or index.dim != self.embedder.dim:
+                reason, index = f"index was built with {index.meta.get('embedder')}, not {self.embedder.name}", None
+            elif index.kind != self._wanted_kind(n_live):
+                reason, index = f"index type {index.kind} is not the configured {self._wanted_kind(n_live)}", None
+            elif index.needs_rebuild:
+                reason, index = f"the {index.kind} index has outgrown its structure", None
+        if index is None:
+            return self._rebuild(reason)
+        with self._lock:
+            self.index = index
+        sync = self._sync_held(persist=False)
+        status = "loaded" if not (sync.added or sync.removed) else "repaired"
+        if status == "repaired" or index.meta.get("kb_version") != self.store.kb_version():
+            self._persist()
+        if status == "repaired":
+            log.warning("index disagreed with the store: repaired (+%d -%d)", sync.added, sync.removed)
+        return SyncReport(status, sync.added, sync.removed, sync.embedded, self.indexed_version)
+
     def _rebuild(self, reason: str) -> SyncReport:
+        """Build a fresh index from the whole store (vectors from the cache), then swap it in."""
         version = self.store.kb_version()
         chunks = self.store.chunks()
         vectors, embedded = self._vectors(chunks)
         ids = np.fromiter((c.chunk_id for c in chunks), dtype=np.int64, count=len(chunks))
-        self.index = VectorIndex.build(vectors, ids, self._wanted_kind(len(chunks)), dim=self.embedder.dim,
-                                       **self._index_kw())
-        self.indexed_version = version
+        index = VectorIndex.build(vectors, ids, self._wanted_kind(len(chunks)), dim=self.embedder.dim,
+                                  **self._index_kw())
+        with self._lock:
+            self.index, self.indexed_version = index, version
         self._persist()
         if reason:
             log.info("index rebuilt: %s", reason)
@@ -168,70 +215,125 @@ class KnowledgeBase:
         self.index.meta.update({"embedder": self.embedder.name, "kb_version": self.indexed_version})
         self.index.save(self.index_path)
 
-    def _vectors(self, chunks: Sequence[Chunk]) -> tuple[np.ndarray, int]:
-        """Vectors for chunks, from the cache where possible; returns (vectors, how many were embedded)."""
-        dim = self.embedder.dim
+    def _cached(self, chunks: Sequence[Chunk]) -> dict[str, np.ndarray]:
+        """The cached vectors for these chunks' texts (a vector of the wrong size counts as missing)."""
         if not chunks:
-            return np.zeros((0, dim), dtype=np.float32), 0
+            return {}
+        dim = self.embedder.dim
+        found = self.store.cached_embeddings(self.embedder.name, list({c.text_hash for c in chunks}))
+        return {h: v for h, v in found.items() if v.shape == (dim,)}
+
+    def _embed_and_cache(self, todo: dict[str, str]) -> dict[str, np.ndarray]:
+        """Embed texts (hash -> text) in batches, committing each batch to the embedding cache as it is done.
+
+        Another process catching up re-embeds nothing already committed, and a run killed
+        mid-way (a SIGKILL'd import) resumes from the last committed batch.
+        """
+        from tqdm import tqdm
+
         name = self.embedder.name
-        cached = self.store.cached_embeddings(name, [c.text_hash for c in chunks])
+        hashes, texts = list(todo), list(todo.values())
+        fresh: dict[str, np.ndarray] = {}
+        with tqdm(total=len(texts), desc="embedding", unit="chunk", leave=False,
+                  disable=self.progress is False or (self.progress is None and len(texts) < 500)) as bar:
+            for start in range(0, len(texts), EMBED_BATCH):
+                if self._closing.is_set():
+                    raise _Closing()
+                vecs = self.embedder.embed(texts[start:start + EMBED_BATCH])
+                batch = dict(zip(hashes[start:start + EMBED_BATCH], vecs))
+                self.store.cache_embeddings(name, batch)
+                self.embedded_total += len(batch)
+                fresh.update(batch)
+                bar.update(len(vecs))
+        return fresh
+
+    def _vectors(self, chunks: Sequence[Chunk], cached: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, int]:
+        """Vectors for chunks, from the cache where possible; returns (vectors, how many were embedded)."""
+        if not chunks:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32), 0
+        cached = dict(self._cached(chunks) if cached is None else cached)
         todo = {c.text_hash: c.embed_text for c in chunks if c.text_hash not in cached}
         if todo:
-            from tqdm import tqdm
-
-            hashes, texts = list(todo), list(todo.values())
-            step = 256
-            fresh: dict[str, np.ndarray] = {}
-            with tqdm(total=len(texts), desc="embedding", unit="chunk", leave=False,
-                      disable=self.progress is False or (self.progress is None and len(texts) < 500)) as bar:
-                for start in range(0, len(texts), step):
-                    vecs = self.embedder.embed(texts[start:start + step])
-                    fresh.update(zip(hashes[start:start + step], vecs))
-                    bar.update(len(vecs))
-            self.store.cache_embeddings(name, fresh)
-            cached.update(fresh)
-            self.embedded_total += len(todo)
+            cached.update(self._embed_and_cache(todo))
         return np.stack([cached[c.text_hash] for c in chunks]).astype(np.float32), len(todo)
 
-    def sync(self, persist: bool = True) -> SyncReport:
-        """Bring the index up to date with the store (add new chunks, drop removed ones)."""
-        with self._lock:
-            report = self._sync_locked(persist)
-            if report.added or report.removed:
-                self._build_lexical(background=True)
-            return report
+    def embed_ahead(self, drafts: Sequence[ArticleDraft]) -> int:
+        """Embed (into the cache) the chunks that writing these drafts would add; returns how many were embedded.
 
-    def _sync_locked(self, persist: bool) -> SyncReport:
-        t0 = time.perf_counter()
-        if self.index is None:
-            return self.start()
+        Called before the store commits them, so whoever notices the new KB version (this
+        process or a server beside it) finds every vector cached and swaps the change in at once.
+        """
+        current = self.store.content_hashes()
+        changed = [d for d in drafts if current.get(d.id) != d.hash]
+        pending: dict[str, str] = {}
+        for draft in changed:
+            for c in self.store.chunk(draft):
+                pending.setdefault(c.hash, c.embed_text)
+        if not pending:
+            return 0
+        cached = self.store.cached_embeddings(self.embedder.name, list(pending))
+        todo = {h: t for h, t in pending.items() if h not in cached}
+        if todo:
+            self._embed_and_cache(todo)
+        return len(todo)
+
+    def sync(self, persist: bool = True) -> SyncReport:
+        """Bring the index up to date with the store (add new chunks, drop removed ones).
+
+        Embedding happens outside the index lock: searches keep answering from the current
+        index meanwhile, and the change is swapped in at once at the end.
+        """
+        with self._sync_lock:
+            report = self._sync_held(persist)
+        if report.added or report.removed:
+            self._build_lexical(background=True)
+        return report
+
+    def _plan(self) -> _Plan:
+        assert self.index is not None
         version = self.store.kb_version()
         live = self.store.live_chunk_ids()
         have = self.index.ids()
         missing = np.setdiff1d(live, have, assume_unique=True)
         stale = np.setdiff1d(have, live, assume_unique=True)
-        embedded = 0
-        if len(stale):
-            self.index.remove(stale)
-        if len(missing):
-            chunks = self.store.chunks(missing.tolist())
-            vectors, embedded = self._vectors(chunks)
-            self.index.add(np.array([c.chunk_id for c in chunks], dtype=np.int64), vectors)
-        changed = bool(len(missing) or len(stale))
-        self.indexed_version = version
+        chunks = self.store.chunks(missing.tolist()) if len(missing) else []
+        return _Plan(version, chunks, stale, self._cached(chunks))
+
+    def _sync_held(self, persist: bool) -> SyncReport:
+        """A sync; the caller holds the sync lock."""
+        if self.index is None:
+            return self.start()
+        return self._apply(self._plan(), persist)
+
+    def _apply(self, plan: _Plan, persist: bool) -> SyncReport:
+        """Embed what the plan lacks (outside the index lock), then swap the change in under it."""
+        t0 = time.perf_counter()
+        assert self.index is not None
+        vectors, embedded = self._vectors(plan.missing, plan.cached)
+        ids = np.array([c.chunk_id for c in plan.missing], dtype=np.int64)
+        with self._lock:
+            if len(plan.stale):
+                self.index.remove(plan.stale)
+            if len(ids):
+                self.index.add(ids, vectors)
+            self.indexed_version = plan.version
+        changed = bool(len(ids) or len(plan.stale))
         if self.index.needs_rebuild:
             return self._rebuild(f"the {self.index.kind} index has outgrown its structure")
         if persist and changed:
             self._persist()
         status = "synced" if changed else "unchanged"
-        return SyncReport(status, len(missing), len(stale), embedded, version, seconds=time.perf_counter() - t0)
+        return SyncReport(status, len(ids), len(plan.stale), embedded, plan.version,
+                          seconds=time.perf_counter() - t0)
 
     def _build_lexical(self, background: bool = False) -> None:
         if not self.config.retrieval.hybrid:
             self.lexical = None
             return
         if not background or self.index is None or self.index.ntotal <= LEXICAL_SYNC_MAX:
-            self.lexical = self._make_lexical()
+            lexical = self._make_lexical()
+            with self._lock:
+                self.lexical = lexical
             return
         self._lexical_dirty.set()
         if self._lexical_thread is None or not self._lexical_thread.is_alive():
@@ -250,14 +352,64 @@ class KnowledgeBase:
                 self.lexical = lexical
 
     def refresh(self) -> None:
-        """Sync if the store changed since the index was last brought up to date (one SQL query)."""
+        """Catch up if the store changed since the index was last brought up to date (one SQL query).
+
+        Never waits on embedding: a change whose vectors are all cached (the usual case: the
+        writer embedded ahead) is swapped in at once; anything else is left to the background
+        catch-up, and this search answers from the index as it is.
+        """
         if self.index is None:
             self.start()
-        elif self.store.kb_version() != self.indexed_version:
-            self.sync()
+            return
+        if self.store.kb_version() == self.indexed_version:
+            return
+        if not self._sync_lock.acquire(blocking=False):
+            return  # a sync is under way (it may be embedding); answer from the current index
+        try:
+            if self.store.kb_version() == self.indexed_version:
+                return
+            plan = self._plan()
+            if plan.uncached or len(plan.missing) > INLINE_CATCH_UP_MAX:
+                self._start_catch_up()
+                return
+            report = self._apply(plan, persist=False)  # the writer persisted its own index
+        finally:
+            self._sync_lock.release()
+        if report.added or report.removed:
+            self._build_lexical(background=True)
+
+    def _start_catch_up(self) -> None:
+        """Start the background catch-up unless it runs (the caller holds the sync lock)."""
+        with self._worker_lock:
+            if self._catch_up_thread is None and not self._closing.is_set():
+                self._catch_up_thread = threading.Thread(target=self._catch_up_worker, name="kb-catch-up", daemon=True)
+                self._catch_up_thread.start()
+
+    def _catch_up_worker(self) -> None:
+        try:
+            while not self._closing.is_set():
+                with self._sync_lock:
+                    if self.store.kb_version() == self.indexed_version:
+                        return
+                    report = self._sync_held(persist=True)
+                if report.added or report.removed:
+                    self._build_lexical(background=True)
+                log.info("caught up with knowledge base version %d in the background: +%d -%d chunks, "
+                         "%d embedded, %.1fs", report.kb_version, report.added, report.removed, report.embedded,
+                         report.seconds)
+        except _Closing:
+            pass
+        except Exception:  # noqa: BLE001 - searches keep the old index; the next one retries
+            log.exception("catching up with the knowledge base failed; searches answer from the previous "
+                          "index and the next search retries")
+        finally:
+            with self._worker_lock:  # cleared before the sync lock is free again (exit decided under it)
+                self._catch_up_thread = None
 
     # -- editing -----------------------------------------------------------------------------
     def upsert(self, drafts: Sequence[ArticleDraft], author: str = "operator", note: str = "") -> ChangeSummary:
+        """Write drafts to the store: their new chunks are embedded into the cache first, then committed."""
+        self.embed_ahead(drafts)
         summary = self.store.upsert(drafts, author, note)
         if summary.changed:
             self.sync()

@@ -9,6 +9,7 @@ checking the index against the store (``live_chunk_ids``) sufficient.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import sqlite3
@@ -22,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from botkit.errors import ArticleNotFound, KnowledgeError
+from botkit.files import private_file
+from botkit.sqlite import translate_errors
 from knowledge.chunking import chunk_article
 from knowledge.types import Article, ArticleDraft, Chunk, ChunkDraft, Revision
 
@@ -94,7 +97,7 @@ class KnowledgeStore:
 
     def __init__(self, path: Path | str, chunker: Callable[[ArticleDraft], list[ChunkDraft]] | None = None):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # 0600 before SQLite opens it: its -wal/-shm files get the same mode
         self._chunker = chunker or chunk_article
         self._lock = threading.RLock()
         try:
@@ -177,6 +180,16 @@ class KnowledgeStore:
             render(old), render(new), f"{article_id}@{old.rev}", f"{article_id}@{new.rev}", lineterm=""
         ))
 
+    def content_hashes(self) -> dict[str, str]:
+        """article id -> content hash of its current revision (what :meth:`upsert` compares drafts with)."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, content_hash FROM articles").fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def chunk(self, draft: ArticleDraft) -> list[ChunkDraft]:
+        """The chunks :meth:`upsert` would store for a draft (their hashes key the embedding cache)."""
+        return self._chunker(draft)
+
     def live_chunk_ids(self) -> np.ndarray:
         with self._lock:
             rows = self._db.execute("SELECT chunk_id FROM chunks ORDER BY chunk_id").fetchall()
@@ -228,7 +241,13 @@ class KnowledgeStore:
         return found
 
     def cache_embeddings(self, model: str, items: dict[str, np.ndarray]) -> None:
-        with self._lock, self._db:
+        """Add vectors to the cache in one transaction: a crash leaves the whole batch or none of it.
+
+        Several processes share the cache (WAL; a writer waits up to 30 s for another's commit).
+        """
+        if not items:
+            return
+        with self._lock, self._writing(), self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
                 "INSERT OR REPLACE INTO embeddings (text_hash, model, vector) VALUES (?, ?, ?)",
@@ -236,6 +255,10 @@ class KnowledgeStore:
             )
 
     # -- writing ---------------------------------------------------------------------------
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        """A lock held by another process, or a full disk, as the error that says what to do."""
+        return translate_errors(self.path, "the knowledge base")
+
     def _bump_version(self, author: str, summary: str) -> int:
         version = self.kb_version() + 1
         self._db.execute(
@@ -301,7 +324,7 @@ class KnowledgeStore:
         created: list[str] = []
         updated: list[str] = []
         unchanged: list[str] = []
-        with self._lock, self._db:
+        with self._lock, self._writing(), self._db:
             self._db.execute("BEGIN IMMEDIATE")
             current = {
                 r["id"]: r["content_hash"]
@@ -324,7 +347,7 @@ class KnowledgeStore:
         return ChangeSummary(version, tuple(created), tuple(updated), tuple(unchanged))
 
     def delete(self, article_id: str, author: str = "operator", note: str = "") -> ChangeSummary:
-        with self._lock, self._db:
+        with self._lock, self._writing(), self._db:
             self._db.execute("BEGIN IMMEDIATE")
             article = self.get(article_id)
             version = self._bump_version(author, note or f"deleted {article_id}")
@@ -340,7 +363,7 @@ class KnowledgeStore:
 
     def rollback(self, article_id: str, to_rev: int, author: str = "operator") -> ChangeSummary:
         """Restore the content of an earlier revision as a new revision (works for deleted articles too)."""
-        with self._lock, self._db:
+        with self._lock, self._writing(), self._db:
             self._db.execute("BEGIN IMMEDIATE")
             target = self.revision(article_id, to_rev)
             if target.action == "delete":
