@@ -1,9 +1,21 @@
 """The dialogue engine: one customer message in, one reply out, everything stored.
 
-Per message: validate → (if a human has the conversation: store it for them, stay silent)
-→ resolve follow-ups and answers to clarifying questions → retrieve → respond → escalation
-rules → store the customer turn, the reply and any hand-off in one transaction → tell
-listeners (channels, the agent console).
+Per message: validate → **accept**: store it in the durable inbox (committed; a channel
+acknowledges the message only after this) → **answer**: (if a human has the conversation:
+store it for them, stay silent) → resolve follow-ups and answers to clarifying questions →
+retrieve → respond → escalation rules → store the customer turn, the reply, any hand-off and
+"this inbox message is answered" in one transaction → tell listeners (channels, the agent
+console).
+
+Accepted means answered, even across a crash: a message is in the inbox before the channel
+says "accepted", and it is marked answered in the transaction that stores its answer, so a
+kill at any instant leaves it either pending (answered after the restart: channels call
+:meth:`Engine.answer_pending` when they start) or answered (never twice: the same message id
+accepted again gets the stored reply, ``Reply.repeat``).
+
+History is windowed: the engine loads the last :data:`HISTORY_WINDOW_TURNS` turns (more if
+``dialogue.history_turns`` asks), plus the count and the first of the customer turns before
+them, never the whole conversation.
 
 Ordering: messages of one conversation are processed strictly in arrival order (a FIFO
 ``asyncio.Lock`` per conversation); different conversations run concurrently. CPU work
@@ -18,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -29,10 +42,14 @@ from botkit.context import resolve_choice, resolve_followup
 from botkit.errors import BotkitError, MessageRejected
 from botkit.responder import ExtractiveResponder, Responder, ResponderRequest, source_of
 from botkit.store import ConversationStore
-from botkit.types import (Candidate, Conversation, ConversationState, Escalation, Handoff, Hit, IncomingMessage,
-                          Reply, SearchResult, Source, Turn)
+from botkit.types import (Candidate, Conversation, ConversationState, Escalation, Handoff, Hit,
+                          InboxItem, IncomingMessage, Reply, SearchResult, Source, Turn)
 
 log = logging.getLogger(__name__)
+
+# Turns loaded per message for follow-ups, the prompt and escalation rules (rules that look
+# back, e.g. repeated questions or thumbs-down counts, see this many; turn counts are exact).
+HISTORY_WINDOW_TURNS = 200
 
 Rule = Callable[[ConversationState], Escalation | None]
 _CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\r")
@@ -59,6 +76,7 @@ class Event:
 
 
 Listener = Callable[[Event], Awaitable[None]]
+Deliver = Callable[[InboxItem, Reply], Awaitable[None]]
 
 
 def utcnow() -> datetime:
@@ -161,12 +179,38 @@ class Engine:
                                   "(dialogue.max_message_chars in bot.yaml)")
         return replace(message, text=text, at=message.at or self.clock())
 
-    async def handle(self, message: IncomingMessage) -> Reply:
-        """Process one customer message and return the reply (in order within its conversation)."""
+    async def accept(self, message: IncomingMessage, message_id: str | None = None,
+                     meta: dict[str, object] | None = None) -> InboxItem:
+        """Validate a customer message and store it in the inbox (committed when this returns):
+        from here on it will be answered, even after a crash. A channel acknowledges a message
+        only after this. ``message_id``: the channel's id for it, unique in the conversation
+        (a redelivery with the same id comes back as the stored item, ``new=False``); None:
+        a fresh id (no redelivery to recognise)."""
+        message = self.validate(message)
+        return await self.store.accept(InboxItem(message, message_id or uuid.uuid4().hex, dict(meta or {})))
+
+    async def handle(self, message: IncomingMessage, message_id: str | None = None) -> Reply:
+        """Accept and answer one customer message (in order within its conversation: the
+        conversation's place is taken before the first ``await``, so calls are answered in call order)."""
         message = self.validate(message)
         async with self._conversation_lock(message.conversation_id):
-            started = time.perf_counter()
-            reply = await self._handle(message)
+            return await self._answer(await self.accept(message, message_id))
+
+    async def answer(self, item: InboxItem) -> Reply:
+        """Answer an accepted message; one answered before gets its stored reply (``repeat``)."""
+        async with self._conversation_lock(item.conversation_id):
+            return await self._answer(item)
+
+    async def _answer(self, item: InboxItem, on_delta: Callable[[str], None] | None = None) -> Reply:
+        """The lock is held. Re-reads the item: another task may have answered it meanwhile."""
+        started = time.perf_counter()
+        current = await self.store.inbox_item(item.conversation_id, item.message_id)
+        if current is None:
+            raise BotkitError(f"message {item.message_id!r} of conversation {item.conversation_id!r} was never "
+                              "accepted; call Engine.accept first")
+        if current.answered:
+            return await self._stored_reply(current)
+        reply = await self._handle(current, on_delta)
         self._observe(reply, time.perf_counter() - started)
         return reply
 
@@ -177,20 +221,33 @@ class Engine:
             except Exception:  # noqa: BLE001 - metrics must never cost a reply
                 log.exception("turn observer failed")
 
-    async def handle_stream(self, message: IncomingMessage) -> AsyncIterator[str | Reply]:
+    async def handle_stream(self, message: IncomingMessage, message_id: str | None = None
+                            ) -> AsyncIterator[str | Reply]:
         """Like :meth:`handle`, yielding text deltas as a generative responder writes them,
         then exactly one final :class:`Reply`. The final reply is what was stored and is
         authoritative: if the generation was ungrounded or a rule escalated, its text differs
         from the deltas and a channel should replace what it showed."""
         message = self.validate(message)
+
+        async def accept_and_answer(on_delta: Callable[[str], None]) -> Reply:
+            return await self._answer(await self.accept(message, message_id), on_delta)
+
+        async for part in self._stream(message.conversation_id, accept_and_answer):
+            yield part
+
+    async def answer_stream(self, item: InboxItem) -> AsyncIterator[str | Reply]:
+        """:meth:`answer`, streamed like :meth:`handle_stream` (no deltas for a repeat)."""
+        async for part in self._stream(item.conversation_id, lambda on_delta: self._answer(item, on_delta)):
+            yield part
+
+    async def _stream(self, conversation_id: str, run: Callable[[Callable[[str], None]], Awaitable[Reply]]
+                      ) -> AsyncIterator[str | Reply]:
         queue: asyncio.Queue[str | Reply | BaseException] = asyncio.Queue()
 
         async def work() -> None:
             try:
-                async with self._conversation_lock(message.conversation_id):
-                    started = time.perf_counter()
-                    reply = await self._handle(message, on_delta=queue.put_nowait)
-                self._observe(reply, time.perf_counter() - started)
+                async with self._conversation_lock(conversation_id):
+                    reply = await run(queue.put_nowait)
                 await queue.put(reply)
             except BaseException as exc:  # handed to the consumer, raised there
                 await queue.put(exc)
@@ -198,25 +255,67 @@ class Engine:
         task = asyncio.create_task(work())
         try:
             while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if isinstance(item, Reply):
+                part = await queue.get()
+                if isinstance(part, BaseException):
+                    raise part
+                yield part
+                if isinstance(part, Reply):
                     return
         finally:
             if not task.done():  # the consumer went away: the turn still completes and is stored
                 await asyncio.shield(task)
 
-    async def _handle(self, message: IncomingMessage, on_delta: Callable[[str], None] | None = None) -> Reply:
+    async def pending(self, channel: str | None = None, *, undelivered: bool = False) -> list[InboxItem]:
+        """Accepted messages not answered yet (``undelivered``: or answered, not delivered), oldest first."""
+        states = ("pending", "answered") if undelivered else ("pending",)
+        return await self.store.pending(channel=channel, states=states)
+
+    async def answer_pending(self, conversation_id: str, deliver: Deliver, *, undelivered: bool = False) -> int:
+        """Answer a conversation's pending messages in order, calling ``deliver(item, reply)``
+        for each (``undelivered``: also answered ones the channel has not delivered; their reply
+        is the stored one). The conversation's lock is held throughout, so a message accepted
+        meanwhile is answered after these. Returns how many were delivered."""
+        states = ("pending", "answered") if undelivered else ("pending",)
+        done = 0
+        async with self._conversation_lock(conversation_id):
+            for item in await self.store.pending(conversation_id=conversation_id, states=states):
+                try:
+                    reply = await self._answer(item)
+                except MessageRejected as exc:  # accepted under other limits: stored, never answerable
+                    log.warning("conversation %s: accepted message %s can no longer be answered: %s",
+                                conversation_id, item.message_id, exc)
+                    continue
+                await deliver(item, reply)
+                done += 1
+        return done
+
+    async def mark_delivered(self, item: InboxItem) -> None:
+        """A channel that sends replies itself sent this message's answer."""
+        await self.store.mark_delivered(item.conversation_id, item.message_id)
+
+    async def _stored_reply(self, item: InboxItem) -> Reply:
+        """The reply an answered message got, rebuilt from its stored bot turn."""
+        conv_id = item.conversation_id
+        turn = await self.store.turn(conv_id, item.reply_seq) if item.reply_seq is not None else None
+        if turn is None:  # the bot stayed silent: a human had the conversation
+            return Reply(conv_id, "handoff", "", turn_seq=None, repeat=True)
+        options = tuple(Source(str(o["id"]), str(o["title"]), float(o["score"]))  # type: ignore[arg-type]
+                        for o in turn.meta.get("options", ()))  # type: ignore[union-attr]
+        return Reply(conv_id, turn.action, turn.text, turn.confidence, turn.sources, turn.kb_version,  # type: ignore[arg-type]
+                     turn.escalation, turn.seq, turn.resolved_query, turn.author, options, fallback=turn.fallback,
+                     fallback_detail=turn.fallback_detail or "", repeat=True)
+
+    async def _handle(self, item: InboxItem, on_delta: Callable[[str], None] | None = None) -> Reply:
+        message = item.message
         now = message.at or self.clock()
         conv = await self.store.get_or_create(message.conversation_id, message.channel, message.customer_id,
                                               dict(message.attributes), now)
-        history = await self.store.turns(conv.id)
-        seq = (history[-1].seq if history else 0) + 1
+        window = await self.store.window(conv.id, max(HISTORY_WINDOW_TURNS, 2 * self.config.history_turns))
+        history = list(window.turns)
+        seq = window.next_seq
         if conv.status == "handed_off":  # a human has it: store for them, the bot stays silent
             turn = Turn(conv.id, seq, "customer", message.text, now)
-            await self.store.record([turn])
+            await self.store.record([turn], answers=item)
             await self._emit(Event("customer", conv, turn))
             return Reply(conv.id, "handoff", "", turn_seq=None)
         if conv.status == "closed":  # a closed conversation that the customer writes to again reopens
@@ -224,7 +323,9 @@ class Engine:
 
         candidate, retrieval, query = await self._candidate(message, history, on_delta)
         customer = Turn(conv.id, seq, "customer", message.text, now, resolved_query=query)
-        state = ConversationState(conv, (*history, customer), message, candidate, now)
+        state = ConversationState(conv, (*history, customer), message, candidate, now,
+                                  earlier_customer_turns=window.earlier_customer_turns,
+                                  first_customer_text=window.first_customer.text if window.first_customer else None)
         escalation = self._escalate(state)
 
         meta: dict[str, object] = {"grounded": candidate.grounded}
@@ -249,7 +350,7 @@ class Engine:
                    kb_version=retrieval.kb_version if retrieval else None, resolved_query=query,
                    escalation=escalation, author=candidate.responder, meta=meta)
         stored = await self.store.record([customer, bot], status="handed_off" if escalation else "bot",
-                                         handoff=handoff)
+                                         handoff=handoff, answers=item)
         conv = replace(conv, status="handed_off" if escalation else "bot")
         await self._emit(Event("customer", conv, customer))
         await self._emit(Event("bot", conv, bot))
@@ -368,8 +469,9 @@ class Engine:
     async def rate(self, conversation_id: str, score: int) -> None:
         await self.store.set_satisfaction(conversation_id, score)
 
-    async def history(self, conversation_id: str) -> list[Turn]:
-        return await self.store.turns(conversation_id)
+    async def history(self, conversation_id: str, limit: int | None = None, before: int | None = None) -> list[Turn]:
+        """Stored turns oldest first: all, or the last ``limit`` (before turn ``before``)."""
+        return await self.store.turns(conversation_id, limit, before)
 
 
 __all__ = ["Engine", "Event", "Retriever", "Rule", "Hit", "Source", "source_of"]

@@ -827,7 +827,7 @@ def _build_sensitive_topic(cfg: SensitiveTopicConfig, name: str) -> Rule:
 
 def _build_turn_limit(cfg: TurnLimitConfig, name: str) -> Rule:
     def turn_limit(state: ConversationState) -> Escalation | None:
-        count = len(state.customer_turns)
+        count = state.customer_turn_count  # the whole conversation, not just the engine's window
         if count <= cfg.max_customer_turns:
             return None
         return _escalation("turn_limit", name, f"{count} customer turns (limit {cfg.max_customer_turns})")
@@ -866,7 +866,7 @@ def _build_customer_attribute(cfg: CustomerAttributeConfig, name: str) -> Rule:
     expected = f"in {cfg.in_!r}" if cfg.in_ is not None else f"equals {cfg.equals!r}"
 
     def customer_attribute(state: ConversationState) -> Escalation | None:
-        if cfg.only_first_message and len(state.customer_turns) > 1:
+        if cfg.only_first_message and state.customer_turn_count > 1:
             return None
         sources = (("message", state.message.attributes), ("conversation", state.conversation.attributes))
         for origin, attributes in sources:
@@ -938,9 +938,9 @@ def summarize(state: ConversationState, max_chars: int = 400) -> str:
     if max_chars < 40:
         raise ValueError(f"max_chars must be at least 40, got {max_chars!r}")
     customers = state.customer_turns
-    count = max(len(customers), 1)
+    count = max(state.customer_turn_count, 1)
     quote_len = max(24, max_chars // 4)
-    first = customers[0].text if customers else state.message.text
+    first = state.first_customer_text or (customers[0].text if customers else state.message.text)
     latest = state.message.text
     parts = [f"{count} customer turn{'s' if count != 1 else ''}."]
     if count == 1 or _quote(first) == _quote(latest):

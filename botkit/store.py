@@ -17,7 +17,8 @@ from typing import Any, Protocol, TypeVar
 
 from botkit.errors import BotkitError
 from botkit.sqlite import AsyncSQLite
-from botkit.types import Conversation, Escalation, Handoff, Source, Status, Turn
+from botkit.types import (Conversation, Escalation, Handoff, HistoryWindow, InboxItem, InboxState, IncomingMessage,
+                          Source, Status, Turn)
 
 T = TypeVar("T")
 
@@ -36,9 +37,17 @@ class ConversationStore(Protocol):
     async def get_or_create(self, conversation_id: str, channel: str, customer_id: str,
                             attributes: dict[str, object], now: datetime) -> Conversation: ...
     async def get(self, conversation_id: str) -> Conversation | None: ...
-    async def turns(self, conversation_id: str, limit: int | None = None) -> list[Turn]: ...
+    async def turns(self, conversation_id: str, limit: int | None = None,
+                    before: int | None = None) -> list[Turn]: ...
+    async def turn(self, conversation_id: str, seq: int) -> Turn | None: ...
+    async def window(self, conversation_id: str, limit: int) -> HistoryWindow: ...
     async def record(self, turns: Sequence[Turn], *, status: Status | None = None,
-                     handoff: Handoff | None = None) -> Handoff | None: ...
+                     handoff: Handoff | None = None, answers: InboxItem | None = None) -> Handoff | None: ...
+    async def accept(self, item: InboxItem) -> InboxItem: ...
+    async def inbox_item(self, conversation_id: str, message_id: str) -> InboxItem | None: ...
+    async def pending(self, *, channel: str | None = None, conversation_id: str | None = None,
+                      states: Sequence[InboxState] = ("pending",)) -> list[InboxItem]: ...
+    async def mark_delivered(self, conversation_id: str, message_id: str) -> None: ...
     async def handoffs(self, status: str | None = None) -> list[Handoff]: ...
     async def handoff_for(self, conversation_id: str) -> Handoff | None: ...
     async def assign(self, conversation_id: str, agent: str, now: datetime) -> Handoff: ...
@@ -61,6 +70,12 @@ CREATE TABLE IF NOT EXISTS handoffs (
     rule TEXT NOT NULL, detail TEXT NOT NULL, summary TEXT NOT NULL, channel TEXT NOT NULL,
     customer_id TEXT NOT NULL, created_at TEXT NOT NULL, status TEXT NOT NULL, agent TEXT, closed_at TEXT);
 CREATE INDEX IF NOT EXISTS handoffs_by_conversation ON handoffs (conversation_id, status);
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, conversation_id TEXT NOT NULL, message_id TEXT NOT NULL,
+    channel TEXT NOT NULL, customer_id TEXT NOT NULL, text TEXT NOT NULL, attributes TEXT NOT NULL,
+    received_at TEXT NOT NULL, meta TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', reply_seq INTEGER,
+    UNIQUE (conversation_id, message_id));
+CREATE INDEX IF NOT EXISTS inbox_by_state ON inbox (state, channel);
 """
 
 
@@ -86,6 +101,13 @@ def _turn(row: sqlite3.Row) -> Turn:
         resolved_query=row["resolved_query"], escalation=Escalation(**esc) if esc else None,
         author=row["author"], feedback=row["feedback"], meta=json.loads(row["meta"]),
     )
+
+
+def _inbox_item(row: sqlite3.Row, new: bool = False) -> InboxItem:
+    message = IncomingMessage(row["conversation_id"], row["text"], row["channel"], row["customer_id"],
+                              json.loads(row["attributes"]), _dt(row["received_at"]))
+    return InboxItem(message, row["message_id"], json.loads(row["meta"]), row["id"], row["state"], row["reply_seq"],
+                     new)
 
 
 def _handoff(row: sqlite3.Row) -> Handoff:
@@ -151,14 +173,45 @@ class SQLiteConversationStore:
 
         return await self._run(op)
 
-    async def turns(self, conversation_id: str, limit: int | None = None) -> list[Turn]:
+    async def turns(self, conversation_id: str, limit: int | None = None,
+                    before: int | None = None) -> list[Turn]:
+        """Turns oldest first: all of them, or the last ``limit`` (before turn ``before``, if given)."""
+
         def op(db: sqlite3.Connection) -> list[Turn]:
+            bound = before if before is not None else 2**62
             if limit is None:
-                rows = db.execute("SELECT * FROM turns WHERE conversation_id=? ORDER BY seq", (conversation_id,)).fetchall()
+                rows = db.execute("SELECT * FROM turns WHERE conversation_id=? AND seq<? ORDER BY seq",
+                                  (conversation_id, bound)).fetchall()
             else:
-                rows = db.execute("SELECT * FROM (SELECT * FROM turns WHERE conversation_id=? ORDER BY seq DESC LIMIT ?) "
-                                  "ORDER BY seq", (conversation_id, limit)).fetchall()
+                rows = db.execute("SELECT * FROM (SELECT * FROM turns WHERE conversation_id=? AND seq<? "
+                                  "ORDER BY seq DESC LIMIT ?) ORDER BY seq", (conversation_id, bound, limit)).fetchall()
             return [_turn(r) for r in rows]
+
+        return await self._run(op)
+
+    async def turn(self, conversation_id: str, seq: int) -> Turn | None:
+        def op(db: sqlite3.Connection) -> Turn | None:
+            row = db.execute("SELECT * FROM turns WHERE conversation_id=? AND seq=?", (conversation_id, seq)).fetchone()
+            return _turn(row) if row else None
+
+        return await self._run(op)
+
+    async def window(self, conversation_id: str, limit: int) -> HistoryWindow:
+        """The last ``limit`` turns, the next seq, and the count and first of the customer turns before them."""
+
+        def op(db: sqlite3.Connection) -> HistoryWindow:
+            rows = db.execute("SELECT * FROM (SELECT * FROM turns WHERE conversation_id=? ORDER BY seq DESC LIMIT ?) "
+                              "ORDER BY seq", (conversation_id, limit)).fetchall()
+            turns = tuple(_turn(r) for r in rows)
+            next_seq = (turns[-1].seq if turns else 0) + 1
+            if not turns or turns[0].seq == 1:
+                return HistoryWindow(turns, next_seq)
+            start = turns[0].seq
+            earlier = db.execute("SELECT count(*) FROM turns WHERE conversation_id=? AND seq<? AND role='customer'",
+                                 (conversation_id, start)).fetchone()[0]
+            first = db.execute("SELECT * FROM turns WHERE conversation_id=? AND seq<? AND role='customer' "
+                               "ORDER BY seq LIMIT 1", (conversation_id, start)).fetchone()
+            return HistoryWindow(turns, next_seq, earlier, _turn(first) if first else None)
 
         return await self._run(op)
 
@@ -170,10 +223,20 @@ class SQLiteConversationStore:
         return await self._run(op)
 
     async def record(self, turns: Sequence[Turn], *, status: Status | None = None,
-                     handoff: Handoff | None = None) -> Handoff | None:
-        """Store turns, a status change and a new hand-off together, or none of them."""
+                     handoff: Handoff | None = None, answers: InboxItem | None = None) -> Handoff | None:
+        """Store turns, a status change and a new hand-off together, or none of them. ``answers``:
+        the accepted message these turns answer, marked answered in the same transaction (a
+        message answered already raises ConflictError and nothing is stored)."""
 
         def op(db: sqlite3.Connection) -> Handoff | None:
+            if answers is not None:
+                bot = next((t.seq for t in turns if t.role == "bot"), None)
+                cur = db.execute("UPDATE inbox SET state='answered', reply_seq=? WHERE conversation_id=? "
+                                 "AND message_id=? AND state='pending'",
+                                 (bot, answers.conversation_id, answers.message_id))
+                if cur.rowcount != 1:
+                    raise ConflictError(f"message {answers.message_id!r} of conversation {answers.conversation_id!r} "
+                                        "is answered already, or was never accepted")
             for t in turns:
                 db.execute(
                     "INSERT INTO turns (conversation_id, seq, role, text, at, action, confidence, sources, kb_version, "
@@ -198,6 +261,63 @@ class SQLiteConversationStore:
             return _handoff(db.execute("SELECT * FROM handoffs WHERE id=?", (cur.lastrowid,)).fetchone())
 
         return await self._tx(op)
+
+    # -- the inbox: accepted customer messages ----------------------------------------------
+    async def accept(self, item: InboxItem) -> InboxItem:
+        """Store an accepted message (committed when this returns). An id accepted before is not
+        stored again: the stored item comes back with ``new=False``."""
+        m = item.message
+        if m.at is None:
+            raise ValueError("an accepted message needs its time (IncomingMessage.at)")
+
+        def op(db: sqlite3.Connection) -> InboxItem:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO inbox (conversation_id, message_id, channel, customer_id, text, attributes, "
+                "received_at, meta) VALUES (?,?,?,?,?,?,?,?)",
+                (m.conversation_id, item.message_id, m.channel, m.customer_id, m.text,
+                 json.dumps(dict(m.attributes), default=str), _ts(m.at), json.dumps(dict(item.meta), default=str)))
+            row = db.execute("SELECT * FROM inbox WHERE conversation_id=? AND message_id=?",
+                             (m.conversation_id, item.message_id)).fetchone()
+            return _inbox_item(row, new=cur.rowcount == 1)
+
+        return await self._tx(op)
+
+    async def inbox_item(self, conversation_id: str, message_id: str) -> InboxItem | None:
+        def op(db: sqlite3.Connection) -> InboxItem | None:
+            row = db.execute("SELECT * FROM inbox WHERE conversation_id=? AND message_id=?",
+                             (conversation_id, message_id)).fetchone()
+            return _inbox_item(row) if row else None
+
+        return await self._run(op)
+
+    async def pending(self, *, channel: str | None = None, conversation_id: str | None = None,
+                      states: Sequence[InboxState] = ("pending",)) -> list[InboxItem]:
+        """Accepted messages in ``states`` (default: not answered yet), in arrival order."""
+        where = [f"state IN ({','.join('?' * len(states))})"]
+        args: list[object] = list(states)
+        if channel is not None:
+            where.append("channel=?")
+            args.append(channel)
+        if conversation_id is not None:
+            where.append("conversation_id=?")
+            args.append(conversation_id)
+
+        def op(db: sqlite3.Connection) -> list[InboxItem]:
+            rows = db.execute(f"SELECT * FROM inbox WHERE {' AND '.join(where)} ORDER BY id", args).fetchall()
+            return [_inbox_item(r) for r in rows]
+
+        return await self._run(op)
+
+    async def mark_delivered(self, conversation_id: str, message_id: str) -> None:
+        """The channel sent the answer of an answered message (channels that send replies themselves)."""
+
+        def op(db: sqlite3.Connection) -> None:
+            cur = db.execute("UPDATE inbox SET state='delivered' WHERE conversation_id=? AND message_id=? "
+                             "AND state='answered'", (conversation_id, message_id))
+            if cur.rowcount != 1:
+                raise StoreError(f"message {message_id!r} of conversation {conversation_id!r} is not answered")
+
+        await self._run(op)
 
     # -- hand-offs ---------------------------------------------------------------------------
     async def handoffs(self, status: str | None = None) -> list[Handoff]:

@@ -26,6 +26,35 @@ class IncomingMessage:
     at: datetime | None = None  # when it was received; the engine fills in "now"
 
 
+InboxState = Literal["pending", "answered", "delivered"]
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """A customer message as accepted: stored (committed) before the channel acknowledges it,
+    answered exactly once. ``message_id`` is the channel's id for it (unique per conversation):
+    the same id accepted again is a redelivery, not a new message.
+
+    ``state``: ``pending`` (not answered yet), ``answered`` (the customer and bot turns are
+    stored), ``delivered`` (a channel that sends replies itself, like Telegram, sent it)."""
+
+    message: IncomingMessage  # ``at`` is when it was accepted
+    message_id: str
+    meta: Mapping[str, object] = field(default_factory=dict)  # the channel's own data (e.g. the client's frame id)
+    order: int = 0  # arrival order, assigned by the store
+    state: InboxState = "pending"
+    reply_seq: int | None = None  # the bot turn that answered it (None: not yet, or the bot stayed silent)
+    new: bool = True  # from accept(): False when this id had been accepted before
+
+    @property
+    def conversation_id(self) -> str:
+        return self.message.conversation_id
+
+    @property
+    def answered(self) -> bool:
+        return self.state != "pending"
+
+
 @dataclass(frozen=True)
 class Hit:
     """One article found for a query, with the passage that matched best."""
@@ -163,6 +192,16 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class HistoryWindow:
+    """The recent end of a conversation, and what the engine needs to know about the rest."""
+
+    turns: tuple[Turn, ...]  # the last turns, oldest first
+    next_seq: int  # the seq of the next turn to store
+    earlier_customer_turns: int = 0  # customer turns before ``turns[0]``
+    first_customer: Turn | None = None  # the conversation's first customer turn, when it lies before the window
+
+
+@dataclass(frozen=True)
 class Conversation:
     id: str
     channel: str
@@ -183,6 +222,15 @@ class ConversationState:
     message: IncomingMessage
     candidate: Candidate
     now: datetime
+    # The engine passes a window of recent turns, not the whole history: these tell rules
+    # what lies before it (``turns`` is then the window).
+    earlier_customer_turns: int = 0  # customer turns before the first turn in ``turns``
+    first_customer_text: str | None = None  # the conversation's first customer message, when before the window
+
+    @property
+    def customer_turn_count(self) -> int:
+        """Customer turns in the whole conversation, the new one included."""
+        return self.earlier_customer_turns + len(self.customer_turns)
 
     @property
     def customer_turns(self) -> tuple[Turn, ...]:
@@ -226,6 +274,7 @@ class Reply:
     options: tuple[Source, ...] = field(default=())
     fallback: str | None = None  # see FALLBACK_CODES
     fallback_detail: str = ""
+    repeat: bool = False  # the message had been answered before: this is the stored reply, not a new one
 
     def to_json(self) -> dict[str, object]:
         return {

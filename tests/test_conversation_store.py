@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from botkit.store import ConflictError, SQLiteConversationStore, StoreError
-from botkit.types import Escalation, Handoff, Source, Turn
+from botkit.types import Escalation, Handoff, InboxItem, IncomingMessage, Source, Turn
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -72,6 +72,50 @@ class ConversationStoreContract:
             await store.set_satisfaction("c", 0)
         with pytest.raises(StoreError):
             await store.set_satisfaction("missing", 3)
+
+
+    async def test_accepted_messages_are_stored_once_and_answered_once(self, store):
+        def item(conv: str, mid: str, text: str = "hi") -> InboxItem:
+            return InboxItem(IncomingMessage(conv, text, "web", "u", {"k": 1}, T0), mid, {"client_id": mid})
+
+        first = await store.accept(item("c", "m1", "where is my order"))
+        again = await store.accept(item("c", "m1", "a retransmission"))
+        other = await store.accept(item("c", "m2"))
+        elsewhere = await store.accept(item("d", "m1"))  # ids are per conversation
+        assert first.new and not again.new and other.new and elsewhere.new
+        assert again.message.text == "where is my order" and again.meta == {"client_id": "m1"}
+        assert again.message.attributes == {"k": 1} and again.message.at == T0 and not again.answered
+        assert [i.message_id for i in await store.pending()] == ["m1", "m2", "m1"]  # arrival order
+        assert [i.message_id for i in await store.pending(conversation_id="c")] == ["m1", "m2"]
+        assert await store.pending(channel="telegram") == []
+
+        await store.get_or_create("c", "web", "u", {}, T0)
+        await store.record([turn("c", 1), turn("c", 2, "bot")], answers=first)
+        answered = await store.inbox_item("c", "m1")
+        assert answered.state == "answered" and answered.reply_seq == 2
+        with pytest.raises(ConflictError):  # answering twice stores nothing
+            await store.record([turn("c", 3), turn("c", 4, "bot")], answers=first)
+        assert [t.seq for t in await store.turns("c")] == [1, 2]
+        assert [i.message_id for i in await store.pending(conversation_id="c")] == ["m2"]
+        assert [i.message_id for i in await store.pending(conversation_id="c", states=("answered",))] == ["m1"]
+        await store.mark_delivered("c", "m1")
+        assert (await store.inbox_item("c", "m1")).state == "delivered"
+        with pytest.raises(StoreError):
+            await store.mark_delivered("c", "m2")  # not answered yet
+        assert await store.inbox_item("c", "nope") is None
+
+    async def test_a_window_of_recent_turns_with_counts_of_the_rest(self, store):
+        await store.get_or_create("c", "web", "u", {}, T0)
+        await store.record([turn("c", i, "customer" if i % 2 else "bot", f"t{i}") for i in range(1, 11)])
+        window = await store.window("c", 4)
+        assert [t.seq for t in window.turns] == [7, 8, 9, 10] and window.next_seq == 11
+        assert window.earlier_customer_turns == 3 and window.first_customer.text == "t1"
+        whole = await store.window("c", 50)
+        assert len(whole.turns) == 10 and whole.earlier_customer_turns == 0 and whole.first_customer is None
+        empty = await store.window("new", 4)
+        assert empty.turns == () and empty.next_seq == 1
+        assert [t.seq for t in await store.turns("c", limit=3, before=8)] == [5, 6, 7]
+        assert (await store.turn("c", 4)).text == "t4" and await store.turn("c", 99) is None
 
 
 class TestSQLiteConversationStore(ConversationStoreContract):
