@@ -47,6 +47,7 @@ from aiohttp import web
 
 from botkit.errors import BotkitError
 from botkit.project import Project
+from botkit.sqlite import translate_errors
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ class Auth:
 
     # One connection shared by threads: every statement, and reading its rows, under the lock.
     def _write(self, sql: str, params: tuple[Any, ...] = ()) -> int:
-        with self._lock:
+        with self._lock, translate_errors(self.path, "the accounts database"):
             return self._db.execute(sql, params).rowcount
 
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Row | None:

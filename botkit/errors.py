@@ -12,7 +12,10 @@
     ├── QueryError                a search query was rejected (empty, too long)
     ├── EmbeddingError            the embedding model could not be loaded or run
     ├── GenerationError           a language model could not be loaded, or a generation failed
-    └── MessageRejected           a customer message was refused (empty, too long, not text)
+    ├── MessageRejected           a customer message was refused (empty, too long, not text)
+    └── StorageError              a database or file could not be written (nothing was written)
+        ├── DatabaseLocked        another process held the database's write lock too long (retry)
+        └── DiskFull              the disk (or the file size limit) is full
 
 Every message says what went wrong and what to do about it.
 """
@@ -95,3 +98,24 @@ class GenerationError(BotkitError):
 
 class MessageRejected(BotkitError):
     """A customer message was refused before anything was stored (empty, too long, not text)."""
+
+
+class StorageError(BotkitError):
+    """A database or file could not be written; nothing was written. ``retry``: trying again
+    later can succeed without anyone acting; ``http_status``: the answer a web API gives."""
+
+    retry = False
+    http_status = 500
+
+
+class DatabaseLocked(StorageError):
+    """Another process held the database's write lock past the wait (SQLITE_BUSY)."""
+
+    retry = True
+    http_status = 503
+
+
+class DiskFull(StorageError):
+    """No space left on the disk (ENOSPC, SQLITE_FULL) or the file size limit was reached (EFBIG)."""
+
+    http_status = 507

@@ -7,15 +7,57 @@ wraps an operation in ``BEGIN IMMEDIATE`` … ``COMMIT`` so it is applied whole 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from botkit.errors import BotkitError
+from botkit.errors import BotkitError, DatabaseLocked, DiskFull, StorageError
 
 T = TypeVar("T")
+BUSY_TIMEOUT_S = 30  # how long a writer waits for another process's write lock
+
+
+def storage_error(exc: BaseException, path: Path, what: str) -> StorageError | None:
+    """What a failed read or write of ``path`` means for an operator, or None when it is not a
+    lock, a full disk or an I/O error (a bug, or a constraint the caller handles)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        primary = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return DatabaseLocked(
+                f"{what} ({path}) is locked by another process and stayed locked past the {BUSY_TIMEOUT_S} s "
+                f"wait, so nothing was written; try again in a moment. If it stays locked, find the process "
+                f"holding it with `fuser {path}` (a long `botkit kb import`, or an open `sqlite3` shell)")
+        if primary == sqlite3.SQLITE_FULL:
+            return _disk_full(path, what, "the disk is full")
+        if primary == sqlite3.SQLITE_IOERR:
+            return StorageError(f"cannot write {what} ({path}): disk I/O error, so nothing was written. Check that "
+                                f"the disk has space (`df -h {path.parent}`) and no errors (`dmesg`), then try again")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return _disk_full(Path(exc.filename or path), what, "the disk is full")
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return _disk_full(Path(exc.filename or path), what, "file too large (the file size limit, `ulimit -f`)")
+    return None
+
+
+def _disk_full(path: Path, what: str, why: str) -> DiskFull:
+    return DiskFull(f"cannot write {path}: {why}, so nothing was written to {what}; "
+                    f"free space on it (`df -h {path.parent}`) and try again")
+
+
+@contextlib.contextmanager
+def translate_errors(path: Path, what: str) -> Iterator[None]:
+    """Raise a lock, a full disk or an I/O error on ``path`` as the StorageError that says what to do."""
+    try:
+        yield
+    except (sqlite3.OperationalError, OSError) as exc:
+        error = storage_error(exc, path, what)
+        if error is None:
+            raise
+        raise error from exc
 
 
 class AsyncSQLite:
@@ -36,7 +78,7 @@ class AsyncSQLite:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+        db = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -55,7 +97,7 @@ class AsyncSQLite:
             raise BotkitError(f"{self.what} is not started; use `async with` or call start()")
 
         def locked() -> T:
-            with self._lock:
+            with self._lock, translate_errors(self.path, self.what):
                 return fn(db)
 
         return await asyncio.to_thread(locked)
@@ -67,10 +109,11 @@ class AsyncSQLite:
             db.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(db)
+                db.execute("COMMIT")  # a COMMIT that fails (disk full) is rolled back too
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
             return result
 
         return await self.run(transaction)

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from aiohttp import BodyPartReader, web
 
 from botkit.auth import USER, Identity, api_error, api_json, page_response, require, setup_auth, static_route
-from botkit.errors import ArticleNotFound, ImportFailed, KnowledgeError, QueryError
+from botkit.errors import ArticleNotFound, ImportFailed, KnowledgeError, QueryError, StorageError
 from botkit.server import KB
 from knowledge.base import KnowledgeBase
 from knowledge.ingest import MAX_QUESTIONS, MAX_TITLE, make_draft, read_sources, slugify
@@ -206,6 +206,9 @@ def _handler(fn: Any) -> Any:
             return api_error(404, str(exc))
         except QueryError as exc:
             return api_error(400, str(exc), field="q", reason=str(exc))
+        except StorageError as exc:  # locked by another process (503, retry) or a full disk (507)
+            log.warning("kb editor %s %s: %s", request.method, request.path, exc)
+            return api_error(exc.http_status, str(exc), retry=exc.retry)
 
     wrapped.__name__ = fn.__name__
     return require("operator")(wrapped)

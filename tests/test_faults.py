@@ -6,6 +6,7 @@ Cases covered elsewhere: a writer killed while it persists the FAISS index (test
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -14,11 +15,17 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from botkit.errors import BotkitError, DatabaseLocked
+from knowledge.types import ArticleDraft
 from tests.conftest import REPO, copy_demo
+from tests.test_auth import client, staff  # noqa: F401  (the real server, signed-in browsers)
 from training.registry import ModelRegistry, hash_files
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -129,3 +136,124 @@ def test_sigkill_during_registry_promotions_leaves_a_consistent_registry(tmp_pat
           f"killed between pointer and statuses: {torn}, promotions after a kill: {parent_promotions}, "
           f"versions: {len(reg.list('lm'))}")
     assert consistent == kills
+
+
+# --- 2. "database is locked": another process holds the write lock past the busy timeout ---------
+
+LOCKER = textwrap.dedent("""
+    import sqlite3, sys
+    db = sqlite3.connect(sys.argv[1], isolation_level=None)
+    db.execute("BEGIN EXCLUSIVE")
+    print("locked", flush=True)
+    sys.stdin.read()  # until the test closes our stdin
+    db.execute("ROLLBACK")
+""")
+BUSY_MS = 300  # the stores wait 30 s for a lock; the tests shorten it on the connection under test
+
+
+@contextlib.contextmanager
+def write_locked(path: Path) -> Iterator[None]:
+    """Another process holds ``path``'s write lock (BEGIN EXCLUSIVE) until the block ends."""
+    holder = subprocess.Popen([sys.executable, "-c", LOCKER, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0
+
+
+def _says_locked(exc: BaseException, path: Path) -> None:
+    message = str(exc)
+    assert isinstance(exc, DatabaseLocked) and isinstance(exc, BotkitError), type(exc)
+    assert str(path) in message and "locked by another process" in message and "try again" in message, message
+    assert "nothing was written" in message, message
+
+
+def test_locked_kb_import_and_edit_fail_clearly_and_succeed_after(demo_kb: Any, tmp_path: Path) -> None:
+    kb = demo_kb
+    kb.store._db.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+    before, articles = kb.store.kb_version(), kb.store.count()
+    source = tmp_path / "engraving.md"
+    source.write_text("# Engraving\n\nWe laser-engrave up to 20 characters on any wooden item for 6 EUR.\n")
+    edit = ArticleDraft("engraving-note", "Engraving note", "Engraving takes two extra days.")
+    outcomes = []
+    with write_locked(kb.store.path):
+        for attempt in (lambda: kb.import_paths([source]), lambda: kb.upsert([edit]),
+                        lambda: kb.delete(kb.store.list()[0].id)):
+            with pytest.raises(BotkitError) as caught:
+                attempt()
+            _says_locked(caught.value, kb.store.path)
+            outcomes.append(type(caught.value).__name__)
+        assert (kb.store.kb_version(), kb.store.count()) == (before, articles)  # nothing half-written
+        assert kb.search("how long does a refund take").best is not None  # readers are not blocked
+    assert kb.import_paths([source]).created and kb.upsert([edit]).created
+    assert kb.search("do you engrave wooden items").best.title == "Engraving"
+    print(f"\nkb locked: refused writes: {len(outcomes)} ({', '.join(outcomes)}), half-written: 0, "
+          f"succeeded after release: 2")
+
+
+async def test_locked_conversation_store_refuses_the_whole_exchange(tmp_path: Path) -> None:
+    from botkit.store import SQLiteConversationStore
+    from botkit.types import Turn
+
+    store = SQLiteConversationStore(tmp_path / "conversations.sqlite3")
+    await store.start()
+    try:
+        await store._sql.run(lambda db: db.execute(f"PRAGMA busy_timeout={BUSY_MS}"))
+        t0 = datetime(2026, 12, 1, tzinfo=UTC)
+        await store.get_or_create("c", "web", "u1", {}, t0)
+        exchange = [Turn("c", 1, "customer", "where is my order?", t0), Turn("c", 2, "bot", "On its way.", t0)]
+        with write_locked(store.path):
+            with pytest.raises(BotkitError) as caught:
+                await store.record(exchange, status="bot")
+            _says_locked(caught.value, store.path)
+            assert await store.turns("c") == []
+        await store.record(exchange, status="bot")
+        assert [t.seq for t in await store.turns("c")] == [1, 2]
+    finally:
+        await store.close()
+    print("\nconversation store locked: refused: 1, half-written turns: 0, recorded after release: 2")
+
+
+def test_locked_accounts_database_fails_clearly(tmp_path: Path) -> None:
+    from botkit.auth import Auth
+
+    auth = Auth(path=tmp_path / "accounts.sqlite3")
+    try:
+        auth._db.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+        with write_locked(auth.path):
+            with pytest.raises(BotkitError) as caught:
+                auth.add_user("dana", "agent")
+            _says_locked(caught.value, auth.path)
+            assert auth.get_user("dana") is None
+        auth.add_user("dana", "agent")
+        assert auth.get_user("dana") is not None
+    finally:
+        auth.close()
+
+
+@pytest.mark.slow
+async def test_kb_editor_save_while_locked_is_a_503_and_the_server_keeps_running(client: Any, staff: Any) -> None:
+    from knowledge.admin import EDITOR
+
+    olivia = await staff("olivia", "operator")
+    kb = client.app[EDITOR].kb
+    kb.store._db.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+    status, opened = await olivia.call("GET", "/api/kb/articles/refund-timing")
+    assert status == 200
+    article = opened["article"]
+    edit = {**{k: article[k] for k in ("title", "tags", "questions")}, "body": article["body"] + "\n\nEdited.",
+            "rev": article["rev"]}
+    with write_locked(kb.store.path):
+        status, refused = await olivia.call("PUT", "/api/kb/articles/refund-timing", edit)
+        assert status == 503, refused
+        _says_locked(DatabaseLocked(refused["error"]), kb.store.path)
+        assert refused.get("retry") is True
+        status, still = await olivia.call("GET", "/api/kb/articles/refund-timing")  # the server still answers
+        assert status == 200 and still["article"]["rev"] == article["rev"]
+    status, saved = await olivia.call("PUT", "/api/kb/articles/refund-timing", edit)
+    assert status == 200 and saved["article"]["rev"] == article["rev"] + 1
+    print("\nkb editor locked: PUT -> 503 with retry, server answered during the lock, PUT after release -> 200")
