@@ -265,10 +265,11 @@ class Engine:
             if not task.done():  # the consumer went away: the turn still completes and is stored
                 await asyncio.shield(task)
 
-    async def pending(self, channel: str | None = None, *, undelivered: bool = False) -> list[InboxItem]:
+    async def pending(self, channel: str | None = None, *, conversation_id: str | None = None,
+                      undelivered: bool = False) -> list[InboxItem]:
         """Accepted messages not answered yet (``undelivered``: or answered, not delivered), oldest first."""
         states = ("pending", "answered") if undelivered else ("pending",)
-        return await self.store.pending(channel=channel, states=states)
+        return await self.store.pending(channel=channel, conversation_id=conversation_id, states=states)
 
     async def answer_pending(self, conversation_id: str, deliver: Deliver, *, undelivered: bool = False) -> int:
         """Answer a conversation's pending messages in order, calling ``deliver(item, reply)``

@@ -10,11 +10,15 @@ Routes (an aiohttp sub-app under ``/channels/webchat/``, plus the demo page)::
 One socket, three tasks' worth of work, none of which can block another conversation:
 
 * the **reader** (the request handler) parses frames, enforces the limits and answers
-  cheap frames at once; an accepted message is acknowledged (``ack``) and queued;
+  cheap frames at once; a message is stored in the engine's durable inbox (committed),
+  *then* acknowledged (``ack``) and queued;
 * the **worker** runs the socket's queued messages through the engine one after another
   (the engine also orders messages of one conversation across tabs). It outlives the
   socket: a message that was acknowledged is answered and stored even if the customer
-  closed the tab, and the reply shows up in the history when the session resumes;
+  closed the tab, and the reply shows up in the history when the session resumes. If the
+  server dies first, the message is still in the inbox: :meth:`WebChatConnector.start`
+  answers what is pending (and so does a resuming tab's ``hello``), each message exactly
+  once: a retransmission (same id, same text) is acknowledged again, never answered twice;
 * the **writer** sends the socket's outbox in order. Everything that reaches a customer
   (replies, an agent's words from :meth:`WebChatConnector.send`) is only *queued* for a
   socket, so a slow or stuck browser never holds up the engine; one that lets its outbox
@@ -32,6 +36,7 @@ import asyncio
 import contextlib
 import hashlib
 import html
+import json
 import logging
 import re
 import time
@@ -45,7 +50,7 @@ from aiohttp import WSMsgType, web
 
 from botkit.errors import MessageRejected
 from botkit.store import StoreError
-from botkit.types import Conversation, IncomingMessage, Reply
+from botkit.types import Conversation, InboxItem, IncomingMessage, Reply
 from connectors.base import ConnectorContext, OutgoingMessage
 from connectors.webchat import protocol as proto
 from connectors.webchat.config import WebChatConfig, normalise_origin
@@ -75,7 +80,7 @@ class _Client:
         self.strikes = strikes  # every refused frame costs one; empty = sustained flood, the socket is closed
         self.conversation_id: str | None = None
         self.welcome_seq = 0  # turns up to this one were in the welcome's history: never sent again
-        self.inbox: deque[tuple[IncomingMessage, str | int | None]] = deque()
+        self.inbox: deque[tuple[InboxItem, str | int | None]] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self.writer: asyncio.Task[None] | None = None
@@ -159,8 +164,38 @@ class WebChatConnector:
                 self._page_styles = [_csp_hash(s) for s in re.findall(r"<style>(.*?)</style>", text, re.DOTALL)]
                 body = text.encode("utf-8")
             self._static[name] = (body, '"' + hashlib.sha256(body).hexdigest()[:20] + '"')
+        await self._recover()
         log.info("webchat: serving %s/ws (origins: %s)", PREFIX,
                  ", ".join(self.config.allowed_origins) or "same origin")
+
+    async def _recover(self) -> None:
+        """Answer the messages accepted before a crash (or a shutdown that ran out of time).
+        One task per conversation, started before the server listens: each holds its
+        conversation's turn, so a message accepted after the restart is answered after these."""
+        pending = await self.engine.pending(self.name)
+        conversations = list(dict.fromkeys(item.conversation_id for item in pending))
+        if conversations:
+            log.info("webchat: answering %d messages of %d conversations accepted before the restart", len(pending),
+                     len(conversations))
+        for conv_id in conversations:
+            self._spawn(self._answer_pending(conv_id))
+
+    async def _answer_pending(self, conversation_id: str) -> None:
+        try:
+            await self.engine.answer_pending(conversation_id, self._deliver_answer)
+        except Exception:  # noqa: BLE001 - still pending: the next start or resume tries again
+            log.exception("webchat: failed to answer pending messages of conversation %s", conversation_id)
+
+    async def _deliver_answer(self, item: InboxItem, result: Reply) -> None:
+        """An answer made outside a socket's worker: every open tab sees the question and the reply."""
+        if result.repeat:  # answered meanwhile by the worker that accepted it, which delivered it
+            return
+        client_id = item.meta.get("client_id")
+        seq = result.turn_seq
+        customer_seq = seq - 1 if seq is not None else None
+        self._broadcast(item.conversation_id, {"type": "customer", "id": client_id, "text": item.message.text,
+                                               "turn": customer_seq}, customer_seq)
+        self._broadcast(item.conversation_id, proto.reply(result, client_id, self.url_for), seq)  # type: ignore[arg-type]
 
     async def stop(self) -> None:
         """Close the sockets (1001: the widget reconnects), finish accepted messages, close the store."""
@@ -316,7 +351,10 @@ class WebChatConnector:
             client.post(proto.error("not_allowed", "Say hello first: {\"type\": \"hello\", \"session\": null}.",
                                     getattr(frame, "id", None)))
         elif isinstance(frame, proto.SendMessage):
-            return self._accept(client, frame, now) or await self._flooded(client)
+            return await self._accept(client, frame, now) or await self._flooded(client)
+        elif isinstance(frame, proto.HistoryRequest):
+            turns = await self.engine.history(client.conversation_id, frame.limit, frame.before)
+            client.post(proto.history_page(turns, self.url_for))
         elif isinstance(frame, proto.Feedback):
             await self._feedback(client, frame)
         elif isinstance(frame, proto.Rate):
@@ -352,7 +390,7 @@ class WebChatConnector:
         # conversation can be stored between reading the history and joining the tab set: the
         # tab sees each turn once, in the welcome's history or as a frame after it.
         async with self._conversation_guard(conv_id):
-            history = await self.engine.history(conv_id) if session.resumed else []
+            history = await self.engine.history(conv_id, proto.WELCOME_TURNS) if session.resumed else []
             conv = await self.engine.store.get(conv_id) if session.resumed else None
             client.conversation_id = conv_id
             client.welcome_seq = history[-1].seq if history else 0
@@ -364,6 +402,8 @@ class WebChatConnector:
                 max_message_chars=self.config.max_message_chars))
         log.info("webchat: conversation %s %s (%d tabs)", conv_id, "resumed" if session.resumed else "started",
                  len(self._by_conversation[conv_id]))
+        if session.resumed and await self.engine.pending(conversation_id=conv_id):
+            self._spawn(self._answer_pending(conv_id))  # accepted, not answered: before a crash, say
 
     @contextlib.asynccontextmanager
     async def _conversation_guard(self, conversation_id: str) -> AsyncIterator[None]:
@@ -372,18 +412,25 @@ class WebChatConnector:
         async with self.engine.conversation_lock(conversation_id):
             yield
 
-    def _accept(self, client: _Client, frame: proto.SendMessage, now: float) -> bool:
+    async def _accept(self, client: _Client, frame: proto.SendMessage, now: float) -> bool:
+        """Store the message (committed), then acknowledge it: an ack is a promise to answer."""
         conv_id = client.conversation_id
         assert conv_id is not None
         wait = take_all([self._session_buckets.get(conv_id), self._ip_buckets.get(client.ip)], now)
         if wait:
             return self._limited(client, frame.id, wait)
         try:
-            message = self.engine.validate(IncomingMessage(conv_id, frame.text, self.name, conv_id))
+            item = await self.engine.accept(IncomingMessage(conv_id, frame.text, self.name, conv_id),
+                                            _message_key(frame), {"client_id": frame.id})
         except MessageRejected as exc:
             return self._refuse(client, proto.error("rejected", str(exc), frame.id))
+        except StoreError:
+            log.exception("webchat: could not store a message of conversation %s", conv_id)
+            client.post(proto.error("server_error", "We could not take your message just now. Please send it "
+                                    "again in a moment.", frame.id))
+            return True
         client.post({"type": "ack", "for": "message", "id": frame.id})
-        client.inbox.append((message, frame.id))
+        client.inbox.append((item, frame.id))
         if client.worker is None or client.worker.done():
             client.worker = self._spawn(self._work(client))
         return True
@@ -421,12 +468,12 @@ class WebChatConnector:
             message, client_id = client.inbox.popleft()
             await self._answer(client, message, client_id)
 
-    async def _answer(self, client: _Client, message: IncomingMessage, client_id: str | int | None) -> None:
-        conv_id = message.conversation_id
+    async def _answer(self, client: _Client, item: InboxItem, client_id: str | int | None) -> None:
+        conv_id, message = item.conversation_id, item.message
         self._broadcast(conv_id, {"type": "typing", "on": True})
         result: Reply | None = None
         try:
-            async for part in self.engine.handle_stream(message):
+            async for part in self.engine.answer_stream(item):
                 if isinstance(part, Reply):
                     result = part
                 else:
@@ -437,7 +484,9 @@ class WebChatConnector:
             log.exception("webchat: failed to answer a message of conversation %s", conv_id)
             client.post(proto.error("server_error", "Sorry, something went wrong on our side. Please send that "
                                     "again in a moment.", client_id))
-        if result is not None:
+        if result is not None and result.repeat:  # answered before (a retransmission): this tab only
+            client.post(proto.reply(result, client_id, self.url_for), result.turn_seq)
+        elif result is not None:
             seq = result.turn_seq
             customer_seq = seq - 1 if seq is not None else None
             self._broadcast(conv_id, {"type": "customer", "id": client_id, "text": message.text, "turn": customer_seq},
@@ -493,6 +542,15 @@ class WebChatConnector:
         if request.headers.get("If-None-Match") == etag:
             return web.Response(status=304, headers=headers)
         return web.Response(body=body, content_type=STATIC[name], charset="utf-8", headers=headers)
+
+
+def _message_key(frame: proto.SendMessage) -> str | None:
+    """The inbox id of a message: the client's id and the text, so a retransmission (same id,
+    same text) is recognised and a client that reuses an id for another text is still answered.
+    No id: nothing to recognise (None: the engine makes one up)."""
+    if frame.id is None:
+        return None
+    return f"{json.dumps(frame.id)}#{hashlib.sha256(frame.text.encode('utf-8')).hexdigest()[:16]}"
 
 
 def _csp_hash(source: str) -> str:

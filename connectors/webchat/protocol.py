@@ -15,7 +15,9 @@ page must insert it as text, never as HTML. The widget does.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -25,9 +27,14 @@ from connectors.base import OutgoingMessage
 
 PROTOCOL = 1
 MAX_ID_CHARS = 64
+WELCOME_TURNS = 50  # the welcome carries the last turns; older ones come with "history" requests
+MAX_HISTORY_TURNS = 200  # per "history" request
 _MAX_SAFE_INT = 2**53 - 1  # what a JavaScript number holds exactly
 _CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\r")  # as the engine strips them
 _CONTROL[0x7F] = None
+# An unpaired UTF-16 surrogate: JSON may spell one (\ud800, from a browser's cut emoji) but UTF-8
+# cannot encode it, so it would fail later, in SQLite or on the way back out of the socket.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 VISIBLE_ROLES = ("customer", "bot", "agent")  # "system" turns are agents' internal notes: never shown
 
 # code -> what it means (docs/webchat-protocol.md lists the same)
@@ -94,7 +101,13 @@ class Ping:
     data: Any = None  # echoed in the pong (e.g. a client timestamp)
 
 
-ClientFrame = Hello | SendMessage | Feedback | Rate | Ping
+@dataclass(frozen=True)
+class HistoryRequest:
+    before: int  # turns before this one
+    limit: int = 50
+
+
+ClientFrame = Hello | SendMessage | Feedback | Rate | Ping | HistoryRequest
 
 
 def _int(value: object) -> int | None:
@@ -105,15 +118,26 @@ def _client_id(frame: Mapping[str, Any]) -> str | int | None:
     value = frame.get("id")
     if value is None:
         return None
-    if isinstance(value, str) and len(value) <= MAX_ID_CHARS:
+    if isinstance(value, str) and len(value) <= MAX_ID_CHARS and not _SURROGATE.search(value):
         return value
     if _int(value) is not None and abs(value) <= _MAX_SAFE_INT:
         return value
-    raise ProtocolError("bad_request", f"'id' must be a string of at most {MAX_ID_CHARS} characters or an integer")
+    raise ProtocolError("bad_request", f"'id' must be a string of at most {MAX_ID_CHARS} characters "
+                        "(no unpaired surrogates) or an integer")
 
 
 def clean_text(text: str) -> str:
-    return text.translate(_CONTROL).strip()
+    """Control characters removed, unpaired surrogates replaced by U+FFFD, surrounding space stripped."""
+    return _SURROGATE.sub("\ufffd", text.translate(_CONTROL)).strip()
+
+
+def _echoable(value: object) -> bool:
+    """A ping's data that can go back out as strict JSON in UTF-8: no NaN or infinity, no surrogate."""
+    if isinstance(value, float):
+        return math.isfinite(value) and len(repr(value)) <= MAX_ID_CHARS
+    if isinstance(value, int):  # bool included; json.loads keeps ints under 4300 digits, so str() works
+        return len(str(value)) <= MAX_ID_CHARS
+    return isinstance(value, str) and len(value) <= MAX_ID_CHARS and not _SURROGATE.search(value)
 
 
 def parse(data: str, max_message_chars: int) -> ClientFrame:
@@ -139,7 +163,7 @@ def parse(data: str, max_message_chars: int) -> ClientFrame:
         return SendMessage(cid, text)
     if kind == "hello":
         session = frame.get("session")
-        if session is not None and not isinstance(session, str):
+        if session is not None and (not isinstance(session, str) or _SURROGATE.search(session)):
             raise ProtocolError("bad_request", "'session' must be a session token (a string) or null")
         return Hello(session or None)
     if kind == "feedback":
@@ -156,14 +180,21 @@ def parse(data: str, max_message_chars: int) -> ClientFrame:
         if score is None or not 1 <= score <= 5:
             raise ProtocolError("bad_request", "'score' must be a whole number from 1 to 5", cid)
         return Rate(score, cid)
+    if kind == "history":
+        before, limit = _int(frame.get("before")), frame.get("limit", WELCOME_TURNS)
+        if before is None or before < 1:
+            raise ProtocolError("bad_request", "'before' must be a turn number (the welcome's 'before')")
+        if _int(limit) is None or not 1 <= limit <= MAX_HISTORY_TURNS:
+            raise ProtocolError("bad_request", f"'limit' must be a whole number from 1 to {MAX_HISTORY_TURNS}")
+        return HistoryRequest(before, limit)
     if kind == "ping":
         payload = frame.get("data")
-        return Ping(payload if isinstance(payload, (str, int, float)) and len(str(payload)) <= MAX_ID_CHARS else None)
+        return Ping(payload if _echoable(payload) else None)
     if isinstance(kind, str) and kind:
         problem = f"unknown frame type {kind[:40]!r}"
     else:
         problem = "a frame needs a 'type'"
-    raise ProtocolError("unknown_type", f"{problem}; expected hello, message, feedback, rate or ping",
+    raise ProtocolError("unknown_type", f"{problem}; expected hello, message, feedback, rate, history or ping",
                         _client_id_or_none(frame))
 
 
@@ -204,12 +235,24 @@ def history_item(turn: Turn, url_for: UrlFor) -> dict[str, Any]:
     return item
 
 
-def welcome(*, session: str, conversation: str, resumed: bool, history: Iterable[Turn], url_for: UrlFor,
+def before_cursor(turns: Sequence[Turn]) -> int | None:
+    """The ``before`` of a history page: its first turn when older turns exist, else None."""
+    return turns[0].seq if turns and turns[0].seq > 1 else None
+
+
+def welcome(*, session: str, conversation: str, resumed: bool, history: Sequence[Turn], url_for: UrlFor,
             title: str, greeting: str, status: str, agent: str | None, max_message_chars: int) -> dict[str, Any]:
     return {"type": "welcome", "protocol": PROTOCOL, "session": session, "conversation": conversation,
             "resumed": resumed, "status": status, "agent": agent, "title": title, "greeting": greeting,
             "max_message_chars": max_message_chars,
-            "history": [history_item(t, url_for) for t in history if t.role in VISIBLE_ROLES]}
+            "history": [history_item(t, url_for) for t in history if t.role in VISIBLE_ROLES],
+            "before": before_cursor(history)}
+
+
+def history_page(turns: Sequence[Turn], url_for: UrlFor) -> dict[str, Any]:
+    """The answer to a ``history`` request: older turns, oldest first, and the next cursor."""
+    return {"type": "history", "history": [history_item(t, url_for) for t in turns if t.role in VISIBLE_ROLES],
+            "before": before_cursor(turns)}
 
 
 def reply(result: Reply, client_id: str | int | None, url_for: UrlFor) -> dict[str, Any]:
