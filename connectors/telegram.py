@@ -15,6 +15,15 @@ transport has no retries), so retries happen exactly once, here.
 Ordering: updates of one chat are processed one after another in arrival order (reply
 included), updates of different chats concurrently: :class:`_PerChatOrder` is the dispatcher.
 
+Durability: a customer's text message is stored in the engine's inbox *before* Telegram is
+told it arrived. The Application's ``update_queue`` is a :class:`_StoringQueue`, and both
+inbound paths go through its ``put``: the webhook route answers 200 only after it returns
+(503 if the store failed: Telegram redelivers), and python-telegram-bot's updater confirms an
+offset (on its next ``getUpdates``) only after ``put`` returned for every update before it.
+The inbox is keyed by the chat and Telegram's ``message_id``, so a redelivered update is
+answered once; a reply counts as delivered once ``sendMessage`` succeeded. On start, what is
+stored but not answered, or answered but not delivered, is answered and sent.
+
 Configuration (``channels.telegram`` in bot.yaml), all optional::
 
     mode: webhook                   # webhook | polling
@@ -37,6 +46,7 @@ connector runs).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -54,10 +64,11 @@ from telegram.constants import MessageLimit
 from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (Application, ApplicationBuilder, BaseUpdateProcessor, CommandHandler, ContextTypes,
                           MessageHandler, filters)
+from telegram.ext.filters import BaseFilter
 from telegram.warnings import PTBDeprecationWarning
 
 from botkit.errors import BotkitError, ConfigError, MessageRejected
-from botkit.types import Conversation, IncomingMessage
+from botkit.types import Conversation, InboxItem, IncomingMessage, Reply
 from connectors.base import ConnectorContext, OutgoingMessage, as_text, validate_section
 
 log = logging.getLogger(__name__)
@@ -74,6 +85,11 @@ _TOKEN_LOGGERS = ("httpx", "telegram", "telegram.Bot", "telegram.ext", "telegram
 ONLY_TEXT = ("Sorry, I can only read text messages. Please type your question and I'll do my best "
              "to help.")
 FAILED = "Sorry, something went wrong on our side. Please try again in a moment."
+# New messages in private chats only: an edit is not a new question, and in a group the
+# "customer" of a conversation would be everyone in it.
+_INCOMING: BaseFilter = filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE
+_QUESTION: BaseFilter = _INCOMING & filters.TEXT & ~filters.COMMAND  # what _on_text gets: stored before the ack
+STORE_RETRY_MAX_S = 30.0  # polling: how long the wait between tries to store an update grows to
 
 
 class TelegramConfig(BaseModel):
@@ -247,6 +263,34 @@ class _PerChatOrder(BaseUpdateProcessor):
         """Nothing to release."""
 
 
+class _StoringQueue(asyncio.Queue):  # type: ignore[type-arg]
+    """The Application's update queue: ``put`` stores a question in the inbox first.
+
+    ``retry``: keep trying while the store fails (polling: the updater must not confirm the
+    offset, and an exception would end its loop); otherwise the error is raised (webhook: 503).
+    """
+
+    def __init__(self, store: Any, retry: bool):
+        super().__init__()
+        self._store = store
+        self._retry = retry
+
+    async def put(self, item: Any) -> None:
+        wait = 1.0
+        while True:
+            try:
+                await self._store(item)
+                break
+            except Exception:  # noqa: BLE001 - never confirm what is not stored
+                if not self._retry:
+                    raise
+                log.exception("telegram: could not store an update; retrying in %.0fs (its offset stays "
+                              "unconfirmed meanwhile)", wait)
+                await asyncio.sleep(wait)
+                wait = min(STORE_RETRY_MAX_S, wait * 2)
+        await super().put(item)
+
+
 # -- the connector ----------------------------------------------------------------------------
 
 
@@ -262,6 +306,8 @@ class TelegramConnector:
         self._secret = b""
         self._redactor: _RedactToken | None = None
         self._accepting = False
+        self._claimed: set[tuple[str, str]] = set()  # (conversation, message id) being answered and sent
+        self._recovery: asyncio.Task[None] | None = None
         if config.mode == "webhook":
             # Routes must exist before the server starts (aiohttp freezes the router); the
             # handler answers 503 until start() has built the Application.
@@ -310,13 +356,15 @@ class TelegramConnector:
             self._remove_redactor()
             raise
         self._accepting = True
+        self._recovery = asyncio.create_task(self._recover())
         log.info("channel %s: Telegram bot @%s started (%s mode)", self.name, self._application.bot.username,
                  cfg.mode)
 
     async def _start_application(self, token: str) -> Application[Any, Any, Any, Any, Any, Any]:
         cfg = self.config
         builder = (ApplicationBuilder().token(token).base_url(cfg.base_url).base_file_url(_file_url(cfg.base_url))
-                   .concurrent_updates(_PerChatOrder()).job_queue(None))
+                   .concurrent_updates(_PerChatOrder()).job_queue(None)
+                   .update_queue(_StoringQueue(self._store_update, retry=cfg.mode == "polling")))
         if cfg.mode == "webhook":
             builder = builder.updater(None)  # updates come through our own aiohttp route
         application = builder.build()
@@ -362,6 +410,10 @@ class TelegramConnector:
         updates and redelivers them, which is what a restart or a rolling deploy needs.
         """
         self._accepting = False
+        if self._recovery is not None and not self._recovery.done():
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):  # what is left: next start
+                await asyncio.wait_for(self._recovery, self._ctx.project.config.server.shutdown_timeout_s)
+        self._recovery = None
         application, self._application = self._application, None
         if application is not None:
             await self._shutdown(application)
@@ -403,15 +455,18 @@ class TelegramConnector:
             update = Update.de_json(data, application.bot)
         except (KeyError, TypeError, ValueError, AttributeError):
             return web.Response(status=400, text="body is not a Telegram update")
-        # Answer at once: the reply is sent by the Application's own task, so a slow answer
-        # (or a send that is retrying) never makes Telegram time out and redeliver.
-        await application.update_queue.put(update)
+        # Answer once stored (put stores a question in the inbox): the reply is sent by the
+        # Application's own task, so a slow answer (or a send that is retrying) never makes
+        # Telegram time out and redeliver.
+        try:
+            await application.update_queue.put(update)
+        except Exception:  # noqa: BLE001 - not stored: Telegram must redeliver it
+            log.exception("channel %s: could not store update %s", self.name, update.update_id)
+            return web.Response(status=503, text="could not store the update; retry")
         return web.Response(status=200)
 
     def _install_handlers(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
-        # New messages in private chats only: an edit is not a new question, and in a group the
-        # "customer" of a conversation would be everyone in it.
-        incoming = filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE
+        incoming = _INCOMING
         application.add_handler(CommandHandler("start", self._on_start, filters=incoming))
         application.add_handler(CommandHandler("help", self._on_help, filters=incoming))
         application.add_handler(MessageHandler(incoming & filters.COMMAND, self._on_help))
@@ -439,28 +494,86 @@ class TelegramConnector:
         chat = self._chat(update)
         await self._deliver(chat, ONLY_TEXT, self._conversation_id(chat))
 
-    async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    def _incoming(self, update: Update) -> tuple[IncomingMessage, str]:
+        """The customer message of a text update, and its inbox id (Telegram's message_id)."""
         chat = self._chat(update)
-        conversation_id = self._conversation_id(chat)
         message, user = update.effective_message, update.effective_user
         attributes: dict[str, object] = {}
         if user is not None and user.language_code:
             attributes["language"] = user.language_code
-        incoming = IncomingMessage(conversation_id=conversation_id, text=message.text if message else "",
+        incoming = IncomingMessage(conversation_id=self._conversation_id(chat), text=message.text if message else "",
                                    channel=self.name, customer_id=str(user.id if user else chat),
                                    attributes=attributes)
+        return incoming, str(message.message_id if message else update.update_id)
+
+    async def _store_update(self, update: object) -> None:
+        """Store a question in the inbox (the update queue calls this before queueing it)."""
+        if not isinstance(update, Update) or not _QUESTION.check_update(update):
+            return
+        incoming, message_id = self._incoming(update)
         try:
-            reply = await self._engine.handle(incoming)
-        except MessageRejected as exc:
-            text = _polite_rejection(exc)
-        except Exception:  # noqa: BLE001 - the customer still gets an answer; the error is logged with the id
-            log.exception("channel %s: engine failed on a message of conversation %s", self.name, conversation_id)
-            text = FAILED
-        else:
-            if reply.action == "handoff" or not reply.text:  # a human has the conversation: the bot is silent
+            await self._engine.accept(incoming, message_id, {"update_id": update.update_id})
+        except MessageRejected:
+            pass  # never answerable: the handler sends the polite reason
+
+    async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        chat = self._chat(update)
+        incoming, message_id = self._incoming(update)
+        conversation_id = incoming.conversation_id
+        key = (conversation_id, message_id)
+        if key in self._claimed:  # the start-up recovery is answering this very message
+            return
+        self._claimed.add(key)
+        try:
+            try:
+                item = await self._engine.accept(incoming, message_id, {"update_id": update.update_id})
+                if item.state == "delivered":  # a redelivered update: answered and sent before
+                    return
+                reply = await self._engine.answer(item)
+            except MessageRejected as exc:
+                await self._deliver(chat, _polite_rejection(exc), conversation_id)
                 return
-            text = as_text(OutgoingMessage(conversation_id, reply.text, sources=reply.sources))
-        await self._deliver(chat, text, conversation_id)
+            except Exception:  # noqa: BLE001 - the customer still gets an answer; the error is logged with the id
+                log.exception("channel %s: engine failed on a message of conversation %s", self.name, conversation_id)
+                await self._deliver(chat, FAILED, conversation_id)
+                return
+            await self._send_reply(chat, item, reply)
+        finally:
+            self._claimed.discard(key)
+
+    async def _send_reply(self, chat: int, item: InboxItem, reply: Reply) -> None:
+        """Send an answer and record that it was delivered (a silent bot has nothing to send)."""
+        if reply.action != "handoff" and reply.text:  # handoff: a human has the conversation, the bot is silent
+            await self._deliver(chat, as_text(OutgoingMessage(item.conversation_id, reply.text, sources=reply.sources)),
+                                item.conversation_id)
+        await self._engine.mark_delivered(item)
+
+    async def _recover(self) -> None:
+        """Answer and send what was stored but not answered, or answered but not sent (a crash)."""
+        try:
+            pending = await self._engine.pending(self.name, undelivered=True)
+            conversations = list(dict.fromkeys(item.conversation_id for item in pending))
+            if conversations:
+                log.info("channel %s: answering %d messages accepted before the restart", self.name, len(pending))
+            for conversation_id in conversations:
+                await self._engine.answer_pending(conversation_id, self._deliver_recovered, undelivered=True)
+        except Exception:  # noqa: BLE001 - still stored: the next start tries again
+            log.exception("channel %s: answering the messages accepted before the restart failed", self.name)
+
+    async def _deliver_recovered(self, item: InboxItem, reply: Reply) -> None:
+        key = (item.conversation_id, item.message_id)
+        if key in self._claimed:  # its update was redelivered and the handler has it
+            return
+        self._claimed.add(key)
+        try:
+            current = await self._engine.store.inbox_item(*key)
+            if current is None or current.state == "delivered":
+                return
+            await self._send_reply(self._chat_of(item.conversation_id), current, reply)
+        except TelegramChannelError as exc:
+            log.error("channel %s: %s (it is tried again at the next start)", self.name, exc)
+        finally:
+            self._claimed.discard(key)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         chat = update.effective_chat if isinstance(update, Update) else None
