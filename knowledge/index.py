@@ -28,6 +28,7 @@ import faiss
 import numpy as np
 
 from botkit.errors import IndexCorrupt
+from botkit.sqlite import translate_errors
 
 IndexKind = Literal["flat", "hnsw", "ivf"]
 MAGIC = b"BOTKIT-FAISS-1\n"
@@ -176,11 +177,15 @@ class VectorIndex:
         body = MAGIC + struct.pack("<Q", len(header)) + header + payload.tobytes()
         digest = hashlib.sha256(body).digest()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(body)
-            fh.write(digest)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with translate_errors(path, "the vector index"), open(tmp, "wb") as fh:
+                fh.write(body)
+                fh.write(digest)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:  # a full disk: the old file stays, and so must its free space
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,11 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from botkit.errors import BotkitError, DatabaseLocked
+from botkit.errors import BotkitError, DatabaseLocked, DiskFull
+from knowledge.index import VectorIndex
 from knowledge.types import ArticleDraft
-from tests.conftest import REPO, copy_demo
+from tests.conftest import REPO, copy_demo, open_kb
 from tests.test_auth import client, staff  # noqa: F401  (the real server, signed-in browsers)
 from training.registry import ModelRegistry, hash_files
 
@@ -257,3 +260,152 @@ async def test_kb_editor_save_while_locked_is_a_503_and_the_server_keeps_running
     status, saved = await olivia.call("PUT", "/api/kb/articles/refund-timing", edit)
     assert status == 200 and saved["article"]["rev"] == article["rev"] + 1
     print("\nkb editor locked: PUT -> 503 with retry, server answered during the lock, PUT after release -> 200")
+
+
+# --- 3. A full disk during a write ---------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 8 MB filesystem (tmpfs): writes past it fail with ENOSPC. Needs root to mount."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs needs root ({mounted.stderr.strip()}); "
+                    "test_index_save_past_the_file_size_limit covers the unprivileged case")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Take all of ``disk``'s free space but ``leave`` bytes; delete the returned file to free it."""
+    st = os.statvfs(disk)
+    filler = disk / "filler"
+    with filler.open("ab") as fh:
+        fh.write(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
+    return filler
+
+
+def _says_full(exc: BaseException, path: Path, why: str = "the disk is full") -> str:
+    message = str(exc)
+    assert isinstance(exc, DiskFull) and isinstance(exc, BotkitError), f"{type(exc).__name__}: {exc}"
+    assert str(path) in message and why in message and "free space" in message, message
+    return message
+
+
+def _random_index(n: int, seed: int) -> VectorIndex:
+    vectors = np.random.default_rng(seed).standard_normal((n, 384)).astype(np.float32)
+    return VectorIndex.build(vectors, np.arange(n, dtype=np.int64), dim=384)
+
+
+def test_index_save_on_a_full_disk_keeps_the_previous_file(small_disk: Path) -> None:
+    path = small_disk / "index" / "vectors.faiss"
+    _random_index(100, 0).save(path)
+    before = path.read_bytes()
+    filler = fill(small_disk, leave=256 * 1024)
+    with pytest.raises(BotkitError) as caught:
+        _random_index(2000, 1).save(path)  # 3 MB
+    message = _says_full(caught.value, path)
+    assert path.read_bytes() == before and VectorIndex.load(path).ntotal == 100  # the old index, whole
+    assert not list(path.parent.glob(".*.tmp")), "the half-written temp file was left on the full disk"
+    filler.unlink()
+    _random_index(2000, 1).save(path)
+    assert VectorIndex.load(path).ntotal == 2000
+    print(f"\nindex save, disk full: refused with {type(caught.value).__name__} ({message[:60]}...), "
+          "previous file intact, temp files left: 0, saved after freeing space")
+
+
+SAVER = textwrap.dedent("""
+    import resource, signal, sys
+    from pathlib import Path
+    import numpy as np
+    from knowledge.index import VectorIndex
+    path = Path(sys.argv[1])
+    VectorIndex.build(np.ones((100, 384), np.float32), np.arange(100), dim=384).save(path)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 4096, resource.RLIM_INFINITY))
+    try:
+        VectorIndex.build(np.ones((2000, 384), np.float32), np.arange(2000), dim=384).save(path)
+    except Exception as exc:
+        print(type(exc).__name__, exc, sep="\\n")
+""")
+
+
+def test_index_save_past_the_file_size_limit_keeps_the_previous_file(tmp_path: Path) -> None:
+    path = tmp_path / "index" / "vectors.faiss"
+    out = subprocess.run([sys.executable, "-c", SAVER, str(path)], capture_output=True, text=True, env=ENV,
+                         cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    kind, _, message = out.stdout.partition("\n")
+    _says_full(DiskFull(message) if kind == "DiskFull" else RuntimeError(f"{kind}: {message}"), path,
+               "file too large")
+    assert VectorIndex.load(path).ntotal == 100 and not list(path.parent.glob(".*.tmp"))
+    print(f"\nindex save past RLIMIT_FSIZE: {kind}, previous file intact, temp files left: 0")
+
+
+@pytest.mark.slow
+def test_kb_import_on_a_full_disk_keeps_the_previous_version(small_disk: Path, demo_dir: Path, embedder: Any,
+                                                             tmp_path: Path) -> None:
+    root = small_disk / "demo"
+    shutil.copytree(demo_dir, root)
+    sources = tmp_path / "import"
+    sources.mkdir()
+    for i in range(10):
+        paragraphs = "\n\n".join(f"Gift wrapping option {i}.{j}: ribbon colour {i * 31 + j} of the zebra "
+                                 f"collection, boxed by hand in workshop {j}. " * 4 for j in range(12))
+        (sources / f"wrapping-{i}.md").write_text(f"# Gift wrapping {i}\n\n{paragraphs}\n", encoding="utf-8")
+    question = "how long does a refund take"
+    kb = open_kb(root, embedder)
+    kb.start()
+    try:
+        before = (kb.store.kb_version(), kb.store.count(), kb.index_path.read_bytes())
+        answer = kb.search(question).best.article_id
+        filler = fill(small_disk, leave=64 * 1024)
+        with pytest.raises(BotkitError) as caught:
+            kb.import_paths([sources])
+        message = _says_full(caught.value, kb.store.path)
+        assert (kb.store.kb_version(), kb.store.count(), kb.index_path.read_bytes()) == before
+        assert kb.search(question).best.article_id == answer  # still answers from the previous version
+        filler.unlink()
+        retried = kb.import_paths([sources])
+        assert len(retried.created) == 10 and retried.kb_version == before[0] + 1
+        assert kb.search("zebra collection ribbon colour").best.article_id.startswith("wrapping-")
+    finally:
+        kb.close()
+    restarted = open_kb(root, embedder)
+    try:
+        restarted.start()
+        assert np.array_equal(restarted.index.ids(), restarted.store.live_chunk_ids())
+    finally:
+        restarted.close()
+    print(f"\nkb import, disk full: refused with {type(caught.value).__name__}, kb version and index unchanged, "
+          f"search still answered, retry after freeing space: {len(retried.created)} articles")
+
+
+async def test_conversation_store_on_a_full_disk_refuses_the_whole_exchange(small_disk: Path) -> None:
+    from botkit.store import SQLiteConversationStore
+    from botkit.types import Turn
+
+    store = SQLiteConversationStore(small_disk / "conversations.sqlite3")
+    await store.start()
+    try:
+        t0 = datetime(2026, 12, 1, tzinfo=UTC)
+        await store.get_or_create("c", "web", "u1", {}, t0)
+        await store.record([Turn("c", 1, "customer", "hello", t0), Turn("c", 2, "bot", "Hi!", t0)])
+        filler = fill(small_disk, leave=32 * 1024)
+        long = "my order " * 50_000  # 450 kB: more than is left
+        exchange = [Turn("c", 3, "customer", long, t0), Turn("c", 4, "bot", "Let me look.", t0)]
+        with pytest.raises(BotkitError) as caught:
+            await store.record(exchange, status="bot")
+        _says_full(caught.value, store.path)
+        assert [t.seq for t in await store.turns("c")] == [1, 2]
+        filler.unlink()
+        await store.record(exchange, status="bot")
+        assert [t.seq for t in await store.turns("c")] == [1, 2, 3, 4]
+    finally:
+        await store.close()
+    print(f"\nconversation store, disk full: refused with {type(caught.value).__name__}, "
+          "half-written turns: 0, recorded after freeing space: 2")
