@@ -423,9 +423,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 # -- serving --------------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from botkit.server import build_app
+    from botkit.server import build_app, serve
 
     project = _project(args)
     server = project.config.server
@@ -448,8 +446,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             lines.append("  demo accounts exist already (reset with `botkit users passwd NAME`)")
     print("\n".join(lines), flush=True)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    web.run_app(app, host=host, port=port, print=None, shutdown_timeout=server.shutdown_timeout_s,
-                access_log=None)
+    serve(app, host, port, server)  # web.run_app with slow-client deadlines and server.max_connections
     return 0
 
 

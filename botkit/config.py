@@ -128,7 +128,21 @@ class ServerConfig(_Strict):
                                    description="the URL customers and Telegram reach this server at")
     behind_proxy: bool = Field(False, description="trust X-Forwarded-For/-Proto from a TLS-terminating proxy")
     session_minutes: int = Field(480, ge=1, le=60 * 24 * 30, description="agent/operator sign-in lifetime")
+    console_recheck_s: float = Field(5.0, gt=0, le=300, description="an open console socket re-checks its sign-in "
+                                     "this often (and before each push); closed once revoked")
     shutdown_timeout_s: float = Field(30.0, ge=0, le=600)
+    max_connections: int = Field(
+        512, ge=1, le=1_000_000, description="open connections at once (an open chat tab holds one); one more is "
+        "answered 503 with Retry-After and closed. Keep it under the process's open-file limit (ulimit -n)")
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="a new connection that has not sent a whole request line and headers within "
+        "this is closed (a client that trickles its headers holds a connection otherwise)")
+    body_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="a request body that has not fully arrived this long after its headers is "
+        "answered 408 and the connection closed; raise it for large KB uploads over slow links")
+    keepalive_timeout_s: float = Field(
+        75.0, gt=0, le=3600, description="an idle keep-alive connection (or one trickling the headers of its next "
+        "request) is closed after this")
 
 
 class BotConfig(_Strict):

@@ -9,15 +9,19 @@ stops the whole server with its error rather than serving half a bot.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from botkit.config import ServerConfig
 from botkit.engine import Engine, Event
 from botkit.project import Project
 from botkit.types import Reply
@@ -144,7 +148,8 @@ def build_app(project: Project, engine: Engine | None = None) -> web.Application
     from botkit.bot import build_engine
 
     engine = engine or build_engine(project)
-    app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[security_headers])
+    app = web.Application(client_max_size=2 * 1024 * 1024,
+                          middlewares=[http_guard(project.config.server), security_headers])
     app[PROJECT] = project
     app[ENGINE] = engine
     app[METRICS] = Metrics()
@@ -175,3 +180,228 @@ def _mount_pages(app: web.Application) -> None:
         setup_console(app)
     if setup_kb_editor is not None:
         setup_kb_editor(app)
+
+
+# -- HTTP limits: slow clients, disconnects, the connection cap -------------------------------------
+#
+# aiohttp bounds sizes but not time: a client that trickles its headers or body holds a
+# connection (and a handler) for ever, and every client that hangs up mid-body is logged with a
+# traceback. ``http_guard`` bounds the body and makes a disconnect one line; ``GuardedServer``
+# bounds the headers and the number of connections. ``botkit serve`` runs both (see ``serve``).
+
+RETRY_AFTER_S = 5
+REFUSED_LINGER_S = 2.0  # how long a refused connection is read (and discarded) before it is closed
+REFUSED_LOG_EVERY_S = 10.0
+
+
+_HEADERS_TIMEOUT_TEXT = b"the request headers did not arrive in time; send them at once\n"
+_HEADERS_TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                           b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+                           % (len(_HEADERS_TIMEOUT_TEXT), _HEADERS_TIMEOUT_TEXT))
+
+
+class RequestBodyTimeout(TimeoutError):
+    """The request body did not arrive within ``server.body_timeout_s``."""
+
+
+def http_guard(config: ServerConfig) -> Callable[[web.Request, Any], Awaitable[web.StreamResponse]]:
+    """Middleware: a body not received within ``body_timeout_s`` of its headers is answered 408
+    and the connection closed; a client that hangs up is one log line, not a traceback."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        timer = None
+        if request.body_exists and not request.content.is_eof():
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(config.body_timeout_s, _body_too_slow, request, config.body_timeout_s)
+        try:
+            response: web.StreamResponse = await handler(request)
+        except RequestBodyTimeout as exc:
+            response = web.Response(status=408, text=f"{exc}\n")
+        except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError is one too
+            log.info("client %s hung up during %s %s (%s)", request.remote, request.method, request.path,
+                     exc or type(exc).__name__)
+            return web.Response(status=400, text="client went away")  # never sent: the connection is gone
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if isinstance(request.content.exception(), RequestBodyTimeout):
+            response.force_close()  # the rest of the body is not waited for
+        return response
+
+    return guard
+
+
+def _body_too_slow(request: web.Request, timeout: float) -> None:
+    if request.content.is_eof():
+        return
+    log.warning("dropped client %s: the body of %s %s did not arrive within %gs (server.body_timeout_s)",
+                request.remote, request.method, request.path, timeout)
+    request.content.set_exception(RequestBodyTimeout(
+        f"the request body did not arrive within {timeout:g}s (server.body_timeout_s); send it at once, or "
+        "raise the limit"))
+
+
+class _Refused(asyncio.Protocol):
+    """One connection over ``server.max_connections``: answered 503 with Retry-After, then closed.
+
+    What the client sends is read and discarded until it closes (at most ``REFUSED_LINGER_S``):
+    closing a socket with unread data would reset it, and the client would lose the answer."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.answer)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.timer = asyncio.get_running_loop().call_later(REFUSED_LINGER_S, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+class GuardedServer(web.Server):
+    """aiohttp's protocol factory with a cap on open connections and a deadline for the first
+    request's headers (later requests on a keep-alive connection: ``keepalive_timeout_s``)."""
+
+    def __init__(self, handler: Any, *, limits: ServerConfig, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.limits = limits
+        self._inner_factory = self.request_factory
+        self.request_factory = self._request_started
+        self._open: set[RequestHandler] = set()
+        self._pending: dict[RequestHandler, float] = {}  # made, not yet connected: when
+        self._header_timers: dict[RequestHandler, asyncio.TimerHandle] = {}
+        self._refused = 0
+        self._refused_logged_at = float("-inf")
+        body = (f"The server is at its limit of {limits.max_connections} connections "
+                f"(server.max_connections); try again in {RETRY_AFTER_S} seconds.\n").encode()
+        self._answer = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                        b"Retry-After: %d\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                        % (RETRY_AFTER_S, len(body), body))
+
+    @classmethod
+    def replacing(cls, made: web.Server, limits: ServerConfig) -> GuardedServer:
+        """The same server as ``made`` (handler, request factory, settings), guarded."""
+        return cls(made.request_handler, request_factory=made.request_factory, limits=limits,
+                   **made._kwargs)  # noqa: SLF001 - the settings AppRunner built it with
+
+    @property
+    def open_connections(self) -> int:
+        loop = asyncio.get_running_loop()
+        # a transport that failed before connecting never reports back: forget it after a minute
+        for handler, made in list(self._pending.items()):
+            if loop.time() - made > 60:
+                del self._pending[handler]
+        return len(self._open) + len(self._pending)
+
+    def __call__(self) -> Any:
+        if self.open_connections >= self.limits.max_connections:
+            self._note_refused()
+            return _Refused(self._answer)
+        handler = super().__call__()
+        self._pending[handler] = asyncio.get_running_loop().time()
+        return handler
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self._pending.pop(handler, None)
+        self._open.add(handler)
+        loop = asyncio.get_running_loop()
+        self._header_timers[handler] = loop.call_later(self.limits.header_timeout_s, self._headers_too_slow, handler)
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self._open.discard(handler)
+        timer = self._header_timers.pop(handler, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _request_started(self, message: Any, payload: Any, protocol: RequestHandler, writer: Any,
+                         task: Any) -> web.BaseRequest:
+        timer = self._header_timers.pop(protocol, None)
+        if timer is not None:
+            timer.cancel()
+        return self._inner_factory(message, payload, protocol, writer, task)
+
+    def _headers_too_slow(self, handler: RequestHandler) -> None:
+        self._header_timers.pop(handler, None)
+        transport = self._connections.get(handler)
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        log.warning("dropped client %s: no complete request headers within %gs of connecting "
+                    "(server.header_timeout_s)", peer[0] if peer else "unknown", self.limits.header_timeout_s)
+        if transport is not None and not transport.is_closing():
+            transport.write(_HEADERS_TIMEOUT_ANSWER)
+        handler.force_close()
+
+    def _note_refused(self) -> None:
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged_at >= REFUSED_LOG_EVERY_S:
+            log.warning("refused %d connection%s: %d are open, the limit is server.max_connections=%d",
+                        self._refused, "" if self._refused == 1 else "s", self.open_connections,
+                        self.limits.max_connections)
+            self._refused, self._refused_logged_at = 0, now
+
+
+class GuardedRunner(web.AppRunner):
+    """``web.AppRunner`` serving through a :class:`GuardedServer` with ``server`` settings."""
+
+    def __init__(self, app: web.Application, limits: ServerConfig, **kwargs: Any) -> None:
+        kwargs.setdefault("access_log", None)
+        super().__init__(app, keepalive_timeout=limits.keepalive_timeout_s,
+                         shutdown_timeout=limits.shutdown_timeout_s, **kwargs)
+        self.limits = limits
+
+    async def _make_server(self) -> web.Server:
+        return GuardedServer.replacing(await super()._make_server(), self.limits)
+
+
+async def start(app: web.Application, host: str, port: int, limits: ServerConfig,
+                handle_signals: bool = False) -> GuardedRunner:
+    """Start serving ``app`` on ``host:port`` (0: any free port, see ``runner.addresses``)."""
+    runner = GuardedRunner(app, limits, handle_signals=handle_signals)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+def serve(app: web.Application, host: str, port: int, limits: ServerConfig) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down cleanly (in-flight replies get
+    ``shutdown_timeout_s``): ``web.run_app`` with the guarded server."""
+
+    async def main() -> None:
+        runner = await start(app, host, port, limits, handle_signals=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(main())
+    try:
+        loop.run_until_complete(task)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError, web.GracefulExit, KeyboardInterrupt):
+            loop.run_until_complete(task)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
