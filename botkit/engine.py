@@ -318,7 +318,7 @@ class Engine:
             turn = Turn(conv.id, seq, "customer", message.text, now)
             await self.store.record([turn], answers=item)
             await self._emit(Event("customer", conv, turn))
-            return Reply(conv.id, "handoff", "", turn_seq=None)
+            return Reply(conv.id, "handoff", "", turn_seq=None, channel=conv.channel)
         if conv.status == "closed":  # a closed conversation that the customer writes to again reopens
             conv = replace(conv, status="bot")
 
@@ -359,7 +359,7 @@ class Engine:
             await self._emit(Event("handoff", conv, handoff=stored))
         return Reply(conv.id, action, text, candidate.confidence, bot.sources, bot.kb_version, escalation,
                      bot.seq, query, candidate.responder, candidate.options, fallback=candidate.fallback,
-                     fallback_detail=candidate.note if candidate.fallback else "")
+                     fallback_detail=candidate.note if candidate.fallback else "", channel=conv.channel)
 
     async def _candidate(self, message: IncomingMessage, history: list[Turn],
                          on_delta: Callable[[str], None] | None = None) -> tuple[Candidate, SearchResult | None, str]:

@@ -275,6 +275,7 @@ class Reply:
     fallback: str | None = None  # see FALLBACK_CODES
     fallback_detail: str = ""
     repeat: bool = False  # the message had been answered before: this is the stored reply, not a new one
+    channel: str = ""  # the conversation's channel ("webchat", "telegram"); "" where unknown
 
     def to_json(self) -> dict[str, object]:
         return {
