@@ -14,7 +14,17 @@ session expires ``server.session_minutes`` after the last request (sliding). Eve
 that changes state must carry the session's CSRF token (header ``X-CSRF-Token``, which the
 pages get from ``/api/auth/me``; or a ``csrf`` form field). The sign-in form itself is
 protected against login CSRF by a pre-session token (a cookie plus the same value in the
-form). Failed sign-ins are limited per client address and per account name.
+form).
+
+Failed sign-ins slow the attacker down without locking the real user out (see
+:class:`Throttle`): delays grow per (account, client address), so failures from one address
+never hold up the same account signing in from another; and an address that fails very
+often, across any accounts (a password spray), is slowed too, by at most a minute per try.
+Nothing locks an account for everyone.
+
+Passwords are hashed with scrypt at OWASP's cost (N=2**17, r=8, p=1; 128 MiB and about half a
+second per hash); a hash stored at a lower cost is re-hashed at the current one the next time
+its owner signs in. ``BOTKIT_SCRYPT_N`` (a power of two) lowers N, for test suites only.
 
 Scripts use API tokens instead (``Authorization: Bearer bk_...``, stored hashed); a bearer
 request is not a browser's ambient credential, so it needs no CSRF token.
@@ -32,6 +42,7 @@ import hmac
 import html
 import logging
 import math
+import os
 import re
 import secrets
 import sqlite3
@@ -46,6 +57,7 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 
 from botkit.errors import BotkitError
+from botkit.files import private_file
 from botkit.project import Project
 from botkit.sqlite import translate_errors
 
@@ -62,9 +74,13 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 STATIC = Path(__file__).resolve().parent / "static"
 
-# scrypt cost: 2**14 * 8 * 128 bytes = 16 MiB and ~50 ms per hash on a laptop core. Sign-in
-# runs it in a thread so other requests are not held up.
-SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_LEN = 2**14, 8, 1, 32
+# scrypt cost, OWASP's guidance: N=2**17, r=8, p=1, so 128 * N * r = 128 MiB and 0.3-0.6 s per
+# hash on one core. Sign-in runs it in a thread so other requests are not held up, and at most
+# HASH_SLOTS hashes run at once (memory: 128 MiB each). BOTKIT_SCRYPT_N lowers N for test suites.
+SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_LEN = 2**17, 8, 1, 32
+SCRYPT_N_ENV = "BOTKIT_SCRYPT_N"
+SCRYPT_N_RANGE = (2**10, 2**20)
+_HASH_SLOTS = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
 
 
 class AuthError(BotkitError):
@@ -110,21 +126,55 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def hash_password(password: str) -> str:
+def scrypt_cost() -> int:
+    """scrypt's N: ``BOTKIT_SCRYPT_N`` if set (tests), else OWASP's 2**17."""
+    value = os.environ.get(SCRYPT_N_ENV, "").strip()
+    if not value:
+        return SCRYPT_N
+    low, high = SCRYPT_N_RANGE
+    if not value.isdigit() or not low <= int(value) <= high or int(value) & (int(value) - 1):
+        raise AuthError(f"{SCRYPT_N_ENV}={value!r}: use a power of two from {low} to {high} "
+                        f"(or unset it for the default, {SCRYPT_N}; lower values are for tests only)")
+    return int(value)
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    with _HASH_SLOTS:
+        return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=dklen,
+                              maxmem=128 * r * (n + p + 2) + 2**20)
+
+
+def hash_password(password: str, n: int | None = None) -> str:
+    """A salted scrypt hash, ``scrypt$N$r$p$salt$digest`` (the cost travels with the hash)."""
+    n = n or scrypt_cost()
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=SCRYPT_LEN)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+    digest = _scrypt(password, salt, n, SCRYPT_R, SCRYPT_P, SCRYPT_LEN)
+    return f"scrypt${n}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+def hash_cost(stored: str) -> tuple[int, int, int] | None:
+    """(N, r, p) of a stored hash, or None when it is not one of ours."""
+    parts = stored.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt" or not all(x.isdigit() for x in parts[1:4]):
+        return None
+    return int(parts[1]), int(parts[2]), int(parts[3])
+
+
+def needs_rehash(stored: str, n: int) -> bool:
+    """Whether a hash was made at a lower cost than N=n (r=8, p=1); never a downgrade."""
+    cost = hash_cost(stored)
+    return cost is not None and cost != (n, SCRYPT_R, SCRYPT_P) and cost[0] * cost[1] * cost[2] < n * SCRYPT_R * SCRYPT_P
 
 
 def check_password(password: str, stored: str) -> bool:
     """Constant-time comparison of a password with a stored hash."""
+    cost = hash_cost(stored)
+    if cost is None or not 1 <= cost[0] * cost[1] <= 8 * SCRYPT_N_RANGE[1] or not 1 <= cost[2] <= 16:
+        return False
     try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
+        salt, digest = stored.split("$")[4:]
         expected = base64.b64decode(digest)
-        got = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
-                             dklen=len(expected))
+        got = _scrypt(password, base64.b64decode(salt), *cost, dklen=len(expected))
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got, expected)
@@ -135,9 +185,11 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-# A real hash of a random password: verifying an unknown name costs as much as a known one,
-# so response times do not tell which account names exist.
-_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+@functools.lru_cache(maxsize=4)
+def _dummy_hash(n: int) -> str:
+    """A real hash of a random password: verifying an unknown name costs as much as a known
+    one, so response times do not tell which account names exist."""
+    return hash_password(secrets.token_urlsafe(16), n)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -152,8 +204,48 @@ CREATE TABLE IF NOT EXISTS api_tokens (
 """
 
 
+@dataclass(frozen=True)
+class Throttle:
+    """How failed sign-ins are slowed down (never an account locked for everyone).
+
+    * Per (account, client address): ``pair_free`` failures are free; after that each failure
+      doubles the wait before that address may try that account again (1 s, 2 s, 4 s, ...,
+      at most ``pair_cap_s``). The same account from another address is not affected, so an
+      attacker cannot lock the real user out; a success from that address clears it.
+    * Per client address, over all accounts (a password spray: few guesses on many names):
+      ``address_free`` failures are free, then the address waits a doubling delay of at most
+      ``address_cap_s`` before each try, whatever the account. The threshold is far above what
+      people sharing an address mistype, and the cap keeps the right password from that
+      address a short wait away, never a lock-out. A success does not clear it (one valid
+      account must not reset a spray).
+
+    Failures are forgotten ``forget_s`` after they happened. An attempt counts as a failure
+    from the moment it starts until it succeeds, so parallel guesses are throttled too.
+    """
+
+    pair_free: int = 3
+    pair_cap_s: float = 300.0
+    address_free: int = 100
+    address_cap_s: float = 60.0
+    forget_s: float = 3600.0
+    max_keys: int = 50_000  # bounded memory under a spray of names or addresses
+
+    @staticmethod
+    def _delay(count: int, free: int, cap: float) -> float:
+        return 0.0 if count < free else min(cap, 2.0 ** min(count - free, 32))
+
+    def wait(self, pair: list[float], address: list[float], now: float) -> float:
+        """Seconds until the next try (0: now), given the recent failure times of both keys."""
+        wait = 0.0
+        for times, free, cap in ((pair, self.pair_free, self.pair_cap_s),
+                                 (address, self.address_free, self.address_cap_s)):
+            if times:
+                wait = max(wait, times[-1] + self._delay(len(times), free, cap) - now)
+        return wait
+
+
 class Auth:
-    """Accounts, sessions, API tokens and the sign-in rate limit of one project.
+    """Accounts, sessions, API tokens and the sign-in throttle of one project.
 
     The methods are synchronous (the CLI uses them directly); the web handlers run them in a
     thread. ``clock`` returns seconds (``time.time``); tests move it to expire sessions.
@@ -161,7 +253,8 @@ class Auth:
 
     def __init__(self, project: Project | None = None, *, path: Path | str | None = None,
                  session_minutes: int | None = None, behind_proxy: bool | None = None,
-                 clock: Callable[[], float] = time.time, max_failures: int = 5, failure_window_s: float = 300.0):
+                 clock: Callable[[], float] = time.time, throttle: Throttle | None = None,
+                 scrypt_n: int | None = None):
         if path is None:
             if project is None:
                 raise ValueError("Auth needs a project or a database path")
@@ -172,19 +265,15 @@ class Auth:
         self.behind_proxy = behind_proxy if behind_proxy is not None else bool(server and server.behind_proxy)
         self.public_url = server.public_url if server else None
         self.clock = clock
-        self.max_failures = max_failures
-        self.failure_window_s = failure_window_s
+        self.throttle = throttle or Throttle()
+        self.scrypt_n = scrypt_n or scrypt_cost()
         self._failures: dict[tuple[str, str], list[float]] = {}
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # password hashes: 0600 before SQLite opens it, so its -wal is 0600 too
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
-        try:
-            self.path.chmod(0o600)  # password hashes: readable by the server's user only
-        except OSError:  # pragma: no cover - e.g. a filesystem without permissions
-            pass
 
     def close(self) -> None:
         with self._lock:
@@ -214,7 +303,7 @@ class Auth:
         password = self._check_new_password(password)
         try:
             self._write("INSERT INTO users (name, role, password_hash, created_at) VALUES (?,?,?,?)",
-                        (name, role, hash_password(password), self.clock()))
+                        (name, role, hash_password(password, self.scrypt_n), self.clock()))
         except sqlite3.IntegrityError:
             raise AuthError(f"an account named {name!r} exists already; "
                             f"`botkit users passwd {name}` sets a new password") from None
@@ -240,7 +329,7 @@ class Auth:
     def set_password(self, name: str, password: str | None = None) -> str:
         """Set a new password (generated when None) and end the account's sessions."""
         password = self._check_new_password(password)
-        changed = self._write("UPDATE users SET password_hash=? WHERE name=?", (hash_password(password), name))
+        changed = self._write("UPDATE users SET password_hash=? WHERE name=?", (hash_password(password, self.scrypt_n), name))
         if changed != 1:
             raise AuthError(f"no account named {name!r}; `botkit users list` shows them")
         self._write("DELETE FROM sessions WHERE name=?", (name,))
@@ -265,13 +354,24 @@ class Auth:
     def verify(self, name: str, password: str) -> User | None:
         """The account if the password is right and the account is enabled, else None.
 
-        Costs one scrypt whether or not the account exists.
+        Costs one scrypt whether or not the account exists. A hash made at a lower cost than
+        the current one is replaced by one at the current cost (the password is at hand).
         """
         row = self._one("SELECT * FROM users WHERE name=?", (name,)) if isinstance(name, str) else None
-        ok = check_password(password if isinstance(password, str) else "", row["password_hash"] if row else _DUMMY_HASH)
+        password = password if isinstance(password, str) else ""
+        ok = check_password(password, row["password_hash"] if row else _dummy_hash(self.scrypt_n))
         if row is None or not ok or row["disabled_at"] is not None:
             return None
+        if needs_rehash(row["password_hash"], self.scrypt_n):
+            self._upgrade_hash(row["name"], row["password_hash"], password)
         return User(row["name"], row["role"], row["created_at"], row["disabled_at"])
+
+    def _upgrade_hash(self, name: str, old: str, password: str) -> None:
+        # Conditional on the old hash: a password changed meanwhile is not overwritten.
+        if self._write("UPDATE users SET password_hash=? WHERE name=? AND password_hash=?",
+                       (hash_password(password, self.scrypt_n), name, old)):
+            log.info("password hash of %s upgraded from scrypt N=%s to N=%d", name, hash_cost(old)[0],  # type: ignore[index]
+                     self.scrypt_n)
 
     # -- sessions ----------------------------------------------------------------------------
     def create_session(self, name: str) -> tuple[str, str]:
@@ -322,7 +422,9 @@ class Auth:
         if self._write("DELETE FROM api_tokens WHERE id=?", (token_id,)) != 1:
             raise AuthError(f"no API token with id {token_id}")
 
-    def token_identity(self, token: str) -> Identity | None:
+    def token_identity(self, token: str, *, touch: bool = True) -> Identity | None:
+        """The identity behind an API token (None: unknown, revoked, or its account disabled);
+        ``touch`` records the use."""
         if not token.startswith("bk_") or len(token) > 200:
             return None
         key = _token_hash(token)
@@ -330,41 +432,72 @@ class Auth:
                         "WHERE t.token_hash=?", (key,))
         if row is None or row["disabled_at"] is not None:
             return None
-        self._write("UPDATE api_tokens SET last_used_at=? WHERE token_hash=?", (self.clock(), key))
+        if touch:
+            self._write("UPDATE api_tokens SET last_used_at=? WHERE token_hash=?", (self.clock(), key))
         return Identity(row["name"], row["role"], "token")
 
-    # -- sign-in rate limit ------------------------------------------------------------------
-    def _recent(self, key: tuple[str, str], now: float) -> list[float]:
-        times = [t for t in self._failures.get(key, ()) if now - t < self.failure_window_s]
+    def recheck(self, via: str, credential: str) -> Identity | None:
+        """The current identity behind a long-lived connection's credential (a session token or
+        an API token), with its current role; None once the session ended (signed out, expired,
+        password changed) or the token was revoked or the account disabled. Changes nothing."""
+        if via == "session":
+            return self.session(credential, slide=False)
+        return self.token_identity(credential, touch=False)
+
+    # -- sign-in throttle (see Throttle) ----------------------------------------------------
+    @staticmethod
+    def _keys(ip: str, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return ("pair", ip, name.lower()), ("address", ip)
+
+    def _recent(self, key: tuple[str, ...], now: float) -> list[float]:
+        times = [t for t in self._failures.get(key, ()) if now - t < self.throttle.forget_s]
         if times:
             self._failures[key] = times
         else:
             self._failures.pop(key, None)
         return times
 
+    def _prune(self, now: float) -> None:
+        if len(self._failures) <= self.throttle.max_keys:
+            return
+        for key in list(self._failures):
+            self._recent(key, now)
+        if len(self._failures) > self.throttle.max_keys:  # still too many: forget the oldest half
+            by_age = sorted(self._failures, key=lambda k: self._failures[k][-1])
+            for key in by_age[:len(by_age) // 2]:
+                del self._failures[key]
+
     def retry_after(self, ip: str, name: str) -> float:
-        """Seconds until this address / account may try again (0: it may try now)."""
+        """Seconds until this address may try this account again (0: it may try now)."""
         now = self.clock()
+        pair, address = self._keys(ip, name)
         with self._lock:
-            wait = 0.0
-            for key in (("ip", ip), ("name", name.lower())):
-                times = self._recent(key, now)
-                if len(times) >= self.max_failures:
-                    wait = max(wait, times[-self.max_failures] + self.failure_window_s - now)
-            return wait
+            return self.throttle.wait(self._recent(pair, now), self._recent(address, now), now)
 
-    def record_failure(self, ip: str, name: str) -> None:
+    def begin_attempt(self, ip: str, name: str) -> float:
+        """Ask to try a password: 0 when allowed (the attempt counts as a failure until
+        :meth:`succeeded`), else the seconds to wait (nothing is counted)."""
         now = self.clock()
+        pair, address = self._keys(ip, name)
         with self._lock:
-            if len(self._failures) > 10_000:  # bounded memory under a spray of names
-                for key in list(self._failures):
-                    self._recent(key, now)
-            for key in (("ip", ip), ("name", name.lower())):
-                self._failures.setdefault(key, []).append(now)
+            wait = self.throttle.wait(self._recent(pair, now), self._recent(address, now), now)
+            if wait > 0:
+                return wait
+            self._prune(now)
+            for key in (pair, address):
+                times = self._failures.setdefault(key, [])
+                times.append(now)
+                del times[:-1000]  # the delays need only the recent ones
+            return 0.0
 
-    def clear_failures(self, name: str) -> None:
+    def succeeded(self, ip: str, name: str) -> None:
+        """The attempt was right: clear this (account, address); the address keeps its other failures."""
+        pair, address = self._keys(ip, name)
         with self._lock:
-            self._failures.pop(("name", name.lower()), None)
+            self._failures.pop(pair, None)
+            times = self._failures.get(address)
+            if times:
+                times.pop()
 
     # -- requests ----------------------------------------------------------------------------
     def client_ip(self, request: web.BaseRequest) -> str:
@@ -584,6 +717,11 @@ async def signin_page(request: web.Request) -> web.StreamResponse:
     return _signin_response(request, 200, next_path)
 
 
+def _wait_text(seconds: float) -> str:
+    whole = math.ceil(seconds)
+    return f"{whole} second{'s' if whole != 1 else ''}" if whole < 120 else f"{math.ceil(whole / 60)} minutes"
+
+
 async def signin_submit(request: web.Request) -> web.StreamResponse:
     auth = request.app[AUTH]
     form = await request.post()
@@ -595,20 +733,19 @@ async def signin_submit(request: web.Request) -> web.StreamResponse:
         return _signin_response(request, 403, next_path, name,
                                 "The sign-in form expired or came from another site. Please try again.")
     ip = auth.client_ip(request)
-    wait = auth.retry_after(ip, name)
+    wait = auth.begin_attempt(ip, name)
     if wait > 0:
-        log.warning("sign-in refused: too many failures from %s or for this account", ip)
+        log.warning("sign-in slowed down: recent failures from %s (for this account, or many accounts)", ip)
         return _signin_response(request, 429, next_path, name,
-                                f"Too many failed sign-ins. Try again in {int(wait // 60) + 1} minute(s).",
+                                f"Too many failed sign-ins. Try again in {_wait_text(wait)}.",
                                 headers={"Retry-After": str(math.ceil(wait))})
     user = await asyncio.to_thread(auth.verify, name, password[:1024])
     if user is None:
-        auth.record_failure(ip, name)
         known = await asyncio.to_thread(auth.get_user, name) if NAME_PATTERN.match(name) else None
         # The name is logged only for existing accounts: people type passwords into name fields.
         log.warning("failed sign-in for %s from %s", known.name if known else "an unknown account", ip)
         return _signin_response(request, 401, next_path, name, "Wrong name or password.")
-    auth.clear_failures(name)
+    auth.succeeded(ip, name)
     token, _csrf = await asyncio.to_thread(auth.create_session, user.name)
     log.info("%s (%s) signed in from %s", user.name, user.role, ip)
     response = _see_other(next_path or _home(user.role))
@@ -680,6 +817,6 @@ def ensure_demo_accounts(project: Project) -> dict[str, str]:
         auth.close()
 
 
-__all__ = ["AUTH", "Auth", "AuthError", "Identity", "ROLES", "USER", "User", "api_error", "api_json",
+__all__ = ["AUTH", "Auth", "AuthError", "Identity", "ROLES", "Throttle", "USER", "User", "api_error", "api_json",
            "ensure_demo_accounts", "page_headers", "page_response", "require", "role_allows", "setup_auth",
            "static_route"]

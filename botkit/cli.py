@@ -437,17 +437,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     lines += [f"  agent console      : {base}/console", f"  knowledge editor   : {base}/kb",
               f"  health / metrics   : {base}/healthz  {base}/metrics"]
     if args.demo_accounts:
-        from botkit.auth import ensure_demo_accounts
-
-        created = ensure_demo_accounts(project)
-        for name, password in created.items():
-            lines.append(f"  demo account       : {name} / {password}")
-        if not created:
-            lines.append("  demo accounts exist already (reset with `botkit users passwd NAME`)")
+        lines += _demo_account_lines(project)
     print("\n".join(lines), flush=True)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     serve(app, host, port, server)  # web.run_app with slow-client deadlines and server.max_connections
     return 0
+
+
+DEMO_ACCOUNTS_FILE = "demo-accounts.txt"
+
+
+def _demo_account_lines(project: Project) -> list[str]:
+    """Create the demo accounts if missing; their passwords go to a 0600 file in the state
+    directory (and to the terminal only when stdout is one: a server's log must not keep them)."""
+    from botkit.auth import ensure_demo_accounts
+    from botkit.files import write_private_text
+
+    created = ensure_demo_accounts(project)
+    path = project.state_dir / DEMO_ACCOUNTS_FILE
+    if created:
+        write_private_text(path, "".join(f"{name} {password}\n" for name, password in created.items()))
+    elif not path.exists():
+        return ["  demo accounts exist already (reset with `botkit users passwd NAME`)"]
+    lines = [f"  demo passwords     : {path} (readable by you only)"]
+    if created and sys.stdout.isatty():
+        lines += [f"  demo account       : {name} / {password}" for name, password in created.items()]
+    return lines
 
 
 def cmd_users(args: argparse.Namespace) -> int:
@@ -922,6 +937,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from botkit.files import private_umask
+
+    private_umask()  # state files (hashes, sessions, conversations) are born readable by this user only
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "project"):

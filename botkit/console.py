@@ -24,6 +24,12 @@ engine calls listeners while it holds the conversation's lock), and one task fan
 queue changes to every console, new turns to the consoles that have that conversation open
 or own it. Each socket has a bounded outbox; a console that cannot keep up is disconnected
 and re-syncs from a fresh snapshot when its page reconnects.
+
+Every open socket re-checks its credential (the session cookie or the API token it opened
+with) before each batch it sends, and at least every ``server.console_recheck_s`` seconds
+(default 5) when idle: once the session ended (sign-out, expiry, password change), the token
+was revoked, the account was disabled or its role no longer allows the console, the socket
+is closed (4401 or 4403, with the reason) and the queued messages are dropped unsent.
 """
 
 from __future__ import annotations
@@ -39,11 +45,11 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from botkit.auth import (AUTH, SESSION_COOKIE, USER, Identity, api_error, api_json, page_response, require,
-                         setup_auth, static_route)
+from botkit.auth import (AUTH, SESSION_COOKIE, USER, Auth, Identity, api_error, api_json, page_response,
+                         require, setup_auth, static_route)
 from botkit.engine import Engine, Event
 from botkit.errors import BotkitError, MessageRejected
-from botkit.server import ENGINE
+from botkit.server import ENGINE, PROJECT
 from botkit.store import ConflictError, StoreError
 from botkit.types import Conversation, Handoff, Turn
 
@@ -52,7 +58,9 @@ STATIC = Path(__file__).resolve().parent / "static"
 QUEUE_EVENTS = frozenset({"handoff", "assigned", "returned", "closed"})
 OUTBOX_LIMIT = 500  # messages a slow console may fall behind before it is disconnected
 MAX_WATCHED = 20
-REVALIDATE_S = 60.0  # how often an open socket re-checks that its session is still valid
+RECHECK_S = 5.0  # an idle socket re-checks its credential this often (server.console_recheck_s)
+CLOSE_SIGNED_OUT = 4401
+CLOSE_FORBIDDEN = 4403
 
 
 # -- JSON shapes -------------------------------------------------------------------------------
@@ -117,7 +125,7 @@ class Client:
 
     ident: Identity
     ws: web.WebSocketResponse
-    session_token: str = ""
+    credential: str = ""  # the session token (ident.via == "session") or the API token it opened with
     watching: set[str] = field(default_factory=set)
     outbox: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT))
 
@@ -132,8 +140,9 @@ class Client:
 class ConsoleHub:
     """Fans engine events out to open consoles (see the module docstring)."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, recheck_s: float = RECHECK_S):
         self.engine = engine
+        self.recheck_s = recheck_s
         self.clients: set[Client] = set()
         self._events: asyncio.Queue[Event] | None = None
 
@@ -363,7 +372,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
     await ws.prepare(request)
-    client = Client(ident, ws, request.cookies.get(SESSION_COOKIE, "") if ident.via == "session" else "")
+    client = Client(ident, ws, _credential(request, ident))
     hub.clients.add(client)
     client.push({"type": "hello", "agent": ident.name, "role": ident.role})
     client.push(await hub.snapshot_for(client))
@@ -380,7 +389,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 continue
             if kind == "watch" and isinstance(cid, str):
                 try:
-                    await readable(engine, cid, ident)
+                    await readable(engine, cid, client.ident)
                 except Refused as exc:
                     client.push({"type": "error", "conversation": cid, "status": exc.status, "error": exc.message})
                     continue
@@ -399,20 +408,45 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+def _credential(request: web.Request, ident: Identity) -> str:
+    """The secret that identified the socket's request, to re-check it later."""
+    if ident.via == "session":
+        return request.cookies.get(SESSION_COOKIE, "")
+    return request.headers.get("Authorization", "")[7:].strip()
+
+
+async def _refusal(auth: Auth, client: Client) -> tuple[int, str] | None:
+    """Why the socket may no longer receive anything (close code, reason), or None."""
+    current = await asyncio.to_thread(auth.recheck, client.ident.via, client.credential)
+    if current is None:
+        what = "session ended (signed out or expired)" if client.ident.via == "session" else "API token revoked"
+        return CLOSE_SIGNED_OUT, f"{what} or account disabled: sign in again"
+    if not current.can("agent"):
+        return CLOSE_FORBIDDEN, f"{current.name} is now {current.role}; the console needs the agent role"
+    client.ident = current  # a changed role (admin -> agent) applies from now on
+    return None
+
+
 async def _pump(app: web.Application, client: Client) -> None:
-    """Send a socket's outbox in order; end it when its session has ended."""
-    auth = app[AUTH]
-    loop = asyncio.get_running_loop()
-    checked = loop.time()
+    """Send a socket's outbox in order, each batch only after its credential was re-checked;
+    close the socket once it no longer passes."""
+    auth, every = app[AUTH], app[HUB].recheck_s
     try:
         while True:
-            payload = await client.outbox.get()
-            if client.session_token and loop.time() - checked > REVALIDATE_S:
-                checked = loop.time()
-                if await asyncio.to_thread(auth.session, client.session_token, slide=False) is None:
-                    await client.ws.close(code=4401, message=b"session ended")
-                    return
-            await client.ws.send_json(payload)
+            try:
+                batch = [await asyncio.wait_for(client.outbox.get(), timeout=every)]
+            except TimeoutError:
+                batch = []  # idle: re-check anyway
+            while not client.outbox.empty():
+                batch.append(client.outbox.get_nowait())
+            refused = await _refusal(auth, client)
+            if refused is not None:
+                code, reason = refused
+                log.info("console socket of %s closed: %s", client.ident.name, reason)
+                await client.ws.close(code=code, message=reason.encode("utf-8")[:120])
+                return
+            for payload in batch:
+                await client.ws.send_json(payload)
     except (ConnectionError, RuntimeError):  # the socket closed under us
         return
 
@@ -422,7 +456,8 @@ def setup_console(app: web.Application) -> None:
     setup_auth(app)
     if HUB in app:
         return
-    hub = ConsoleHub(app[ENGINE])
+    project = app.get(PROJECT)
+    hub = ConsoleHub(app[ENGINE], project.config.server.console_recheck_s if project is not None else RECHECK_S)
     app[HUB] = hub
     r = app.router
     r.add_get("/console", console_page)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from botkit.config import CONFIG_FILE, DEFAULT_BOT_YAML, BotConfig, load_config
 from botkit.errors import ProjectError
+from botkit.files import secure_state_dir
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Project:
                 "or pass --project DIR"
             )
         project = cls(root, load_config(cfg))
-        project.state_dir.mkdir(parents=True, exist_ok=True)
+        secure_state_dir(project.state_dir)  # 0700, files 0600: fixed (and logged) if not
         return project
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from botkit.errors import BotkitError, DatabaseLocked, DiskFull, StorageError
+from botkit.files import private_file
 
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 30  # how long a writer waits for another process's write lock
@@ -77,7 +78,7 @@ class AsyncSQLite:
             await asyncio.to_thread(self._open)
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # 0600 before SQLite opens it: its -wal/-shm files get the same mode
         db = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")

@@ -4,6 +4,7 @@ sign-in rate limit, roles, API tokens, and no secrets in logs, pages or the data
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sqlite3
@@ -14,7 +15,8 @@ import aiohttp
 import pytest
 import yaml
 
-from botkit.auth import AUTH, Auth, AuthError, check_password, ensure_demo_accounts, hash_password
+from botkit.auth import (AUTH, Auth, AuthError, Throttle, check_password, ensure_demo_accounts, hash_cost,
+                         hash_password, scrypt_cost)
 from botkit.engine import Engine
 from botkit.escalation import EscalationConfig, build_rules, summarize
 from botkit.project import Project
@@ -127,6 +129,40 @@ def test_accounts_passwords_and_demo_accounts(tmp_path: Path) -> None:
     assert new.encode() not in data and created["olivia"].encode() not in data
 
 
+def test_password_cost_is_owasp_by_default_and_the_env_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BOTKIT_SCRYPT_N")
+    assert scrypt_cost() == 2**17
+    stored = hash_password("correct horse battery", 2**17)  # 128 MiB: needs scrypt's maxmem raised
+    assert hash_cost(stored) == (2**17, 8, 1) and check_password("correct horse battery", stored)
+    for bad in ("1000", "2", "lots", str(2**21)):
+        monkeypatch.setenv("BOTKIT_SCRYPT_N", bad)
+        with pytest.raises(AuthError, match="power of two"):
+            scrypt_cost()
+
+
+async def test_an_old_hash_is_upgraded_at_sign_in(client: Any) -> None:
+    auth = client.app[AUTH]
+    password = auth.add_user("alice", "agent")
+    old = auth._one("SELECT password_hash FROM users WHERE name='alice'")["password_hash"]
+    assert hash_cost(old) == (2**14, 8, 1)  # made at the test suite's cost: the "old" one
+    auth.scrypt_n = 2**17  # the server now runs at OWASP's cost
+    browser = Staff(client)
+    try:
+        assert (await browser.signin("bob", "no such account")).status == 401  # nothing to upgrade
+        assert (await browser.signin("alice", "wrong password!")).status == 401
+        assert auth._one("SELECT password_hash FROM users WHERE name='alice'")["password_hash"] == old
+        assert (await browser.signin("alice", password)).status == 303
+    finally:
+        await browser.http.close()
+    new = auth._one("SELECT password_hash FROM users WHERE name='alice'")["password_hash"]
+    assert hash_cost(new) == (2**17, 8, 1) and check_password(password, new) and not check_password("x" * 12, new)
+    assert auth.verify("alice", password) is not None
+    assert auth._one("SELECT password_hash FROM users WHERE name='alice'")["password_hash"] == new  # once only
+    auth.scrypt_n = 2**14  # a lower setting never downgrades a stored hash
+    assert auth.verify("alice", password) is not None
+    assert auth._one("SELECT password_hash FROM users WHERE name='alice'")["password_hash"] == new
+
+
 # -- sign-in -----------------------------------------------------------------------------------
 
 async def test_signin_cookie_flags_and_redirect(client: Any) -> None:
@@ -217,13 +253,13 @@ async def test_signin_form_needs_its_pre_session_token(client: Any) -> None:
     assert (await client.get("/api/auth/me")).status == 401
 
 
-async def test_failed_signins_are_rate_limited_per_address_and_name(client: Any) -> None:
+def throttled(client: Any) -> tuple[Auth, list[float], Any]:
+    """The server's Auth on a hand-moved clock, trusting X-Forwarded-For so each attempt can
+    claim its address; and attempt(name, password, address) -> the sign-in response."""
     auth = client.app[AUTH]
     now = [1_000_000.0]
     auth.clock = lambda: now[0]
-    auth.behind_proxy = True  # so each attempt can claim its address via X-Forwarded-For
-    password = auth.add_user("alice", "agent")
-    bob_password = auth.add_user("bob", "agent")
+    auth.behind_proxy = True
 
     async def attempt(name: str, secret: str, address: str) -> aiohttp.ClientResponse:
         browser = Staff(client)
@@ -232,17 +268,67 @@ async def test_failed_signins_are_rate_limited_per_address_and_name(client: Any)
         finally:
             await browser.http.close()
 
-    for _ in range(5):
-        assert (await attempt("alice", "not-the-password", "203.0.113.7")).status == 401
-    blocked = await attempt("alice", password, "203.0.113.7")  # even the right password waits now
-    assert blocked.status == 429 and 0 < int(blocked.headers["Retry-After"]) <= 300
-    # The account is protected from other addresses too; other accounts are not locked out.
-    assert (await attempt("alice", password, "198.51.100.1")).status == 429
-    assert (await attempt("bob", bob_password, "198.51.100.1")).status == 303
-    # ...but the address that failed five times is blocked for every name.
-    assert (await attempt("bob", bob_password, "203.0.113.7")).status == 429
-    now[0] += 301
-    assert (await attempt("alice", password, "203.0.113.7")).status == 303
+    return auth, now, attempt
+
+
+async def test_an_attacker_cannot_lock_the_real_user_out(client: Any) -> None:
+    auth, now, attempt = throttled(client)
+    password, bob_password = auth.add_user("alice", "agent"), auth.add_user("bob", "agent")
+    attacker, office = "203.0.113.7", "198.51.100.1"
+    # 20 wrong passwords for alice from one address, each as soon as it is allowed: the waits double.
+    waits: list[int] = []
+    failures = 0
+    while failures < 20:
+        r = await attempt("alice", "not-the-password", attacker)
+        if r.status == 429:
+            waits.append(int(r.headers["Retry-After"]))
+            now[0] += waits[-1]
+            continue
+        assert r.status == 401
+        failures += 1
+    assert waits[:6] == [1, 2, 4, 8, 16, 32] and waits[-1] == 300 and waits == sorted(waits)  # capped at 5 min
+    # Alice, from her own address, signs in at once; so does bob from the attacker's address.
+    assert (await attempt("alice", password, office)).status == 303
+    assert (await attempt("bob", bob_password, attacker)).status == 303
+    # Only alice-from-that-address waits; after the wait her right password works there too.
+    slowed = await attempt("alice", password, attacker)
+    assert slowed.status == 429 and 0 < int(slowed.headers["Retry-After"]) <= 300
+    now[0] += 300
+    assert (await attempt("alice", password, attacker)).status == 303
+    assert auth.retry_after(attacker, "alice") == 0  # the success cleared that pair
+
+
+async def test_parallel_guesses_are_throttled_too(client: Any) -> None:
+    auth, _now, attempt = throttled(client)
+    auth.add_user("alice", "agent")
+    results = await asyncio.gather(*(attempt("alice", f"guess-number-{i}", "203.0.113.9") for i in range(10)))
+    statuses = sorted(r.status for r in results)
+    assert statuses == [401] * auth.throttle.pair_free + [429] * (10 - auth.throttle.pair_free)
+
+
+async def test_a_password_spray_from_one_address_is_slowed_never_locked(client: Any) -> None:
+    auth, now, attempt = throttled(client)
+    auth.throttle = Throttle(address_free=10, address_cap_s=60)  # the default threshold is 100
+    bob_password = auth.add_user("bob", "agent")
+    sprayer, other = "203.0.113.8", "198.51.100.2"
+    for i in range(10):  # one guess on each of many names, known or not: the pair limit never triggers
+        assert (await attempt(f"user{i}", "Summer2026!", sprayer)).status == 401
+    # Now every try from that address waits (doubling, at most address_cap_s), whatever the name...
+    waits = []
+    for _ in range(8):
+        r = await attempt("bob", "Winter2026!", sprayer)
+        assert r.status == 429
+        waits.append(int(r.headers["Retry-After"]))
+        now[0] += waits[-1]
+        assert (await attempt("bob", "Winter2026!", sprayer)).status == 401
+    assert waits[:3] == [1, 2, 4] and max(waits) == 60 and waits == sorted(waits)
+    # ...other addresses are not affected, and from the spraying address bob's right password is
+    # at most a minute away (slowed, not locked).
+    assert (await attempt("bob", bob_password, other)).status == 303
+    r = await attempt("bob", bob_password, sprayer)
+    assert r.status == 429 and int(r.headers["Retry-After"]) <= 60
+    now[0] += 60
+    assert (await attempt("bob", bob_password, sprayer)).status == 303
 
 
 async def test_sessions_slide_then_expire_and_end_at_sign_out(client: Any, staff: Any) -> None:

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from botkit.auth import AUTH
+from botkit.console import HUB
 from botkit.engine import Engine, Event
 from botkit.server import ENGINE, outgoing_for
 from botkit.types import IncomingMessage, Reply
@@ -243,3 +244,85 @@ async def test_page_and_script_render_text_only(client: Any, staff: Any) -> None
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert sink not in script, sink
     assert not re.search(r"setInterval\([^)]*(api|fetch)", script)
+
+
+# -- an open socket is re-checked: revoked, disabled, signed out, role removed -------------------
+
+async def until_closed(ws: aiohttp.ClientWebSocketResponse, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Every message pushed until the server closes the socket (which must happen in time)."""
+    received = []
+    async with asyncio.timeout(timeout):
+        while True:
+            msg = await ws.receive()
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                return received
+            received.append(msg.json())
+
+
+def customer_data(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if m["type"] == "turn" or m.get("waiting") or m.get("mine") or m.get("handoff")]
+
+
+async def token_socket(client: Any, session: aiohttp.ClientSession, name: str) -> tuple[aiohttp.ClientWebSocketResponse, int]:
+    auth = client.app[AUTH]
+    token = auth.create_token(name, "wallboard")
+    (row,) = [t for t in auth.list_tokens(name) if t["label"] == "wallboard"]
+    ws = await session.ws_connect(str(client.make_url("/api/console/ws")), headers={"Authorization": f"Bearer {token}"})
+    assert (await next_message(ws, "hello"))["agent"] == name
+    assert (await next_message(ws, "queue"))["event"] == "snapshot"
+    return ws, row["id"]
+
+
+async def test_a_revoked_token_socket_gets_no_handoff_and_is_closed(client: Any, staff: Any) -> None:
+    engine, auth = client.app[ENGINE], client.app[AUTH]
+    assert client.app[HUB].recheck_s == 5.0  # server.console_recheck_s, the default
+    client.app[HUB].recheck_s = 60.0  # a push is checked at once; the interval must not matter here
+    await staff("alice")
+    async with aiohttp.ClientSession() as script:
+        ws, token_id = await token_socket(client, script, "alice")
+        auth.revoke_token(token_id)
+        started = asyncio.get_running_loop().time()
+        await escalate(engine, "leak1")  # a hand-off with the customer's summary
+        received = await until_closed(ws)
+        assert asyncio.get_running_loop().time() - started < 30
+        assert customer_data(received) == [] and "real person" not in str(received)
+        assert ws.close_code == 4401
+
+
+async def test_a_disabled_account_socket_is_closed_within_the_interval(client: Any, staff: Any) -> None:
+    auth, hub = client.app[AUTH], client.app[HUB]
+    hub.recheck_s = 0.5
+    await staff("alice")
+    async with aiohttp.ClientSession() as script:
+        ws, _ = await token_socket(client, script, "alice")
+        loop = asyncio.get_running_loop()
+        auth.disable_user("alice")  # nothing happens on the server after this: the idle re-check finds it
+        started = loop.time()
+        assert customer_data(await until_closed(ws)) == []
+        assert ws.close_code == 4401 and loop.time() - started < 0.5 + 10  # the interval, plus slack for a busy CPU
+
+
+async def test_a_session_socket_is_closed_at_sign_out_and_role_change(client: Any, staff: Any) -> None:
+    engine, auth = client.app[ENGINE], client.app[AUTH]
+    client.app[HUB].recheck_s = 60.0
+    alice, bob = await staff("alice"), await staff("bob")
+    ws = await live(alice)
+    assert (await next_message(ws, "queue"))["event"] == "snapshot"
+    assert (await alice.call("POST", "/signout"))[0] == 303
+    await escalate(engine, "leak2")
+    received = await until_closed(ws)
+    assert customer_data(received) == [] and "real person" not in str(received) and ws.close_code == 4401
+    # Bob becomes an operator: his open console is closed, with the reason.
+    bob_ws = await live(bob)
+    assert (await next_message(bob_ws, "queue"))["event"] == "snapshot"  # leak2 waits: bob may see it now
+    auth.set_role("bob", "operator")
+    await escalate(engine, "leak3")
+    received = await until_closed(bob_ws)
+    assert customer_data(received) == [] and bob_ws.close_code == 4403
+    # A socket whose credential is fine keeps working.
+    carol = await staff("carol")
+    carol_ws = await live(carol)
+    await escalate(engine, "fine1")
+    pushed = await next_message(carol_ws, "queue", lambda m: m["event"] == "handoff")
+    assert [h["conversation"] for h in pushed["waiting"]][-1] == "fine1"
+    await carol_ws.close()

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from botkit.errors import BotkitError
+from botkit.files import private_file
 from knowledge.types import ArticleDraft, content_hash
 from training.retriever import exchanges
 from training.types import Transcript
@@ -191,7 +192,7 @@ class ProposalStore:
 
     def __init__(self, db_path: Path | str):
         self.path = Path(db_path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # 0600 before SQLite opens it: its -wal/-shm files get the same mode
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
         self._db.row_factory = sqlite3.Row

@@ -281,7 +281,7 @@
       try { onMessage(JSON.parse(event.data)); } catch (error) { console.error(error); }
     });
     ws.addEventListener("close", (event) => {
-      if (event.code === 4401) {
+      if (event.code === 4401 || event.code === 4403) { // signed out / revoked, or no longer an agent
         location.assign("/signin?next=" + encodeURIComponent(location.pathname));
         return;
       }
