@@ -52,8 +52,8 @@ class Metrics:
                                        registry=self.registry)
         self.started = time.time()
 
-    def observe_turn(self, reply: Reply, seconds: float, channel: str = "") -> None:
-        self.turns.labels(channel or "any", reply.action).inc()
+    def observe_turn(self, reply: Reply, seconds: float) -> None:
+        self.turns.labels(reply.channel or "unknown", reply.action).inc()
         self.turn_seconds.observe(seconds)
 
 
@@ -77,7 +77,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = app[ENGINE]
     metrics: Metrics = app[METRICS]  # type: ignore[assignment]
     await engine.start()
-    engine.turn_observers.append(lambda reply, seconds: metrics.observe_turn(reply, seconds))
+    engine.turn_observers.append(metrics.observe_turn)
 
     async def deliver(event: Event) -> None:
         metrics.events.labels(event.kind).inc()

@@ -449,11 +449,13 @@ class TelegramConnector:
             data = json.loads(await request.read())
         except ValueError:  # includes undecodable bytes
             return web.Response(status=400, text="body is not JSON")
+        except RecursionError:  # '[[[[...' nested deeper than the parser's stack
+            return web.Response(status=400, text="body is not a Telegram update (JSON nested too deeply)")
         if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
             return web.Response(status=400, text="body is not a Telegram update")
         try:
             update = Update.de_json(data, application.bot)
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
             return web.Response(status=400, text="body is not a Telegram update")
         # Answer once stored (put stores a question in the inbox): the reply is sent by the
         # Application's own task, so a slow answer (or a send that is retrying) never makes

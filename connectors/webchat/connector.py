@@ -527,6 +527,9 @@ class WebChatConnector:
 
     async def demo_page(self, request: web.Request) -> web.StreamResponse:
         own = request.host
+        if not _HOST.fullmatch(own):  # it goes into a header: "x; frame-ancestors *" would rewrite the policy
+            return web.Response(status=400, text="the Host header is not a host name or address (with an optional "
+                                "port)")
         styles = " ".join(f"'{h}'" for h in self._page_styles)
         csp = (f"default-src 'none'; script-src 'self'; style-src 'self' {styles}; img-src 'self' data:; "
                f"connect-src 'self' ws://{own} wss://{own}; base-uri 'none'; form-action 'self'; "
@@ -551,6 +554,11 @@ def _message_key(frame: proto.SendMessage) -> str | None:
     if frame.id is None:
         return None
     return f"{json.dumps(frame.id)}#{hashlib.sha256(frame.text.encode('utf-8')).hexdigest()[:16]}"
+
+
+# host[:port]: a DNS name or IPv4 address, or an [IPv6] address (what may appear in a CSP source)
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+                   r"[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
 def _csp_hash(source: str) -> str:
