@@ -43,6 +43,7 @@ class FakeLLM:
         self.script: list[str] = []
         self.release = asyncio.Event()
         self.base_url = ""
+        self.redirect_to = ""  # where "redirect" sends the client
 
     @staticmethod
     def reply_for(body: dict[str, Any]) -> str:
@@ -68,6 +69,8 @@ class FakeLLM:
             return web.Response(status=429, text="slow down", headers={"Retry-After": "0"})
         if mode == "401":
             return web.json_response({"error": {"message": "invalid api key"}}, status=401)
+        if mode == "redirect":
+            raise web.HTTPTemporaryRedirect(self.redirect_to)  # 307: a client that follows re-sends the body
         if mode == "stall":
             try:
                 await asyncio.wait_for(self.release.wait(), 5)
@@ -83,6 +86,16 @@ class FakeLLM:
         await resp.prepare(request)
         if mode == "malformed":
             await resp.write(b"data: {not json\n\n")
+            return resp
+        if mode == "longline":  # one SSE line far longer than any chunk (and no newline)
+            for _ in range(64):
+                await resp.write(b"data: " + b"x" * 16_384)
+            return resp
+        if mode == "endless":  # a server that ignores max_tokens: 100,000 deltas
+            await resp.write(self.chunk(reply))
+            for _ in range(1000):
+                await resp.write(b"".join(self.chunk(" again") for _ in range(100)))
+            await resp.write(b"data: [DONE]\n\n")
             return resp
         await resp.write(b": keep-alive comment\n\n" + self.chunk(None))
         words = reply.split(" ")
@@ -286,3 +299,74 @@ async def test_a_missing_api_key_fails_at_start(monkeypatch: pytest.MonkeyPatch)
 
 def test_extractive_is_the_default() -> None:
     assert type(make_responder(DialogueConfig(), Path("."))) is ExtractiveResponder
+
+
+@pytest.fixture
+async def elsewhere(aiohttp_server: Any) -> Any:
+    """Another origin, recording what reaches it."""
+    seen: list[dict[str, Any]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append({"headers": dict(request.headers), "body": await request.text()})
+        return web.json_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": "stolen"}}]})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    server = await aiohttp_server(app)
+    return server, seen
+
+
+async def test_a_redirect_is_not_followed_and_the_prompt_stays_home(fake: FakeLLM, elsewhere: Any) -> None:
+    server, seen = elsewhere
+    fake.redirect_to = str(server.make_url("/v1/chat/completions"))
+    fake.script = ["redirect"]
+    gen = await client(fake.base_url, retries=2)
+    with pytest.raises(GenerationError, match=r"answered HTTP 307, a redirect to 'http://127\.0\.0\.1:\d+/v1/chat/"
+                                              r"completions'; not followed .*dialogue\.openai\.base_url"):
+        await collect(gen)
+    assert seen == []  # neither the prompt nor the key left for the other address
+    assert len(fake.requests) == 1  # not retried either
+    await gen.close()
+
+    fake.script = ["redirect"]
+    responder = await responder_for(fake)
+    candidate = await responder.respond(make_request(QUESTION, HITS))
+    assert candidate.responder == "extractive" and candidate.fallback == "error" and "redirect" in candidate.note
+    assert seen == []
+    await responder.close()
+
+
+async def test_an_oversized_sse_line_is_a_clear_error_and_a_fallback(fake: FakeLLM) -> None:
+    fake.script = ["longline"]
+    gen = await client(fake.base_url)
+    with pytest.raises(GenerationError, match=r"a response that cannot be read \(LineTooLong: .*not retried"):
+        await collect(gen)
+    assert len(fake.requests) == 1
+    await gen.close()
+
+    fake.script = ["longline"]
+    responder = await responder_for(fake)
+    candidate = await responder.respond(make_request(QUESTION, HITS))
+    assert candidate.responder == "extractive" and "LineTooLong" in candidate.note
+    await responder.close()
+
+
+async def test_a_stream_past_max_tokens_is_cut_off_and_falls_back(fake: FakeLLM) -> None:
+    fake.script = ["endless"]
+    gen = await client(fake.base_url, max_tokens=64)
+    got: list[str] = []
+    with pytest.raises(GenerationError, match=r"ran past .* for max_tokens=64 \(dialogue\.openai\.max_tokens\); cut off"):
+        async with aclosing(gen.stream(messages())) as deltas:
+            async for delta in deltas:
+                got.append(delta)
+    assert len(got) <= 2 * 64 + 32 and len("".join(got)) <= 64 * 16  # not 100,000 deltas
+    await gen.close()
+
+    fake.script = ["endless"]
+    responder = await responder_for(fake, max_tokens=64)
+    items = [item async for item in responder.respond_stream(make_request(QUESTION, HITS))]
+    *deltas, final = items
+    assert len(deltas) <= 2 * 64 + 32
+    assert final.responder == "extractive" and final.fallback == "error" and "cut off" in final.note
+    assert "again again" not in final.text
+    await responder.close()

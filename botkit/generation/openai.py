@@ -11,6 +11,13 @@ excerpt of the body. Timeouts apply per attempt: ``connect_timeout_s`` to open t
 ``timeout_s`` for the whole request including the streamed body; a request that runs past
 ``timeout_s`` is not retried (the time is spent).
 
+Redirects are not followed: the prompt (and the API key) would go wherever the ``Location``
+points; a 3xx is an error that names the address to configure instead. The reply is bounded:
+a stream longer than ``max_tokens`` allows (``MAX_CHARS_PER_TOKEN`` characters per token, or
+twice as many events as tokens) is cut off and is a :class:`GenerationError`, as is a line or a
+header the HTTP parser refuses (e.g. one ``data:`` line over 512 KiB), so the responder falls
+back instead of forwarding an endless reply.
+
 The API key is read from the environment variable named by ``api_key_env`` at start() and sent
 as a Bearer header. It is never logged and never part of ``repr``.
 """
@@ -25,6 +32,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 from botkit.config import OpenAIConfig
 from botkit.errors import GenerationError
@@ -33,6 +41,8 @@ from botkit.generation.prompt import ChatMessage
 log = logging.getLogger(__name__)
 
 EXCERPT_CHARS = 200
+MAX_CHARS_PER_TOKEN = 16  # a token is ~4 characters of English: a reply past 16 per token is not honouring max_tokens
+EXTRA_EVENTS = 32  # role, finish and usage chunks on top of one event per token
 
 
 class _Retry(Exception):
@@ -128,12 +138,17 @@ class OpenAICompatible:
             yielded = False
             delay = 0.0
             try:
-                async with session.post(self.url, json=body, headers=headers) as resp:
+                async with session.post(self.url, json=body, headers=headers, allow_redirects=False) as resp:
                     if resp.status == 429 or resp.status >= 500:
                         text = _excerpt(await self._read_some(resp))
                         retry_after = resp.headers.get("Retry-After", "")
                         hint = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else None
                         raise _Retry(f"HTTP {resp.status}: {text}", hint)
+                    if 300 <= resp.status < 400:
+                        raise GenerationError(
+                            f"{self.url} answered HTTP {resp.status}, a redirect to "
+                            f"{resp.headers.get('Location', '(no Location)')!r}; not followed (the prompt and the API "
+                            "key would go there): set dialogue.openai.base_url to the address that serves the API")
                     if resp.status >= 400 or resp.status < 200:
                         text = _excerpt(await self._read_some(resp))
                         raise GenerationError(f"{self.url} answered HTTP {resp.status} (not retried): {text}")
@@ -149,6 +164,9 @@ class OpenAICompatible:
                     raise GenerationError(f"{self.url}: connection lost mid-reply ({exc})") from exc
                 last = f"connect timeout after {self.config.connect_timeout_s}s"
                 delay = self._delay(attempt, None)
+            except HttpProcessingError as exc:  # a line or header the parser refuses: the server misbehaves
+                raise GenerationError(f"{self.url}: the server sent a response that cannot be read "
+                                      f"({type(exc).__name__}: {_excerpt(str(exc))}); not retried") from exc
             except TimeoutError as exc:  # the whole-request bound: the time is spent, no retry
                 raise GenerationError(f"{self.url}: no complete reply within timeout_s={self.config.timeout_s}s "
                                       f"(dialogue.openai.timeout_s)", code="timeout") from exc
@@ -174,14 +192,47 @@ class OpenAICompatible:
             return ""
         return raw.decode("utf-8", errors="replace")
 
+    @property
+    def max_reply_chars(self) -> int:
+        return self.config.max_tokens * MAX_CHARS_PER_TOKEN
+
+    def _too_long(self, what: str) -> GenerationError:
+        return GenerationError(f"{self.url}: the reply ran past {what} for max_tokens={self.config.max_tokens} "
+                               "(dialogue.openai.max_tokens); cut off, the server does not honour max_tokens")
+
     async def _deltas(self, resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
-        """Parse an SSE body (or a plain JSON body from a server that ignored stream=true)."""
+        """Parse an SSE body (or a plain JSON body from a server that ignored stream=true), at
+        most ``max_reply_chars`` of text in at most ``2 * max_tokens + EXTRA_EVENTS`` events."""
         if resp.content_type == "application/json":
-            raw = await resp.text(errors="replace")
-            content = self._field(self._parse(raw), "message")
+            content = self._field(self._parse(await self._read_json_body(resp)), "message")
+            if len(content) > self.max_reply_chars:
+                raise self._too_long(f"{self.max_reply_chars} characters")
             if content:
                 yield content
             return
+        chars, events, max_events = 0, 0, 2 * self.config.max_tokens + EXTRA_EVENTS
+        async for content in self._sse_contents(resp):
+            events += 1
+            if events > max_events:
+                raise self._too_long(f"{max_events} events")
+            if not content:
+                continue
+            chars += len(content)
+            if chars > self.max_reply_chars:
+                raise self._too_long(f"{self.max_reply_chars} characters")
+            yield content
+
+    async def _read_json_body(self, resp: aiohttp.ClientResponse) -> str:
+        limit = self.max_reply_chars * 4 + 64 * 1024  # the text, JSON-escaped, and the envelope
+        raw = bytearray()
+        async for chunk in resp.content.iter_any():
+            raw += chunk
+            if len(raw) > limit:
+                raise self._too_long(f"{limit} bytes of JSON")
+        return raw.decode("utf-8", errors="replace")
+
+    async def _sse_contents(self, resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
+        """The ``delta.content`` of each SSE event ('' for events without text)."""
         data: list[str] = []
         async for raw_line in resp.content:
             line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
@@ -197,13 +248,9 @@ class OpenAICompatible:
             event, data = "\n".join(data), []  # a blank line ends one event
             if event.strip() == "[DONE]":
                 return
-            content = self._field(self._parse(event), "delta")
-            if content:
-                yield content
+            yield self._field(self._parse(event), "delta")
         if data and "\n".join(data).strip() != "[DONE]":  # last event without its blank line
-            content = self._field(self._parse("\n".join(data)), "delta")
-            if content:
-                yield content
+            yield self._field(self._parse("\n".join(data)), "delta")
 
     def _parse(self, event: str) -> Any:
         try:
