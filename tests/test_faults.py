@@ -236,6 +236,7 @@ def test_locked_accounts_database_fails_clearly(tmp_path: Path) -> None:
         assert auth.get_user("dana") is not None
     finally:
         auth.close()
+    print("\naccounts locked: add_user refused: 1 (DatabaseLocked), account half-created: 0, created after release: 1")
 
 
 @pytest.mark.slow
