@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import re
+import reprlib
 from collections.abc import Callable, Iterable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -26,6 +27,13 @@ SUPPORTED = MARKDOWN | {".txt", ".html", ".htm", ".csv", ".jsonl"}
 ENTRY_KEYS = {"id", "title", "body", "answer", "tags", "questions", "question"}
 MAX_TITLE = 300
 MAX_QUESTIONS = 200
+MAX_FRONT_MATTER_DEPTH = 32  # PyYAML takes time quadratic in the nesting: 3,000 '[' took 5 s
+# An unpaired UTF-16 surrogate: JSON and YAML escapes can spell one (\ud800), UTF-8 cannot store it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# A bounded repr for messages: a YAML alias bomb (lists of lists of the same list) has a full repr
+# of billions of characters, which formatting first and cutting afterwards still builds.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 40, 40
 
 
 class _Problems(Exception):
@@ -86,7 +94,7 @@ def _str_list(value: Any, sep: str, what: str) -> tuple[str, ...]:
     elif isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
         items = [str(v).strip() for v in value]
     else:
-        raise ValueError(f"{what} must be a list of strings or a {sep!r}-separated string, got {value!r:.60}")
+        raise ValueError(f"{what} must be a list of strings or a {sep!r}-separated string, got {_SHORT.repr(value)}")
     return tuple(v for v in items if v)
 
 
@@ -95,7 +103,9 @@ def make_draft(fields: dict[str, Any], source: str, default_id: str | None = Non
     """Validate one entry's fields into a draft. Raises ValueError with a readable reason."""
     unknown = set(fields) - ENTRY_KEYS
     if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(ENTRY_KEYS))})")
+        # str(): YAML front matter may have keys that are numbers, dates or null
+        raise ValueError(f"unknown field(s) {', '.join(sorted(map(str, unknown)))} "
+                         f"(allowed: {', '.join(sorted(ENTRY_KEYS))})")
     for key, value in fields.items():
         if key not in ("tags", "questions") and value is not None and not isinstance(value, (str, int, float)):
             raise ValueError(f"field {key!r} must be text, got {type(value).__name__}")
@@ -118,10 +128,27 @@ def make_draft(fields: dict[str, Any], source: str, default_id: str | None = Non
     if not body:
         raise ValueError("missing 'body' (or 'answer')")
     tags = _str_list(fields.get("tags"), tag_sep, "tags")
+    for what, text in (("id", art_id), ("title", title), ("body", body), *(("tags", t) for t in tags),
+                       *(("questions", q) for q in questions)):
+        if _SURROGATE.search(text):
+            raise ValueError(f"{what} has an unpaired UTF-16 surrogate (a cut emoji?): {text[:60]!r}; "
+                             "fix or remove it")
     return ArticleDraft(art_id, title, body, tags, questions, source)
 
 
 # -- formats -----------------------------------------------------------------------------------
+
+def _bracket_depth(text: str) -> int:
+    """The deepest nesting of [ and { (brackets inside quotes count too: an over-estimate)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
 
 def parse_markdown(path: Path, text: str) -> list[ArticleDraft]:
     fields: dict[str, Any] = {}
@@ -132,13 +159,20 @@ def parse_markdown(path: Path, text: str) -> list[ArticleDraft]:
         end = next((i for i in range(1, len(lines)) if lines[i].strip() in ("---", "...")), None)
         if end is None:
             raise _Problems([InputProblem(str(path), 1, "front matter opened with '---' is never closed")])
+        front = "\n".join(lines[1:end])
+        if _bracket_depth(front) > MAX_FRONT_MATTER_DEPTH:
+            raise _Problems([InputProblem(str(path), 2, f"front matter is nested more than {MAX_FRONT_MATTER_DEPTH} "
+                                          "brackets deep; it holds id, title, tags and questions")])
         try:
-            meta = yaml.safe_load("\n".join(lines[1:end]))
+            meta = yaml.safe_load(front)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 2 if mark is not None else 1
             raise _Problems([InputProblem(str(path), line,
                 f"malformed front matter: {getattr(exc, 'problem', None) or exc}")]) from None
+        except (ValueError, RecursionError) as exc:  # a date that does not exist (2024-02-30), deep nesting
+            raise _Problems([InputProblem(str(path), 2, f"malformed front matter: {exc}; put values that are "
+                                          "not meant as dates or numbers in quotes")]) from None
         if meta is not None and not isinstance(meta, dict):
             raise _Problems([InputProblem(str(path), 2, "front matter must be a mapping of keys (id, title, tags, questions)")])
         fields = dict(meta or {})
@@ -283,6 +317,10 @@ def parse_jsonl(path: Path, text: str) -> list[ArticleDraft]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             problems.append(InputProblem(str(path), lineno, f"malformed JSON: {exc.msg} at column {exc.colno}"))
+            continue
+        except (ValueError, RecursionError) as exc:  # Python refuses these where JSON itself has no limit
+            why = "nested too deeply" if isinstance(exc, RecursionError) else "a number over 4300 digits long"
+            problems.append(InputProblem(str(path), lineno, f"unreadable JSON: {why}; write long values as strings"))
             continue
         if not isinstance(obj, dict):
             problems.append(InputProblem(str(path), lineno, f"each line must be a JSON object, got {type(obj).__name__}"))
