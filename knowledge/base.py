@@ -48,7 +48,7 @@ INDEX_FILE = "vectors.faiss"
 LEXICAL_SYNC_MAX = 5_000
 # Texts per embedding call: each batch goes into the cache in its own transaction, and a query
 # waiting for the model waits for at most one batch.
-EMBED_BATCH = 64
+EMBED_BATCH = 32
 # A search catches up inline (no embedding, just cached vectors) with at most this many new
 # chunks; bigger changes are swapped in by the background thread.
 INLINE_CATCH_UP_MAX = 5_000
@@ -390,7 +390,8 @@ class KnowledgeBase:
             while not self._closing.is_set():
                 with self._sync_lock:
                     if self.store.kb_version() == self.indexed_version:
-                        return
+                        self._worker_done()  # before the sync lock is free: a search that finds the
+                        return  # store newer after this starts a new worker
                     report = self._sync_held(persist=True)
                 if report.added or report.removed:
                     self._build_lexical(background=True)
@@ -403,7 +404,11 @@ class KnowledgeBase:
             log.exception("catching up with the knowledge base failed; searches answer from the previous "
                           "index and the next search retries")
         finally:
-            with self._worker_lock:  # cleared before the sync lock is free again (exit decided under it)
+            self._worker_done()
+
+    def _worker_done(self) -> None:
+        with self._worker_lock:
+            if self._catch_up_thread is threading.current_thread():
                 self._catch_up_thread = None
 
     # -- editing -----------------------------------------------------------------------------
