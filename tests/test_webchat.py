@@ -212,6 +212,50 @@ async def test_a_session_resumes_after_a_disconnect_and_after_a_restart(make_cha
     assert first["session"] not in dump and first["conversation"] in dump
 
 
+async def test_a_long_conversation_is_windowed_not_loaded_whole(make_chat: MakeChat):
+    """20k stored turns: the welcome carries the last 50 (and a cursor to older ones), and a new
+    message costs about what it costs in a short conversation."""
+    from datetime import UTC, datetime
+
+    from botkit.types import Turn
+
+    chat = await make_chat()
+    questions = ["can I pay with paypal", "do you ship to canada", "how do I reset my password",
+                 "where is my parcel", REFUND_Q]
+
+    async def seconds_per_message(ws: Any) -> float:
+        started = time.perf_counter()
+        for i, q in enumerate(questions):
+            assert (await chat.ask(ws, q, id=f"w{i}"))[-1]["type"] == "reply"
+        return (time.perf_counter() - started) / len(questions)
+
+    short_ws, _ = await chat.socket()
+    await chat.ask(short_ws, "hello", id="warm-up")
+    long_ws, long_welcome = await chat.socket()
+    conv = long_welcome["conversation"]
+    await chat.ask(long_ws, "hello", id="first")  # creates the conversation (turns 1 and 2)
+    await long_ws.close()
+    at = datetime.now(UTC)
+    await chat.engine.store.record([Turn(conv, seq, "agent" if seq % 2 else "bot", f"old turn {seq} " + "x" * 80, at,
+                                         action="agent" if seq % 2 else "answer", author="Dana",
+                                         meta={"grounded": True}) for seq in range(3, 20_003)])
+
+    long_ws, resumed = await chat.socket(long_welcome["session"])
+    size = len(proto.dumps(resumed))
+    assert len(resumed["history"]) == proto.WELCOME_TURNS and resumed["history"][-1]["turn"] == 20_002
+    assert size < 50_000, f"the welcome frame is {size} bytes"
+    assert resumed["before"] == 20_002 - proto.WELCOME_TURNS + 1
+    await long_ws.send_json({"type": "history", "before": resumed["before"], "limit": 3})
+    page = await until(long_ws, lambda f: f["type"] == "history")
+    assert [h["turn"] for h in page[-1]["history"]] == [19_950, 19_951, 19_952] and page[-1]["before"] == 19_950
+
+    short = await seconds_per_message(short_ws)
+    long = await seconds_per_message(long_ws)
+    print(f"\nper message: short conversation {short * 1000:.0f} ms, 20k turns {long * 1000:.0f} ms; "
+          f"welcome {size} bytes")
+    assert long < 3 * short + 0.05, (short, long)
+
+
 async def test_feedback_and_rating_are_stored(make_chat: MakeChat):
     chat = await make_chat()
     ws, welcome = await chat.socket()
