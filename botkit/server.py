@@ -191,7 +191,7 @@ def _mount_pages(app: web.Application) -> None:
 
 RETRY_AFTER_S = 5
 REFUSED_LINGER_S = 2.0  # how long a refused connection is read (and discarded) before it is closed
-REFUSED_LOG_EVERY_S = 10.0
+REFUSED_LOG_EVERY_S = 10.0  # refusals are summed up in one line per 10 s
 
 
 _HEADERS_TIMEOUT_TEXT = b"the request headers did not arrive in time; send them at once\n"
@@ -286,6 +286,7 @@ class GuardedServer(web.Server):
         self._header_timers: dict[RequestHandler, asyncio.TimerHandle] = {}
         self._refused = 0
         self._refused_logged_at = float("-inf")
+        self._refused_flush: asyncio.TimerHandle | None = None
         body = (f"The server is at its limit of {limits.max_connections} connections "
                 f"(server.max_connections); try again in {RETRY_AFTER_S} seconds.\n").encode()
         self._answer = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -347,13 +348,23 @@ class GuardedServer(web.Server):
         handler.force_close()
 
     def _note_refused(self) -> None:
+        """At most one log line per ``REFUSED_LOG_EVERY_S`` however many are refused (a flood
+        would fill the disk otherwise); the ones in between are counted in the next line."""
         self._refused += 1
-        now = time.monotonic()
-        if now - self._refused_logged_at >= REFUSED_LOG_EVERY_S:
+        loop = asyncio.get_running_loop()
+        wait = self._refused_logged_at + REFUSED_LOG_EVERY_S - loop.time()
+        if wait <= 0:
+            self._log_refused()
+        elif self._refused_flush is None:
+            self._refused_flush = loop.call_later(wait, self._log_refused)
+
+    def _log_refused(self) -> None:
+        self._refused_flush = None
+        if self._refused:
             log.warning("refused %d connection%s: %d are open, the limit is server.max_connections=%d",
                         self._refused, "" if self._refused == 1 else "s", self.open_connections,
                         self.limits.max_connections)
-            self._refused, self._refused_logged_at = 0, now
+        self._refused, self._refused_logged_at = 0, asyncio.get_running_loop().time()
 
 
 class GuardedRunner(web.AppRunner):

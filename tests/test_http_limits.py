@@ -114,7 +114,8 @@ async def test_headers_trickled_byte_by_byte_are_dropped(runner_factory: Any) ->
     assert await healthz(port) == 200
 
 
-async def test_connections_over_the_cap_get_a_clear_503_and_the_server_recovers(runner_factory: Any) -> None:
+async def test_connections_over_the_cap_get_a_clear_503_and_the_server_recovers(
+        runner_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
     runner, port = await runner_factory(max_connections=5, header_timeout_s=30)
     held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
     await asyncio.sleep(0.2)
@@ -141,6 +142,9 @@ async def test_connections_over_the_cap_get_a_clear_503_and_the_server_recovers(
         writer.close()
     await all_closed(runner)
     assert await healthz(port) == 200
+    # 33 refusals, one log line (the rest are summed up in the next one, 10 s later)
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
+    assert refusals == ["refused 1 connection: 5 are open, the limit is server.max_connections=5"]
 
 
 async def all_closed(runner: GuardedRunner) -> None:
