@@ -355,7 +355,8 @@ async def test_a_stream_past_max_tokens_is_cut_off_and_falls_back(fake: FakeLLM)
     fake.script = ["endless"]
     gen = await client(fake.base_url, max_tokens=64)
     got: list[str] = []
-    with pytest.raises(GenerationError, match=r"ran past .* for max_tokens=64 \(dialogue\.openai\.max_tokens\); cut off"):
+    with pytest.raises(GenerationError,
+                       match=r"ran past .* for max_tokens=64 \(dialogue\.openai\.max_tokens\); cut off"):
         async with aclosing(gen.stream(messages())) as deltas:
             async for delta in deltas:
                 got.append(delta)
