@@ -247,8 +247,11 @@ class _HtmlToMarkdown(HTMLParser):
 
 def parse_html(path: Path, text: str) -> list[ArticleDraft]:
     parser = _HtmlToMarkdown()
-    parser.feed(text)
-    parser.close()
+    try:
+        parser.feed(text)
+        parser.close()
+    except AssertionError as exc:  # html.parser's way of refusing a bad declaration, such as '<![0'
+        raise _Problems([InputProblem(str(path), parser.getpos()[0], f"malformed HTML: {exc}")]) from None
     body = re.sub(r"\n{3,}", "\n\n", "".join(parser.out)).strip()
     body = "\n".join(line.strip() for line in body.splitlines())
     if not body:

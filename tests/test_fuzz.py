@@ -333,6 +333,7 @@ def _check_import(suffix: str, data: bytes) -> None:
 @example((".jsonl", b'{"id":"a","title":"t","body":' + b"9" * 5000 + b"}"))  # ValueError: int over 4300 digits
 @example((".jsonl", b"[" * 5000))  # RecursionError in json.loads
 @example((".jsonl", b'{"id":"a","title":"t\\ud800","body":"b"}'))  # a lone surrogate reached SQLite
+@example((".html", b"<![0"))  # AssertionError from html.parser on a bad marked section
 def test_importers_return_articles_or_import_failed(doc: tuple[str, bytes]) -> None:
     _check_import(*doc)
 
