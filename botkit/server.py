@@ -219,6 +219,8 @@ def http_guard(config: ServerConfig) -> Callable[[web.Request, Any], Awaitable[w
         except RequestBodyTimeout as exc:
             response = web.Response(status=408, text=f"{exc}\n")
         except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError is one too
+            if request.transport is not None and not request.transport.is_closing():
+                raise  # not this client: e.g. a connection the handler made itself
             log.info("client %s hung up during %s %s (%s)", request.remote, request.method, request.path,
                      exc or type(exc).__name__)
             return web.Response(status=400, text="client went away")  # never sent: the connection is gone
