@@ -216,3 +216,24 @@ async def test_hundreds_of_interleaved_conversations_in_order_none_lost(engine: 
         assert [t.role for t in turns] == ["customer", "bot"] * per_conv
     assert total == n_conv * per_conv * 2
     assert engine._locks == {}  # per-conversation locks are released, not leaked
+
+
+async def test_the_engine_loads_a_window_and_rules_still_see_exact_counts(engine: Engine):
+    from botkit.engine import HISTORY_WINDOW_TURNS
+    from botkit.types import Turn
+
+    seen: list[ConversationState] = []
+    engine.rules = [("0:spy", lambda state: seen.append(state))]  # type: ignore[list-item,func-returns-value]
+    await engine.handle(msg("long", "where is my parcel"))
+    at = datetime.now(UTC)
+    await engine.store.record([Turn("long", seq, "customer" if seq % 2 else "bot", f"turn {seq}", at)
+                               for seq in range(3, 1003)])
+    reply = await engine.handle(msg("long", "do you ship to canada"))
+    (_, state) = seen
+    assert len(state.turns) == HISTORY_WINDOW_TURNS + 1 and reply.turn_seq == 1004
+    assert state.customer_turn_count == 502 and state.first_customer_text == "where is my parcel"
+    again = await engine.handle(msg("long", "do you ship to canada"), message_id="x1")
+    repeat = await engine.handle(msg("long", "do you ship to canada"), message_id="x1")  # a redelivery
+    assert repeat.repeat and not again.repeat and repeat.turn_seq == again.turn_seq == 1006
+    assert repeat.text == again.text and repeat.sources == again.sources
+    assert len(await engine.history("long")) == 1006  # answered once
