@@ -86,6 +86,8 @@ CLIENT_FRAMES = st.one_of(
                            "value": _or_junk(st.sampled_from([1, -1, 0, 2]))}, optional={"id": _IDS}),
     st.fixed_dictionaries({"type": st.just("rate"), "score": _or_junk(st.integers(-1, 7))}, optional={"id": _IDS}),
     st.fixed_dictionaries({"type": st.just("ping")}, optional={"data": JSON_VALUES}),
+    st.fixed_dictionaries({"type": st.just("history"), "before": _or_junk(st.integers(-1, 2**60))},
+                          optional={"limit": _or_junk(st.integers(-1, proto.MAX_HISTORY_TURNS + 2))}),
     st.fixed_dictionaries({"type": _or_junk(st.text(max_size=50))}, optional={"id": _IDS}),
 )
 FRAME_TEXT = st.one_of(
@@ -95,7 +97,7 @@ FRAME_TEXT = st.one_of(
     st.integers(1, 50_000).map(lambda n: '{"type":"ping","data":' + "[" * n),  # nesting past the recursion limit
     st.integers(4000, 6000).map(lambda n: '{"type":"ping","data":' + "7" * n + "}"),  # int past str() limit
 )
-_CLIENT_TYPES = (proto.Hello, proto.SendMessage, proto.Feedback, proto.Rate, proto.Ping)
+_CLIENT_TYPES = (proto.Hello, proto.SendMessage, proto.Feedback, proto.Rate, proto.Ping, proto.HistoryRequest)
 
 
 @given(FRAME_TEXT)
@@ -105,6 +107,8 @@ _CLIENT_TYPES = (proto.Hello, proto.SendMessage, proto.Feedback, proto.Rate, pro
 @example('{"type":"message","text":"hi \\ud800"}')  # reached the engine and SQLite: UnicodeEncodeError
 @example('{"type":"hello","session":"\\ud800"}')  # the session lookup hashed it: UnicodeEncodeError
 @example('{"type":"message","id":"\\ud800","text":""}')  # echoed in the error frame: unencodable
+@example('{"type":"feedback","turn":9223372036854775808,"value":1}')  # SQLite: OverflowError
+@example('{"type":"history","before":9223372036854775808}')
 def test_webchat_parse_accepts_or_refuses_cleanly(data: str) -> None:
     try:
         frame = proto.parse(data, MAX_CHARS)
@@ -124,10 +128,12 @@ def test_webchat_parse_accepts_or_refuses_cleanly(data: str) -> None:
     if isinstance(frame, proto.SendMessage):
         assert 1 <= len(frame.text) <= MAX_CHARS and frame.text == frame.text.strip()
         assert not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", frame.text)
-    if isinstance(frame, proto.Feedback):
-        assert frame.turn >= 1 and frame.value in (1, -1)
+    if isinstance(frame, proto.Feedback):  # a turn number SQLite can hold (it raised OverflowError past 2**63)
+        assert 1 <= frame.turn < 2**53 and frame.value in (1, -1)
     if isinstance(frame, proto.Rate):
         assert 1 <= frame.score <= 5
+    if isinstance(frame, proto.HistoryRequest):
+        assert 1 <= frame.before < 2**53 and 1 <= frame.limit <= proto.MAX_HISTORY_TURNS
 
 
 def test_webchat_cut_emoji_is_kept_as_a_replacement_character() -> None:

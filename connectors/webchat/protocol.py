@@ -114,6 +114,12 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _turn(value: object) -> int | None:
+    """A turn number: 1 up to what JavaScript and SQLite hold (a bigger int made SQLite raise OverflowError)."""
+    n = _int(value)
+    return n if n is not None and 1 <= n <= _MAX_SAFE_INT else None
+
+
 def _client_id(frame: Mapping[str, Any]) -> str | int | None:
     value = frame.get("id")
     if value is None:
@@ -168,8 +174,8 @@ def parse(data: str, max_message_chars: int) -> ClientFrame:
         return Hello(session or None)
     if kind == "feedback":
         cid = _client_id(frame)
-        turn, value = _int(frame.get("turn")), _int(frame.get("value"))
-        if turn is None or turn < 1:
+        turn, value = _turn(frame.get("turn")), _int(frame.get("value"))
+        if turn is None:
             raise ProtocolError("bad_request", "'turn' must be the number of a bot reply", cid)
         if value not in (1, -1):
             raise ProtocolError("bad_request", "'value' must be 1 (thumbs up) or -1 (thumbs down)", cid)
@@ -181,8 +187,8 @@ def parse(data: str, max_message_chars: int) -> ClientFrame:
             raise ProtocolError("bad_request", "'score' must be a whole number from 1 to 5", cid)
         return Rate(score, cid)
     if kind == "history":
-        before, limit = _int(frame.get("before")), frame.get("limit", WELCOME_TURNS)
-        if before is None or before < 1:
+        before, limit = _turn(frame.get("before")), frame.get("limit", WELCOME_TURNS)
+        if before is None:
             raise ProtocolError("bad_request", "'before' must be a turn number (the welcome's 'before')")
         if _int(limit) is None or not 1 <= limit <= MAX_HISTORY_TURNS:
             raise ProtocolError("bad_request", f"'limit' must be a whole number from 1 to {MAX_HISTORY_TURNS}")
