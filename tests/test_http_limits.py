@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +28,7 @@ from botkit.responder import ExtractiveResponder
 from botkit.server import GuardedRunner, GuardedServer, build_app, start
 from botkit.store import SQLiteConversationStore
 from knowledge.retriever import KnowledgeRetriever
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -188,3 +194,47 @@ async def test_200_clients_hanging_up_mid_body_are_one_line_each_and_no_tracebac
     assert "Traceback" not in text
     assert len(text.splitlines()) <= 200
     assert await healthz(port) == 200
+
+
+async def one_request(port: int) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    data = (await read_until_closed(reader, limit_s=20))[0]
+    writer.close()
+    return data
+
+
+async def test_botkit_serve_runs_the_guarded_server_and_stops_cleanly_on_sigterm(demo_dir: Path) -> None:
+    project_with_server(demo_dir, max_connections=2, header_timeout_s=30)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "botkit", "serve", "--project", str(demo_dir), "--port", str(port)],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, "botkit serve exited during start-up"
+            assert time.monotonic() < deadline, "botkit serve did not become healthy within 120 s"
+            try:
+                if await healthz(port) == 200:
+                    break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.2)
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await asyncio.sleep(0.2)
+        assert (await one_request(port)).startswith(b"HTTP/1.1 503 ")
+        for _, writer in held:
+            writer.close()
+        await asyncio.sleep(0.5)
+        assert await healthz(port) == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b"Traceback" not in err
