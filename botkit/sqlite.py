@@ -62,8 +62,12 @@ def translate_errors(path: Path, what: str) -> Iterator[None]:
 
 
 class AsyncSQLite:
-    def __init__(self, path: Path | str, schema: str, *, what: str = "the database"):
+    def __init__(self, path: Path | str, schema: str, *, what: str = "the database", durable: bool = False):
         self.path = Path(path)
+        # durable: every COMMIT is fsynced (synchronous=FULL), so what was committed survives a
+        # power cut or an OS crash, not only a killed process (NORMAL, in WAL mode). A store that
+        # acknowledges on commit ("accepted means answered") needs it.
+        self.durable = durable
         self.schema = schema
         self.what = what  # named in the "not started" error
         self._db: sqlite3.Connection | None = None
@@ -82,7 +86,7 @@ class AsyncSQLite:
         db = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
         db.executescript(self.schema)
         self._db = db
 

@@ -121,7 +121,7 @@ class SQLiteConversationStore:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self._sql = AsyncSQLite(self.path, SCHEMA, what="the conversation store")
+        self._sql = AsyncSQLite(self.path, SCHEMA, what="the conversation store", durable=True)
 
     async def start(self) -> None:
         await self._sql.start()
