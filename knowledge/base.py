@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from botkit.config import KnowledgeConfig
-from botkit.errors import IndexCorrupt, QueryError
+from botkit.errors import IndexCorrupt, QueryError, StorageError
 from knowledge.embedding import Embedder, make_embedder
 from knowledge.index import IndexKind, VectorIndex
 from knowledge.ingest import read_sources
@@ -417,7 +417,7 @@ class KnowledgeBase:
         self.embed_ahead(drafts)
         summary = self.store.upsert(drafts, author, note)
         if summary.changed:
-            self.sync()
+            self._sync_committed(summary)
         return summary
 
     def import_paths(self, paths: Sequence[str | Path], author: str = "operator") -> ChangeSummary:
@@ -426,14 +426,25 @@ class KnowledgeBase:
 
     def delete(self, article_id: str, author: str = "operator") -> ChangeSummary:
         summary = self.store.delete(article_id, author)
-        self.sync()
+        self._sync_committed(summary)
         return summary
 
     def rollback(self, article_id: str, to_rev: int, author: str = "operator") -> ChangeSummary:
         summary = self.store.rollback(article_id, to_rev, author)
         if summary.changed:
-            self.sync()
+            self._sync_committed(summary)
         return summary
+
+    def _sync_committed(self, summary: ChangeSummary) -> None:
+        """Index a change the store has committed. If the index file cannot be written (a full
+        disk), the change is still saved and searched in this process: say so, so nobody
+        re-applies it, and say that the next start repairs the file."""
+        try:
+            self.sync()
+        except StorageError as exc:
+            raise type(exc)(f"the change was saved (KB version {summary.kb_version}) and this process searches it, "
+                            f"but the index file was not updated: {exc}. The next start rebuilds the file from "
+                            "the store; there is no need to apply the change again") from exc
 
     def _expand(self, chunk: Chunk, min_chars: int = MIN_PASSAGE_CHARS) -> str:
         """A passage too short to answer anything alone (an intro line) runs on into the next chunk."""

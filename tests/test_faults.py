@@ -410,3 +410,39 @@ async def test_conversation_store_on_a_full_disk_refuses_the_whole_exchange(smal
         await store.close()
     print(f"\nconversation store, disk full: refused with {type(caught.value).__name__}, "
           "half-written turns: 0, recorded after freeing space: 2")
+
+
+def test_an_edit_saved_when_the_index_file_cannot_be_written_says_so(small_disk: Path, demo_dir: Path,
+                                                                      embedder: Any) -> None:
+    """The store commits, then the index file hits a full disk (the index lives on the small disk):
+    the error must not claim nothing was written, the edit is searched at once, and a restart
+    repairs the file from the store."""
+    kb = open_kb(demo_dir, embedder)
+    kb.start()
+    index_dir = kb.index_path.parent
+    moved = small_disk / "index"
+    shutil.copytree(index_dir, moved)
+    shutil.rmtree(index_dir)
+    index_dir.symlink_to(moved, target_is_directory=True)
+    draft = ArticleDraft("zebra-ribbons", "Zebra ribbons",
+                         "Every parcel can be tied with a zebra-striped ribbon for free; tick the box at checkout.")
+    try:
+        version = kb.store.kb_version()
+        filler = fill(small_disk, leave=0)
+        with pytest.raises(DiskFull) as caught:
+            kb.upsert([draft])
+        message = str(caught.value)
+        assert f"the change was saved (KB version {version + 1})" in message and "no need to apply" in message
+        assert str(kb.index_path) in message and "free space" in message, message
+        assert kb.store.kb_version() == version + 1
+        assert kb.search("zebra striped ribbon").best.article_id == "zebra-ribbons"  # searched in this process
+        filler.unlink()
+    finally:
+        kb.close()
+    restarted = open_kb(demo_dir, embedder)
+    try:
+        restarted.start()
+        assert np.array_equal(restarted.index.ids(), restarted.store.live_chunk_ids())
+        assert restarted.search("zebra striped ribbon").best.article_id == "zebra-ribbons"
+    finally:
+        restarted.close()
