@@ -290,9 +290,10 @@ class Engine:
                 done += 1
         return done
 
-    async def mark_delivered(self, item: InboxItem) -> None:
-        """A channel that sends replies itself sent this message's answer."""
-        await self.store.mark_delivered(item.conversation_id, item.message_id)
+    async def mark_delivered(self, item: InboxItem, *, undeliverable: bool = False) -> None:
+        """A channel that sends replies itself sent this message's answer (``undeliverable``: the
+        channel refused it for good, e.g. the customer blocked the bot; it is not tried again)."""
+        await self.store.mark_delivered(item.conversation_id, item.message_id, undeliverable=undeliverable)
 
     async def _stored_reply(self, item: InboxItem) -> Reply:
         """The reply an answered message got, rebuilt from its stored bot turn."""

@@ -47,7 +47,7 @@ class ConversationStore(Protocol):
     async def inbox_item(self, conversation_id: str, message_id: str) -> InboxItem | None: ...
     async def pending(self, *, channel: str | None = None, conversation_id: str | None = None,
                       states: Sequence[InboxState] = ("pending",)) -> list[InboxItem]: ...
-    async def mark_delivered(self, conversation_id: str, message_id: str) -> None: ...
+    async def mark_delivered(self, conversation_id: str, message_id: str, *, undeliverable: bool = False) -> None: ...
     async def handoffs(self, status: str | None = None) -> list[Handoff]: ...
     async def handoff_for(self, conversation_id: str) -> Handoff | None: ...
     async def assign(self, conversation_id: str, agent: str, now: datetime) -> Handoff: ...
@@ -308,12 +308,14 @@ class SQLiteConversationStore:
 
         return await self._run(op)
 
-    async def mark_delivered(self, conversation_id: str, message_id: str) -> None:
-        """The channel sent the answer of an answered message (channels that send replies themselves)."""
+    async def mark_delivered(self, conversation_id: str, message_id: str, *, undeliverable: bool = False) -> None:
+        """The channel sent the answer of an answered message (channels that send replies
+        themselves), or (``undeliverable``) refused it for good: either way it is not sent again."""
+        state = "undeliverable" if undeliverable else "delivered"
 
         def op(db: sqlite3.Connection) -> None:
-            cur = db.execute("UPDATE inbox SET state='delivered' WHERE conversation_id=? AND message_id=? "
-                             "AND state='answered'", (conversation_id, message_id))
+            cur = db.execute("UPDATE inbox SET state=? WHERE conversation_id=? AND message_id=? "
+                             "AND state='answered'", (state, conversation_id, message_id))
             if cur.rowcount != 1:
                 raise StoreError(f"message {message_id!r} of conversation {conversation_id!r} is not answered")
 

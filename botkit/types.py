@@ -26,7 +26,7 @@ class IncomingMessage:
     at: datetime | None = None  # when it was received; the engine fills in "now"
 
 
-InboxState = Literal["pending", "answered", "delivered"]
+InboxState = Literal["pending", "answered", "delivered", "undeliverable"]
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from telegram import Bot, Update
 from telegram.constants import MessageLimit
-from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (Application, ApplicationBuilder, BaseUpdateProcessor, CommandHandler, ContextTypes,
                           MessageHandler, filters)
 from telegram.ext.filters import BaseFilter
@@ -124,7 +124,13 @@ class TelegramChannelError(BotkitError):
 
 
 class TelegramDeliveryError(TelegramChannelError):
-    """A message could not be delivered to a Telegram chat (after the configured retries)."""
+    """A message could not be delivered to a Telegram chat (after the configured retries).
+    ``permanent``: Telegram refused it for good (the user blocked the bot, the chat is gone),
+    so trying again at the next start cannot help."""
+
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
 
 
 # -- text -------------------------------------------------------------------------------------
@@ -529,7 +535,7 @@ class TelegramConnector:
         try:
             try:
                 item = await self._engine.accept(incoming, message_id, {"update_id": update.update_id})
-                if item.state == "delivered":  # a redelivered update: answered and sent before
+                if item.state in ("delivered", "undeliverable"):  # a redelivered update: answered and sent before
                     return
                 reply = await self._engine.answer(item)
             except MessageRejected as exc:
@@ -546,8 +552,13 @@ class TelegramConnector:
     async def _send_reply(self, chat: int, item: InboxItem, reply: Reply) -> None:
         """Send an answer and record that it was delivered (a silent bot has nothing to send)."""
         if reply.action != "handoff" and reply.text:  # handoff: a human has the conversation, the bot is silent
-            await self._deliver(chat, as_text(OutgoingMessage(item.conversation_id, reply.text, sources=reply.sources)),
-                                item.conversation_id)
+            try:
+                await self._deliver(chat, as_text(OutgoingMessage(item.conversation_id, reply.text,
+                                                                  sources=reply.sources)), item.conversation_id)
+            except TelegramDeliveryError as exc:
+                if exc.permanent:  # not retried at every start: the answer stays in the conversation's history
+                    await self._engine.mark_delivered(item, undeliverable=True)
+                raise
         await self._engine.mark_delivered(item)
 
     async def _recover(self) -> None:
@@ -569,11 +580,12 @@ class TelegramConnector:
         self._claimed.add(key)
         try:
             current = await self._engine.store.inbox_item(*key)
-            if current is None or current.state == "delivered":
+            if current is None or current.state in ("delivered", "undeliverable"):
                 return
             await self._send_reply(self._chat_of(item.conversation_id), current, reply)
         except TelegramChannelError as exc:
-            log.error("channel %s: %s (it is tried again at the next start)", self.name, exc)
+            log.error("channel %s: %s%s", self.name, exc,
+                      "" if exc.permanent else " (it is tried again at the next start)")
         finally:
             self._claimed.discard(key)
 
@@ -616,14 +628,15 @@ class TelegramConnector:
                 wait = min(_retry_after_seconds(exc), self.config.max_retry_after)
             except BadRequest as exc:  # (a NetworkError subclass) the request itself is wrong: retrying won't help
                 raise TelegramDeliveryError(f"channel {self.name}: Telegram refused a message to conversation "
-                                            f"{conversation_id}: {exc}") from exc
+                                            f"{conversation_id}: {exc}", permanent=True) from exc
             except NetworkError as exc:  # 5xx, timeouts, connection errors
                 # A timeout may hide a message that did arrive; a duplicate beats a lost reply.
                 error = exc
                 wait = self.config.retry_backoff * 2 ** attempt
             except TelegramError as exc:  # 403 blocked by the user, 401 token revoked, ...
+                # Blocked by the user is for good; a revoked token is the bot's, not this message's.
                 raise TelegramDeliveryError(f"channel {self.name}: Telegram refused a message to conversation "
-                                            f"{conversation_id}: {exc}") from exc
+                                            f"{conversation_id}: {exc}", permanent=isinstance(exc, Forbidden)) from exc
             attempt += 1
             if attempt > retries:
                 raise TelegramDeliveryError(f"channel {self.name}: could not deliver a message to conversation "

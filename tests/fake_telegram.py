@@ -288,6 +288,8 @@ class FakeTelegram:
             if failure.status == 429:
                 raise TelegramAPIError(429, f"Too Many Requests: retry after {failure.retry_after}",
                                        {"retry_after": failure.retry_after})
+            if failure.status == 403:
+                raise TelegramAPIError(403, "Forbidden: bot was blocked by the user")
             raise TelegramAPIError(failure.status, "Internal Server Error")
         try:
             if chat_id is None:

@@ -306,3 +306,28 @@ async def test_telegram_reply_that_failed_to_send_is_sent_once_after_restart(
         await client.close()
     assert fake.texts(9402) == [sent.text] and "PayPal" in sent.text
     assert _roles(db, "telegram:9402") == ["customer", "bot"] and _inbox_states(db) == ["delivered"]
+
+
+async def test_telegram_reply_refused_for_good_is_not_resent_at_every_start(
+        shared_kb: Any, tmp_path: Path, aiohttp_client: Any, telegram_env: None) -> None:
+    """403 (the customer blocked the bot) is final: the answer stays in the history, marked
+    undeliverable, and a restart does not try to send it again (a 500 would be retried)."""
+    db = tmp_path / "conv.sqlite3"
+    update = text_update(9403, "can I pay with paypal")
+    async with FakeTelegram(TOKEN) as fake:
+        fake.fail_next_sends(1, 403, chat_id=9403)
+        client = await _serve_telegram(tmp_path / "p1", _engine(shared_kb, db), fake, aiohttp_client, send_retries=0)
+        response = await client.post(WEBHOOK, data=json.dumps(update),
+                                     headers={"X-Telegram-Bot-Api-Secret-Token": SECRET,
+                                              "Content-Type": "application/json"})
+        assert response.status == 200
+        await client.server.app[CONNECTORS]["telegram"].application.update_queue.join()
+        await client.close()
+        assert [a.status for a in fake.attempts if a.chat_id == 9403] == [403]
+        assert _inbox_states(db) == ["undeliverable"] and _roles(db, "telegram:9403") == ["customer", "bot"]
+
+        client = await _serve_telegram(tmp_path / "p2", _engine(shared_kb, db), fake, aiohttp_client, send_retries=0)
+        await asyncio.sleep(1.0)  # the start-up recovery has run
+        await client.close()
+    assert fake.texts(9403) == [] and len([a for a in fake.attempts if a.chat_id == 9403]) == 1
+    assert _inbox_states(db) == ["undeliverable"]
