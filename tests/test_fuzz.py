@@ -149,9 +149,10 @@ _fuzz_chats = itertools.count(7_000_001)
 _probe_chats = itertools.count(8_000_001)
 
 
-# Dates Python's datetime can hold: a number past year 9999 is a known 500, test_telegram_webhook_refuses_...
-# below; widen this to any JSON value once that is fixed.
+# Two known 5xx are left out of the fuzzing until they are fixed (test_telegram_webhook_refuses_malformed_updates
+# has them): a date Python's datetime cannot hold, and a null chat. Then make these plain _or_junk(...).
 _DATES = st.integers(-(2**33), 2**33) | JSON_VALUES.filter(lambda v: not isinstance(v, (int, float)))
+_JUNK_CHAT = JSON_VALUES.filter(lambda v: v is not None)
 
 
 def _update_dicts() -> st.SearchStrategy[dict[str, Any]]:
@@ -168,7 +169,7 @@ def _update_dicts() -> st.SearchStrategy[dict[str, Any]]:
     text = st.one_of(st.text(max_size=120), st.sampled_from(["/start", "/help me", "/frob", "/", "/start@bot x"]))
     message = st.fixed_dictionaries(
         {"message_id": _or_junk(st.integers(1, 2**31)), "date": _DATES,
-         "chat": _or_junk(chat)},
+         "chat": st.one_of(chat, chat, _JUNK_CHAT)},
         optional={"from": _or_junk(user), "text": _or_junk(text), "entities": _or_junk(st.lists(entity, max_size=3)),
                   "caption": _or_junk(st.text(max_size=20)), "sticker": JSON_VALUES, "photo": JSON_VALUES})
     return st.fixed_dictionaries({"update_id": _or_junk(st.integers(0, 2**31))},
@@ -185,9 +186,12 @@ WEBHOOK_BODIES = st.one_of(
     st.tuples(JSON_VALUES, st.booleans()).map(lambda t: _utf8(_dumps(*t))),
     st.binary(max_size=200), _JSONISH, st.text(max_size=100).map(_utf8),
 )
-# Python's datetime cannot hold a date past year 9999: de_json raised OverflowError, which the
-# webhook did not catch (500). Telegram never sends this, but a 500 makes Telegram redeliver.
+# Python's datetime cannot hold a date past year 9999: de_json raises OverflowError, which the
+# webhook does not catch (500). Telegram never sends this, but it redelivers an update answered
+# with a 5xx, and holds the updates after it meanwhile.
 _OVERFLOW_DATE = '{"update_id":1,"message":{"message_id":1,"date":100000000000000000000,"chat":{"id":1,"type":"private"}}}'
+# A message without a chat: the storing update queue's filter reads message.chat.type (AttributeError), 503.
+_NULL_CHAT = '{"update_id":0,"message":{"message_id":1,"date":0,"chat":null}}'
 DEEP_BODY = '{"update_id":1,"message":' + "[" * 100_000  # json.loads: RecursionError (was a 500)
 
 
@@ -251,9 +255,12 @@ async def test_telegram_webhook_never_answers_5xx(bot: Any, body: str | bytes) -
     pytest.param(_OVERFLOW_DATE, id="date-past-9999", marks=pytest.mark.xfail(strict=True, reason=(
         "connectors/telegram.py _webhook: Update.de_json raises OverflowError on a date past year 9999; "
         "not caught, so 500"))),
+    pytest.param(_NULL_CHAT, id="null-chat", marks=pytest.mark.xfail(strict=True, reason=(
+        "connectors/telegram.py _store_update: _QUESTION.check_update reads message.chat.type on a null chat; "
+        "AttributeError, answered 503 (could not store), so Telegram would redeliver it forever"))),
     pytest.param(DEEP_BODY, id="deep-nesting"),
 ])
-async def test_telegram_webhook_refuses_what_python_cannot_hold(bot: Any, body: str) -> None:
+async def test_telegram_webhook_refuses_malformed_updates(bot: Any, body: str) -> None:
     assert await bot.post(body) == 400
     await _still_serving(bot)
 
