@@ -155,9 +155,15 @@ _BRIDGES = frozenset(
 _INTERJECTION_NEXT = frozenset("i i'm im just please thanks thank we let get give connect transfer put".split())
 
 
+_NEGATION_WINDOW = 200
+"""Characters looked at before a match: the walk covers at most 8 short words, and a window
+keeps a message with many negated matches linear ("don't talk to a human" x 1,000 scanned the
+whole text before each match)."""
+
+
 def _negated(text: str, start: int) -> bool:
     """Whether the words right before ``start`` (same clause) negate what follows."""
-    before = text[:start]
+    before = text[max(0, start - _NEGATION_WINDOW):start]
     breaks = list(_CLAUSE_BREAK.finditer(before))
     if breaks:
         before = before[breaks[-1].end():]

@@ -188,7 +188,8 @@ _POSTCODE = (
     r"|[A-Z]\d[A-Z][ ]?\d[A-Z]\d\b"                          # CA
     r"|\d{3}-\d{4}(?!\d)"                                    # JP
     rf"|\d{{4}}[ ]?[A-Z]{{2}}[ ]{{1,2}}{_CAPW}"                # NL: 1015 CJ Amsterdam
-    rf"|\d{{4,5}}[ ]{{1,2}}{_CAPW}(?:[ ]{_CAPW})?"            # DE/FR/ES/IT/AT/CH/BE: 10115 Berlin
+    rf"|(?:\d{{4,5}}|\d{{4}}-\d{{3}}|\d{{2}}-\d{{3}}|\d{{3}}[ ]\d{{2}})[ ]{{1,2}}{_CAPW}"  # 10115 Berlin, PT, PL, SE
+    rf"(?:[ ](?:am|an|der|sur|upon|on|im)[ ]{_CAPW}|[ ]{_CAPW})?"  # Frankfurt am Main
     r"|\d{6}(?!\d)|\d{5}(?:-\d{4})?(?!\d)"                   # CN; US ZIP alone
     r"|[a-z]{2,20}(?:[ ][a-z]{2,20})?,?[ ][a-z]{2}[ ]\d{5}(?!\d)"  # typed in lower case: springfield il 62704
     r"))"
@@ -204,11 +205,12 @@ _HEADS = (
     rf"\d{{1,4}}(?:[ ]?(?:bis|ter|[A-Z]))?,?[ ](?i:rue|avenue|av\.|boulevard|bd|place|allée|impasse|chemin|"
     rf"quai|cours|route|square|passage)[ ](?:{_PART}[ ])?{_PHRASE}",
     # Calle Mayor 10 / Via Roma 15 / Corso Vittorio Emanuele II 21
-    r"(?:Calle|C/|Avenida|Avda\.|Plaza|Paseo|Carrer|Via|Viale|Piazza|Piazzale|Corso|Largo|Vicolo|Rua|Travessa)"
+    r"(?:Calle|C/|Avenida|Avda\.|Plaza|Paseo|Carrer|Via|Viale|Piazza|Piazzale|Corso|Largo|Vicolo|Rua|Travessa|"
+    r"[Uu]l\.|[Aa]l\.|Ulica|Aleja)"
     rf"[ ]?(?:{_PART}[ ]){{0,2}}{_PHRASE}[ ]{_NUM}(?=[ ]{{0,3}}(?:[,.;:!?)\n]|$|\d{{4,5}}[ ]))",
     # Hauptstraße 5 / Musterstr. 12a / Keizersgracht 123
     rf"[{_UP}][{_LO}]{{0,30}}(?:straße|strasse|str\.|weg|allee|platz|gasse|ring|damm|ufer|gracht|laan|straat|"
-    rf"plein|kade|singel|dijk|markt|steig|chaussee)[ ]?{_NUM}",
+    rf"plein|kade|singel|dijk|markt|steig|chaussee|gatan|gata|vägen|väg|gade|vej|veien|gata)[ ]?{_NUM}",
     # Unter den Linden 77, 10117 Berlin / Damrak 1, 1012 LG Amsterdam: only with the postcode
     rf"{_PHRASE}[ ]{_NUM}(?={_EU_POSTCODE})",
     # 2-8-1 Nishi-Shinjuku, Shinjuku-ku

@@ -37,11 +37,13 @@ know let us okay ok yes
 
 _WORD = re.compile(r"[a-z]+(?:['’][a-z]+)?")
 _CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]|\(passage\s+\d+\)", re.IGNORECASE)
-_LIST_MARKER = re.compile(r"^\s*\d{1,2}[.)]\s+", re.MULTILINE)
+# [^\S\n]: "^\s*" would run over the following blank lines from every line start (quadratic).
+_LIST_MARKER = re.compile(r"^[^\S\n]*\d{1,2}[.)]\s+", re.MULTILINE)
 # Order matters: codes first ("PAY-409"), then amounts with a currency ("CA$99", "$7.95", "€89"),
 # then bare numbers ("14", "3.5", "30%"). Thousands separators are dropped when normalising.
+# Code segments are bounded so that "a-a-a-..." is scanned in linear time (each start tries a few).
 _NUMBERISH = re.compile(
-    r"(?P<code>\b[A-Za-z]{1,10}(?:-[A-Za-z0-9]+)*-\d[A-Za-z0-9]*\b)"
+    r"(?P<code>\b[A-Za-z]{1,10}(?:-[A-Za-z0-9]{1,20}){0,4}-\d[A-Za-z0-9]{0,20}\b)"
     r"|(?P<amount>\b(?:[A-Z]{1,3})?[$€£¥]\s?\d+(?:[.,]\d+)*|[$€£¥]\s?\d+(?:[.,]\d+)*)"
     r"|(?P<number>\d+(?:[.,]\d+)*%?)"
 )
