@@ -123,6 +123,10 @@ class TelegramChannelError(BotkitError):
     """
 
 
+class MalformedUpdate(TelegramChannelError):
+    """An update no handler can read (a null or non-numeric chat, ...): refused (400), not retried."""
+
+
 class TelegramDeliveryError(TelegramChannelError):
     """A message could not be delivered to a Telegram chat (after the configured retries).
     ``permanent``: Telegram refused it for good (the user blocked the bot, the chat is gone),
@@ -287,6 +291,11 @@ class _StoringQueue(asyncio.Queue):  # type: ignore[type-arg]
             try:
                 await self._store(item)
                 break
+            except MalformedUpdate as exc:  # no store can take it: retrying would stall every later update
+                if not self._retry:
+                    raise
+                log.warning("telegram: dropped update %s: %s", getattr(item, "update_id", "?"), exc)
+                return
             except Exception:  # noqa: BLE001 - never confirm what is not stored
                 if not self._retry:
                     raise
@@ -461,13 +470,16 @@ class TelegramConnector:
             return web.Response(status=400, text="body is not a Telegram update")
         try:
             update = Update.de_json(data, application.bot)
-        except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError, OverflowError, OSError):
+            # OverflowError / OSError: a date past what datetime (or the platform's time_t) holds
             return web.Response(status=400, text="body is not a Telegram update")
         # Answer once stored (put stores a question in the inbox): the reply is sent by the
         # Application's own task, so a slow answer (or a send that is retrying) never makes
         # Telegram time out and redeliver.
         try:
             await application.update_queue.put(update)
+        except MalformedUpdate as exc:
+            return web.Response(status=400, text=f"body is not a Telegram update: {exc}")
         except Exception:  # noqa: BLE001 - not stored: Telegram must redeliver it
             log.exception("channel %s: could not store update %s", self.name, update.update_id)
             return web.Response(status=503, text="could not store the update; retry")
@@ -515,9 +527,25 @@ class TelegramConnector:
         return incoming, str(message.message_id if message else update.update_id)
 
     async def _store_update(self, update: object) -> None:
-        """Store a question in the inbox (the update queue calls this before queueing it)."""
-        if not isinstance(update, Update) or not _QUESTION.check_update(update):
+        """Store a question in the inbox (the update queue calls this before queueing it).
+
+        Raises:
+            MalformedUpdate: no handler could read it (checked here, before it reaches the per-chat
+                ordering, which keys on the chat id).
+        """
+        if not isinstance(update, Update):
             return
+        chat = update.effective_chat
+        if chat is not None and (not isinstance(chat.id, int) or isinstance(chat.id, bool)):
+            raise MalformedUpdate(f"its chat id is {type(chat.id).__name__}, not a number")
+        message = update.message or update.edited_message
+        if message is not None and chat is None:
+            raise MalformedUpdate("its message has no chat")
+        try:
+            if not _QUESTION.check_update(update):
+                return
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise MalformedUpdate(f"its message cannot be read ({type(exc).__name__}: {exc})") from exc
         incoming, message_id = self._incoming(update)
         try:
             await self._engine.accept(incoming, message_id, {"update_id": update.update_id})

@@ -359,6 +359,22 @@ async def test_polling_fetches_answers_confirms_and_stops_promptly(tmp_path: Pat
     assert fake.pending == []
 
 
+async def test_polling_drops_an_unreadable_update_and_answers_the_next(tmp_path: Path, engine: Engine,
+                                                                       fake: FakeTelegram, aiohttp_client: Any,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    # The storing queue retries while the store fails; an update no handler can read (a null chat)
+    # is not a store failure, and retrying it forever would stall every update behind it.
+    broken = {"update_id": 7001, "message": {"message_id": 1, "date": 0, "chat": None, "text": "hi"}}
+    good = text_update(9310, "how long does a refund take?")
+    good["update_id"] = 7002
+    await fake.enqueue(broken, good)
+    bot = await serve(tmp_path, engine, fake, aiohttp_client, mode="polling")
+    (sent,) = await fake.wait_sent(1, timeout=10)
+    assert sent.chat_id == 9310 and "Sources:" in sent.text
+    await bot.connector.stop()
+    assert any("dropped update 7001" in r.getMessage() for r in caplog.records)
+
+
 # -- configuration and start-up -----------------------------------------------------------------
 
 
