@@ -30,6 +30,8 @@
   var PING_MS = 25000;
   var BACKOFF_MIN_MS = 1000;
   var BACKOFF_MAX_MS = 30000;
+  var HISTORY_PAGE = 50; // turns per "history" request (the welcome carries the last 50)
+  var HISTORY_TIMEOUT_MS = 15000; // no answer by then: say so and offer to try again
 
   // -- small helpers ---------------------------------------------------------------------------
   function el(tag, className, text) {
@@ -113,6 +115,16 @@
     role: "log", "aria-live": "polite", "aria-relevant": "additions", "aria-label": "Conversation", tabindex: "0"
   });
 
+  // "Show earlier messages": the first child of the log while older turns are on the server.
+  var earlier = el("div", "bkw-earlier");
+  var earlierNote = attrs(el("p", "bkw-earlier-note"), { role: "alert" });
+  var earlierBtn = attrs(el("button", "bkw-earlier-btn", "Show earlier messages"), { type: "button" });
+  earlierNote.hidden = true;
+  earlier.appendChild(earlierNote);
+  earlier.appendChild(earlierBtn);
+  earlier.hidden = true;
+  var announcer = attrs(el("p", "bkw-sr"), { role: "status" }); // "50 earlier messages shown."
+
   var typing = attrs(el("div", "bkw-typing"), { "aria-hidden": "true" });
   typing.appendChild(el("span", "bkw-dot"));
   typing.appendChild(el("span", "bkw-dot"));
@@ -135,6 +147,7 @@
 
   panel.appendChild(header);
   panel.appendChild(log);
+  panel.appendChild(announcer);
   panel.appendChild(typing);
   panel.appendChild(form);
   root.appendChild(panel);
@@ -154,6 +167,10 @@
   var streaming = {}; // client id -> bot bubble being streamed
   var seenTurns = {}; // turn number -> true (rendered once only)
   var ratingShown = false;
+  // Older turns: before = the welcome's (or last page's) cursor, null when the start is shown;
+  // asked = a request for this cursor went out (its answer is taken even after a timeout);
+  // loading = one is in flight (never two); paused = the last one failed (no automatic retry).
+  var older = { before: null, asked: false, loading: false, paused: false, timer: null };
 
   // -- rendering ----------------------------------------------------------------------------------
   function nearBottom() { return log.scrollHeight - log.scrollTop - log.clientHeight < 80; }
@@ -245,20 +262,26 @@
       down.setAttribute("aria-pressed", v === -1 ? "true" : "false");
     }
     show(value || 0);
-    up.addEventListener("click", function () { show(1); send({ type: "feedback", turn: turn, value: 1 }); });
-    down.addEventListener("click", function () { show(-1); send({ type: "feedback", turn: turn, value: -1 }); });
+    // An id on every frame but history requests: an error without one can only answer those.
+    function vote(v) { show(v); send({ type: "feedback", id: newId(), turn: turn, value: v }); }
+    up.addEventListener("click", function () { vote(1); });
+    down.addEventListener("click", function () { vote(-1); });
     wrap.appendChild(up);
     wrap.appendChild(down);
     row.appendChild(wrap);
   }
 
-  function botMessage(f, row) {
-    row = row || bubble("bot", "", { turn: f.turn, at: f.at });
+  function fillBot(row, f) {
     setText(row, f.text);
     if (f.turn) { row.setAttribute("data-turn", String(f.turn)); }
     addSources(row, f.sources);
     addOptions(row, f.options);
     addFeedback(row, f.turn, f.feedback);
+    return row;
+  }
+
+  function botMessage(f, row) {
+    row = fillBot(row || bubble("bot", "", { turn: f.turn, at: f.at }), f);
     if (!row.parentNode) { append(row); }
     return row;
   }
@@ -273,7 +296,7 @@
       (function (score) {
         var b = attrs(el("button", "bkw-star", "★"), { type: "button", "aria-label": score + " out of 5" });
         b.addEventListener("click", function () {
-          send({ type: "rate", score: score });
+          send({ type: "rate", id: newId(), score: score });
           wrap.textContent = "";
           wrap.appendChild(el("span", "bkw-rating-label", "Thanks for your feedback!"));
         });
@@ -284,17 +307,134 @@
     append(wrap);
   }
 
-  function renderHistoryItem(item) {
-    if (item.turn) { seenTurns[item.turn] = true; }
+  // One stored turn (welcome history or an older page) as a node; null when it is shown already.
+  function historyNode(item) {
+    if (!item || (item.turn && seenTurns[item.turn])) { return null; }
+    var node = null;
     if (item.role === "customer") {
-      append(bubble("customer", item.text, item));
+      node = bubble("customer", item.text, { at: item.at, turn: item.turn });
     } else if (item.role === "agent") {
-      append(bubble("agent", item.text, { name: item.name || "Agent", at: item.at, turn: item.turn }));
+      node = bubble("agent", item.text, { name: item.name || "Agent", at: item.at, turn: item.turn });
     } else if (item.role === "bot" && item.action === "returned") {
-      notice(item.text, "event");
+      node = el("p", "bkw-notice bkw-event", item.text);
+      stamp(node, item.at);
+      if (item.turn) { node.setAttribute("data-turn", String(item.turn)); }
     } else if (item.role === "bot") {
-      botMessage(item);
+      node = fillBot(bubble("bot", "", { turn: item.turn, at: item.at }), item);
     }
+    if (node && item.turn) { seenTurns[item.turn] = true; }
+    return node;
+  }
+
+  function renderHistoryItem(item) {
+    var node = historyNode(item);
+    if (node) { append(node); }
+  }
+
+  function greetingRow() { return bubble("bot", greeting); }
+
+  // -- older turns ("Show earlier messages", or scrolling to the top) ------------------------
+  function announce(text) {
+    announcer.textContent = "";
+    if (text) { setTimeout(function () { announcer.textContent = text; }, 50); } // a change, even if the same words
+  }
+
+  function showEarlier(state, note) { // state: "idle" / "loading" / "failed"
+    earlierBtn.textContent = state === "loading" ? "Loading earlier messages…"
+      : state === "failed" ? "Try again" : "Show earlier messages";
+    earlierBtn.setAttribute("aria-disabled", state === "loading" ? "true" : "false");
+    earlier.setAttribute("aria-busy", state === "loading" ? "true" : "false");
+    earlierNote.textContent = note || "";
+    earlierNote.hidden = !note;
+  }
+
+  function setBefore(before) {
+    older.before = (typeof before === "number" && before > 1) ? before : null;
+    older.asked = false;
+    if (older.before === null && earlier.contains(document.activeElement)) {
+      log.focus({ preventScroll: true }); // the control goes away: focus stays in the conversation
+    }
+    earlier.hidden = older.before === null;
+  }
+
+  function resetOlder(before) {
+    clearTimeout(older.timer);
+    older.loading = false;
+    older.paused = false;
+    showEarlier("idle");
+    setBefore(before);
+  }
+
+  function loadEarlier(byUser) {
+    if (older.before === null || older.loading || (older.paused && !byUser)) { return; }
+    if (!send({ type: "history", before: older.before, limit: HISTORY_PAGE })) {
+      if (byUser) { showEarlier("failed", "You're offline. Earlier messages can be loaded once the chat reconnects."); }
+      return;
+    }
+    older.asked = true;
+    older.loading = true;
+    older.paused = false;
+    showEarlier("loading");
+    clearTimeout(older.timer);
+    older.timer = setTimeout(function () { earlierFailed("They did not arrive in time."); }, HISTORY_TIMEOUT_MS);
+  }
+
+  function earlierFailed(reason) {
+    if (!older.loading) { return; }
+    clearTimeout(older.timer);
+    older.loading = false;
+    older.paused = true; // no automatic retry: the customer chooses to try again
+    showEarlier("failed", "Earlier messages could not be loaded. " + (reason || ""));
+  }
+
+  // An answer to the request for older.before: every turn older than it, and an older cursor.
+  function answersCursor(f) {
+    if (!older.asked || older.before === null || !Array.isArray(f.history)) { return false; }
+    if (f.before !== null && f.before !== undefined && !(typeof f.before === "number" && f.before < older.before)) {
+      return false; // a late duplicate of an earlier page
+    }
+    return f.history.every(function (item) { return !item || !item.turn || item.turn < older.before; });
+  }
+
+  function firstVisible() { // the message the customer is looking at (top of the view)
+    var top = log.getBoundingClientRect().top;
+    for (var n = earlier.nextElementSibling; n; n = n.nextElementSibling) {
+      if (n.getBoundingClientRect().bottom > top) { return n; }
+    }
+    return null;
+  }
+
+  function earlierInView() {
+    if (earlier.hidden || panel.hidden) { return false; }
+    var box = log.getBoundingClientRect();
+    var r = earlier.getBoundingClientRect();
+    return r.bottom > box.top && r.top < box.bottom;
+  }
+
+  function onHistory(f) {
+    if (!answersCursor(f)) { return; }
+    clearTimeout(older.timer);
+    older.loading = false;
+    older.paused = false;
+    var frag = document.createDocumentFragment();
+    var count = 0;
+    f.history.forEach(function (item) {
+      var node = historyNode(item);
+      if (node) { frag.appendChild(node); count += 1; }
+    });
+    var atStart = f.before === null || f.before === undefined;
+    if (atStart && greeting) { frag.insertBefore(greetingRow(), frag.firstChild); }
+    var anchor = firstVisible();
+    var offset = anchor ? anchor.getBoundingClientRect().top : 0;
+    log.setAttribute("aria-live", "off"); // older turns are not news: the announcer sums them up
+    log.insertBefore(frag, earlier.nextSibling);
+    showEarlier("idle");
+    setBefore(atStart ? null : f.before);
+    if (anchor) { log.scrollTop += anchor.getBoundingClientRect().top - offset; } // it stays where it was
+    setTimeout(function () { log.setAttribute("aria-live", "polite"); }, 100);
+    announce((count === 1 ? "1 earlier message shown." : count + " earlier messages shown.") +
+             (atStart ? " This is the start of the conversation." : ""));
+    if (earlierInView()) { loadEarlier(false); } // still at the top (a page of internal notes only, say)
   }
 
   function setStatus(text) { statusEl.textContent = text; }
@@ -338,6 +478,7 @@
       if (ws !== sock) { return; }
       ws = null;
       ready = false;
+      earlierFailed("The connection was lost.");
       clearInterval(pingTimer);
       typing.hidden = true;
       scheduleReconnect();
@@ -356,6 +497,7 @@
   function onFrame(f) {
     switch (f.type) {
       case "welcome": onWelcome(f); break;
+      case "history": onHistory(f); break;
       case "ack": onAck(f); break;
       case "typing":
         typing.hidden = !f.on;
@@ -391,10 +533,12 @@
     greeting = f.greeting || "";
     // Re-render from the server's history: it is the truth after a reconnect.
     log.textContent = "";
+    log.appendChild(earlier);
     seenTurns = {};
     streaming = {};
     ratingShown = false;
-    if (greeting) { append(bubble("bot", greeting)); }
+    resetOlder(f.before);
+    if (greeting && older.before === null) { append(greetingRow()); } // the start of the conversation
     (f.history || []).forEach(renderHistoryItem);
     setStatus(statusFor(f.status, f.agent));
     // Messages typed while offline (or never acknowledged) go now, in order.
@@ -469,6 +613,10 @@
 
   function onError(f) {
     var text = f.message || "Something went wrong.";
+    if ((f.id === null || f.id === undefined) && older.loading) { // history requests carry no id
+      earlierFailed(text);
+      return;
+    }
     if (f.id !== null && f.id !== undefined) {
       for (var i = 0; i < outbox.length; i += 1) {
         if (outbox[i].id === f.id) {
@@ -547,6 +695,17 @@
     launcher.setAttribute("aria-expanded", "false");
     launcher.setAttribute("aria-label", "Open chat: " + title);
     launcher.focus();
+  }
+
+  earlierBtn.addEventListener("click", function () {
+    if (earlierBtn.getAttribute("aria-disabled") !== "true") { loadEarlier(true); }
+  });
+  if (typeof window.IntersectionObserver === "function") { // the customer scrolled up to the control
+    new window.IntersectionObserver(function (entries) {
+      if (entries.some(function (e) { return e.isIntersecting; })) { loadEarlier(false); }
+    }, { root: log }).observe(earlier);
+  } else {
+    log.addEventListener("scroll", function () { if (earlierInView()) { loadEarlier(false); } });
   }
 
   launcher.addEventListener("click", function () { if (isOpen) { close(); } else { open(); } });
