@@ -29,7 +29,7 @@ from __future__ import annotations
 import bisect
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -74,12 +74,53 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+# IBAN lengths per country (the SWIFT IBAN registry, ISO 13616).
+IBAN_LENGTHS: dict[str, int] = {cc: int(n) for cc, n in (p.split(":") for p in """
+AD:24 AE:23 AL:28 AT:20 AZ:28 BA:20 BE:16 BG:22 BH:22 BI:27 BR:29 BY:28 CH:21 CR:22 CY:28 CZ:24 DE:22 DJ:27
+DK:18 DO:28 EE:20 EG:29 ES:24 FI:18 FK:18 FO:18 FR:27 GB:22 GE:22 GI:23 GL:18 GR:27 GT:28 HR:21 HU:28 IE:22
+IL:23 IQ:23 IS:26 IT:27 JO:30 KW:30 KZ:20 LB:28 LC:32 LI:21 LT:20 LU:20 LV:21 LY:25 MC:27 MD:24 ME:22 MK:19
+MN:20 MR:27 MT:31 MU:30 NI:28 NL:18 NO:15 OM:23 PK:24 PL:28 PS:29 PT:25 QA:29 RO:24 RS:22 RU:33 SA:24 SC:31
+SD:18 SE:24 SI:19 SK:24 SM:27 SO:23 ST:25 SV:28 TL:23 TN:24 TR:26 UA:29 VA:22 VG:24 XK:20
+""".split())}
+
+
 def iban_ok(iban: str) -> bool:
+    """Mod-97 valid, of a country that has IBANs, and as long as that country's IBANs."""
     s = re.sub(r"\s+", "", iban).upper()
-    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{11,30}", s):
+    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{11,30}", s) or len(s) != IBAN_LENGTHS.get(s[:2]):
         return False
     moved = s[4:] + s[:4]
     return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+
+
+def _iban_span(text: str, start: int, end: int) -> int | None:
+    """The end of a valid IBAN starting at ``start``, cut to its country's length ("... 00 EUR")."""
+    want = IBAN_LENGTHS.get(text[start:start + 2].upper(), 0)
+    n = 0
+    for i in range(start, end):
+        if text[i] != " ":
+            n += 1
+            if n == want:
+                return i + 1 if iban_ok(text[start:i + 1]) else None
+    return None
+
+
+def card_brand_ok(digits: str) -> bool:
+    """Whether the number's issuer prefix (IIN) and length are a card network's (Visa, Mastercard,
+    Amex, Discover, JCB, Diners, UnionPay, Maestro), so that an IMEI or a parcel number that
+    happens to pass Luhn is kept."""
+    n, p2, p3, p4 = len(digits), int(digits[:2]), int(digits[:3]), int(digits[:4])
+    if digits[0] == "4":
+        return n in (13, 16, 19)
+    if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:
+        return n == 16
+    if p2 in (34, 37):
+        return n == 15
+    if 3528 <= p4 <= 3589 or p2 == 62 or p4 == 6011 or 644 <= p3 <= 649 or p2 == 65:
+        return 16 <= n <= 19
+    if p2 in (36, 38, 39) or 300 <= p3 <= 305:
+        return 14 <= n <= 19
+    return (p2 == 50 or 56 <= p2 <= 69) and 12 <= n <= 19  # Maestro
 
 
 def _char_class(test: str) -> str:
@@ -100,9 +141,13 @@ _LO = _char_class("islower")
 _L = _UP + _LO
 
 # --- e-mail, IBAN, card -------------------------------------------------------------------
+# Local part and domain labels may hold non-ASCII letters ("søren@exämple.dk"); a local part
+# never starts with a dot, so an address right after another one ("a@b.co.c@d.co") is found.
+_EM = rf"[{_L}0-9_%+-]"
+_LABEL = rf"[{_L}0-9](?:[{_L}0-9-]{{0,62}})"
 _EMAIL = re.compile(
-    r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}\b")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
+    rf"(?<!{_EM}){_EM}[{_L}0-9._%+-]{{0,63}}@{_LABEL}(?:\.{_LABEL}){{0,8}}\.[{_L}]{{2,24}}(?![{_L}0-9_])")
+_IBAN = re.compile(r"\b[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]{4}){2,7}(?: ?[A-Za-z0-9]{1,4})?\b")
 _CARD = re.compile(r"(?<![\w-])(?<!\d[ -])\d(?:[ -]?\d){12,18}(?![\w-])(?![ -]\d)")
 
 # --- phones -------------------------------------------------------------------------------
@@ -309,6 +354,91 @@ def _gazetteer_names(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+Detector = Callable[[str], Iterable[tuple[int, int]]]
+_CONTEXT = 48
+"""Characters a detector may look back at before a match (look-behinds, "tracking" before a number)."""
+
+
+class _Stage:
+    """One detector's pass: its matches on the text as masked so far, longest first, each masked as
+    "[XX..X]" (the way it reads once redacted) as it is taken; then, next to each span taken, the
+    detector runs again on a window of the masked text, so that a match whose look-around saw
+    characters now masked ("anna@example.com(415) 555-0132", "0@0.AA.0@0.AA") is found and
+    redacting the output again finds nothing new. Each span costs two windows of bounded size,
+    so the pass stays linear in the text.
+    """
+
+    def __init__(self, detect: Detector, reach: int, chars: list[str], spans: _Spans, kept: _Spans) -> None:
+        self.detect, self.reach, self.chars, self.spans, self.kept = detect, reach, chars, spans, kept
+        self.found: list[tuple[int, int]] = []
+        self.todo: list[tuple[int, int]] = []
+
+    def run(self) -> list[tuple[int, int]]:
+        self._take_from(0, len(self.chars), lambda s, e: True)
+        n = len(self.chars)
+        while self.todo:
+            start, end = self.todo.pop()
+            lo = max(0, end - _CONTEXT)  # a match just after the span, with its left context
+            self._take_from(lo, min(n, end + self.reach), lambda s, e, p=end: p <= s <= p + 3)
+            lo = max(0, start - self.reach - _CONTEXT)  # a match just before it
+            self._take_from(lo, min(n, start + 8),
+                            lambda s, e, p=start, lo=lo: p - 3 <= e <= p and (lo == 0 or s - lo >= _CONTEXT))
+        return self.found
+
+    def _take_from(self, lo: int, hi: int, wanted: Callable[[int, int], bool]) -> None:
+        window = "".join(self.chars[lo:hi])
+        cands = sorted({(lo + s, lo + e) for s, e in self.detect(window)}, key=lambda c: (c[0] - c[1], c[0]))
+        for start, end in cands:
+            cut = (start == lo and lo > 0) or (end == hi and hi < len(self.chars))
+            if start >= end or cut or not wanted(start, end):
+                continue
+            if self.kept.overlaps(start, end) or self.spans.overlaps(start, end):
+                continue
+            self.spans.force(start, end)
+            self.found.append((start, end))
+            self.todo.append((start, end))
+            self.chars[start:end] = ["]"] if end - start == 1 else ["["] + ["X"] * (end - start - 2) + ["]"]
+
+
+def _find_emails(text: str) -> Iterable[tuple[int, int]]:
+    return [m.span() for m in _EMAIL.finditer(text)]
+
+
+def _find_ibans(text: str) -> Iterable[tuple[int, int]]:
+    for m in _IBAN.finditer(text):
+        end = _iban_span(text, m.start(), m.end())
+        if end is not None:
+            yield m.start(), end
+
+
+def _find_cards(text: str) -> Iterable[tuple[int, int]]:
+    for m in _CARD.finditer(text):
+        digits = re.sub(r"\D", "", m.group())
+        if 12 <= len(digits) <= 19 and luhn_ok(digits) and card_brand_ok(digits):
+            yield m.span()
+
+
+def _find_addresses(text: str) -> Iterable[tuple[int, int]]:
+    for rx in _ADDRESSES:
+        for m in rx.finditer(text):
+            yield m.span()
+
+
+def _find_phones(text: str) -> Iterable[tuple[int, int]]:
+    for m in _PHONE.finditer(text):
+        if _phone_ok(text, m.start(), m.end()):
+            yield m.span()
+
+
+def _find_names(text: str) -> Iterable[tuple[int, int]]:
+    for rx in (_CUE_TITLE, _CUE_INTRO, _CUE_GREET, _CUE_SIGNOFF):
+        for m in rx.finditer(text):
+            span = _trim_name(text, m.start("n"), m.group("n"))
+            if span:
+                yield span
+    yield from _gazetteer_names(text)
+
+
 class _Spans:
     """Disjoint spans kept sorted, for overlap checks in O(log n) (kept strings may overlap each other)."""
 
@@ -348,58 +478,39 @@ class Redactor:
         self._keep = frozenset(self.keep)
 
     def find(self, text: str) -> list[Redaction]:
-        """The spans to redact, left to right, never overlapping."""
-        cands: list[tuple[int, int, int, str]] = []  # (priority, start, end, kind)
-        kept: list[tuple[int, int]] = []
+        """The spans to redact, left to right, never overlapping.
+
+        The detectors run in order of priority (e-mail, order id, IBAN, card, address, phone,
+        name); each sees the text with what the earlier ones took masked as ``[XXX]``, the way
+        it will read once redacted, so that a match touching an earlier one is found ("anna@
+        example.com(415) 555-0132") and redacting the output again finds nothing new.
+        """
+        kept_spans = _Spans()
         for k in self._keep:
             i = text.find(k) if k else -1
             while i >= 0:
-                kept.append((i, i + len(k)))
+                kept_spans.force(i, i + len(k))
                 i = text.find(k, i + 1)
-
-        kept_spans = _Spans()
-        for s, e in kept:
-            kept_spans.force(s, e)
-
-        def add(prio: int, kind: str, start: int, end: int) -> None:
-            if not kept_spans.overlaps(start, end):
-                cands.append((prio, start, end, kind))
-
-        for m in _EMAIL.finditer(text):
-            add(0, "EMAIL", m.start(), m.end())
-        if self._order is not None:
-            for m in self._order.finditer(text):
-                add(1, "ORDER_ID", m.start(), m.end())
-        for m in _IBAN.finditer(text):
-            if iban_ok(m.group()):
-                add(2, "IBAN", m.start(), m.end())
-        for m in _CARD.finditer(text):
-            digits = re.sub(r"\D", "", m.group())
-            if 13 <= len(digits) <= 19 and luhn_ok(digits):
-                add(3, "CARD", m.start(), m.end())
-        for rx in _ADDRESSES:
-            for m in rx.finditer(text):
-                add(4, "ADDRESS", m.start(), m.end())
-        for m in _PHONE.finditer(text):
-            if _phone_ok(text, m.start(), m.end()):
-                add(5, "PHONE", m.start(), m.end())
-        if self.names:
-            for rx in (_CUE_TITLE, _CUE_INTRO, _CUE_GREET, _CUE_SIGNOFF):
-                for m in rx.finditer(text):
-                    span = _trim_name(text, m.start("n"), m.group("n"))
-                    if span:
-                        add(6, "NAME", *span)
-            for span in _gazetteer_names(text):
-                add(6, "NAME", *span)
-        cands.sort(key=lambda c: (c[0], -(c[2] - c[1]), c[1]))
         spans = _Spans()
         taken: list[tuple[int, int, str]] = []
-        for _prio, start, end, kind in cands:
-            if not spans.overlaps(start, end):
-                spans.force(start, end)
-                taken.append((start, end, kind))
+        chars = list(text)
+        for kind, reach, detect in self._detectors():
+            stage = _Stage(detect, reach, chars, spans, kept_spans)
+            taken += [(s, e, kind) for s, e in stage.run()]
         taken.sort()
         return [Redaction(kind, s, e, text[s:e]) for s, e, kind in taken]
+
+    def _detectors(self) -> list[tuple[str, int, Detector]]:
+        """(kind, the longest match it can find, detector), in order of priority."""
+        found: list[tuple[str, int, Detector]] = [("EMAIL", 340, _find_emails)]
+        if self._order is not None:
+            order = self._order
+            found.append(("ORDER_ID", 200, lambda t: [m.span() for m in order.finditer(t)]))
+        found += [("IBAN", 50, _find_ibans), ("CARD", 40, _find_cards), ("ADDRESS", 500, _find_addresses),
+                  ("PHONE", 60, _find_phones)]
+        if self.names:
+            found.append(("NAME", 200, _find_names))
+        return found
 
     def redact(self, text: str) -> tuple[str, list[Redaction]]:
         """Return the text with every finding replaced by ``[KIND]``, and the findings."""
