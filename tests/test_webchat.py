@@ -245,9 +245,13 @@ async def test_a_long_conversation_is_windowed_not_loaded_whole(make_chat: MakeC
     assert len(resumed["history"]) == proto.WELCOME_TURNS and resumed["history"][-1]["turn"] == 20_002
     assert size < 50_000, f"the welcome frame is {size} bytes"
     assert resumed["before"] == 20_002 - proto.WELCOME_TURNS + 1
-    await long_ws.send_json({"type": "history", "before": resumed["before"], "limit": 3})
+    await long_ws.send_json({"type": "history", "before": resumed["before"], "limit": 3, "id": "h1"})
     page = await until(long_ws, lambda f: f["type"] == "history")
     assert [h["turn"] for h in page[-1]["history"]] == [19_950, 19_951, 19_952] and page[-1]["before"] == 19_950
+    assert page[-1]["id"] == "h1" and page[-1]["for_before"] == resumed["before"]  # the client can match it
+    await long_ws.send_json({"type": "history", "before": resumed["before"], "limit": 500, "id": "h2"})
+    refused = await until(long_ws, lambda f: f["type"] == "error")
+    assert refused[-1]["id"] == "h2" and refused[-1]["code"] == "bad_request"
 
     short = await seconds_per_message(short_ws)
     long = await seconds_per_message(long_ws)

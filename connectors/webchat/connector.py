@@ -354,7 +354,7 @@ class WebChatConnector:
             return await self._accept(client, frame, now) or await self._flooded(client)
         elif isinstance(frame, proto.HistoryRequest):
             turns = await self.engine.history(client.conversation_id, frame.limit, frame.before)
-            client.post(proto.history_page(turns, self.url_for))
+            client.post(proto.history_page(turns, self.url_for, frame))
         elif isinstance(frame, proto.Feedback):
             await self._feedback(client, frame)
         elif isinstance(frame, proto.Rate):

@@ -105,6 +105,7 @@ class Ping:
 class HistoryRequest:
     before: int  # turns before this one
     limit: int = 50
+    id: str | int | None = None  # echoed in the answer (and in an error), so a client can match them
 
 
 ClientFrame = Hello | SendMessage | Feedback | Rate | Ping | HistoryRequest
@@ -187,12 +188,13 @@ def parse(data: str, max_message_chars: int) -> ClientFrame:
             raise ProtocolError("bad_request", "'score' must be a whole number from 1 to 5", cid)
         return Rate(score, cid)
     if kind == "history":
+        cid = _client_id(frame)
         before, limit = _turn(frame.get("before")), frame.get("limit", WELCOME_TURNS)
         if before is None:
-            raise ProtocolError("bad_request", "'before' must be a turn number (the welcome's 'before')")
+            raise ProtocolError("bad_request", "'before' must be a turn number (the welcome's 'before')", cid)
         if _int(limit) is None or not 1 <= limit <= MAX_HISTORY_TURNS:
-            raise ProtocolError("bad_request", f"'limit' must be a whole number from 1 to {MAX_HISTORY_TURNS}")
-        return HistoryRequest(before, limit)
+            raise ProtocolError("bad_request", f"'limit' must be a whole number from 1 to {MAX_HISTORY_TURNS}", cid)
+        return HistoryRequest(before, limit, cid)
     if kind == "ping":
         payload = frame.get("data")
         return Ping(payload if _echoable(payload) else None)
@@ -255,10 +257,17 @@ def welcome(*, session: str, conversation: str, resumed: bool, history: Sequence
             "before": before_cursor(history)}
 
 
-def history_page(turns: Sequence[Turn], url_for: UrlFor) -> dict[str, Any]:
-    """The answer to a ``history`` request: older turns, oldest first, and the next cursor."""
-    return {"type": "history", "history": [history_item(t, url_for) for t in turns if t.role in VISIBLE_ROLES],
-            "before": before_cursor(turns)}
+def history_page(turns: Sequence[Turn], url_for: UrlFor, request: HistoryRequest | None = None) -> dict[str, Any]:
+    """The answer to a ``history`` request: older turns, oldest first, and the next cursor
+    (with the request's ``id`` and the ``for_before`` it asked for, to match them up)."""
+    page: dict[str, Any] = {"type": "history",
+                            "history": [history_item(t, url_for) for t in turns if t.role in VISIBLE_ROLES],
+                            "before": before_cursor(turns)}
+    if request is not None:
+        page["for_before"] = request.before
+        if request.id is not None:
+            page["id"] = request.id
+    return page
 
 
 def reply(result: Reply, client_id: str | int | None, url_for: UrlFor) -> dict[str, Any]:

@@ -170,7 +170,7 @@
   // Older turns: before = the welcome's (or last page's) cursor, null when the start is shown;
   // asked = a request for this cursor went out (its answer is taken even after a timeout);
   // loading = one is in flight (never two); paused = the last one failed (no automatic retry).
-  var older = { before: null, asked: false, loading: false, paused: false, timer: null };
+  var older = { before: null, asked: false, loading: false, paused: false, timer: null, id: null };
 
   // -- rendering ----------------------------------------------------------------------------------
   function nearBottom() { return log.scrollHeight - log.scrollTop - log.clientHeight < 80; }
@@ -262,7 +262,7 @@
       down.setAttribute("aria-pressed", v === -1 ? "true" : "false");
     }
     show(value || 0);
-    // An id on every frame but history requests: an error without one can only answer those.
+    // An id on every frame: an error is matched to what it answers by it.
     function vote(v) { show(v); send({ type: "feedback", id: newId(), turn: turn, value: v }); }
     up.addEventListener("click", function () { vote(1); });
     down.addEventListener("click", function () { vote(-1); });
@@ -367,7 +367,8 @@
 
   function loadEarlier(byUser) {
     if (older.before === null || older.loading || (older.paused && !byUser)) { return; }
-    if (!send({ type: "history", before: older.before, limit: HISTORY_PAGE })) {
+    older.id = newId();
+    if (!send({ type: "history", id: older.id, before: older.before, limit: HISTORY_PAGE })) {
       if (byUser) { showEarlier("failed", "You're offline. Earlier messages can be loaded once the chat reconnects."); }
       return;
     }
@@ -390,6 +391,7 @@
   // An answer to the request for older.before: every turn older than it, and an older cursor.
   function answersCursor(f) {
     if (!older.asked || older.before === null || !Array.isArray(f.history)) { return false; }
+    if (f.for_before !== undefined && f.for_before !== older.before) { return false; } // another request's page
     if (f.before !== null && f.before !== undefined && !(typeof f.before === "number" && f.before < older.before)) {
       return false; // a late duplicate of an earlier page
     }
@@ -613,7 +615,7 @@
 
   function onError(f) {
     var text = f.message || "Something went wrong.";
-    if ((f.id === null || f.id === undefined) && older.loading) { // history requests carry no id
+    if (older.loading && f.id !== null && f.id !== undefined && f.id === older.id) { // the history request's
       earlierFailed(text);
       return;
     }
