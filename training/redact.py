@@ -219,13 +219,15 @@ def _phone_ok(text: str, start: int, end: int) -> bool:
 _CAPW = rf"[{_UP}][{_L}'’-]{{0,30}}(?!\w)"  # a capitalised word: "Saint-Honoré", "II", "NW"
 _PART = r"(?:de|du|des|del|della|di|da|la|le|den|der|dem|van|von|het|y)"
 _PHRASE = rf"(?:[lLdD]['’])?{_CAPW}(?:[ ](?:{_PART}[ ]){{0,2}}(?:[lLdD]['’])?{_CAPW}){{0,3}}"  # "de la Constitución"
-_NUM = r"\d{1,5}[A-Za-z]?(?:-\d{1,5})?"
+_NUM = r"\d{1,5}[A-Za-z]?(?:[-/](?:\d{1,5}[A-Za-z]?|[IVX]{1,4})){0,3}"  # 12a, 45/3/12, 123-II
 _DIR = r"(?:N|S|E|W|NE|NW|SE|SW|North|South|East|West)"
 _SUFFIX = (r"(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Boulevard|Blvd|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|"
            r"Close|Crescent|Parkway|Pkwy|Highway|Hwy|Square|Sq|Row|Gardens|Mews|Loop|Circle|Alley)")
-_UNIT_WORD = r"(?:Apt|Apartment|Unit|Suite|Ste|Flat|Fl|Floor|Room)"
-_UNIT = rf"(?:,?[ ]{_UNIT_WORD}\.?[ ]?#?[A-Za-z0-9-]{{1,6}})"
+_UNIT_WORD = (r"(?i:Apt|Apartment|Unit|Suite|Ste|Flat|Fl|Floor|Room|Rm|apto|apartamento|piso|dpto|depto|bus|bte|"
+              r"boîte|m|lok|lokal|top|whg|interno|int|scala|esc|puerta|porta|trappa|lgh)")
+_UNIT = rf"(?:,?[ ]{_UNIT_WORD}\.?[ ]?#?[A-Za-z0-9-]{{1,6}}(?![\w-]))"
 _AFTER_PART = r"(?=[ ]{0,3}(?:[,.;:!?)\n]|$|\d|[A-Z]{1,2}\d|[A-Z]{2}\b))"
+_CITY = rf"(?:{_CAPW}|[{_LO}][{_L}'’-]{{1,30}}(?!\w))"  # after a postcode, a city may be typed in lower case
 _POSTCODE = (
     rf"(?:,?[ ]{{1,3}}(?:"
     r"[A-Z]{2}[ ]{1,2}\d{5}(?:-\d{4})?(?!\d)"                 # US state + ZIP
@@ -233,14 +235,26 @@ _POSTCODE = (
     r"|[A-Z]\d[A-Z][ ]?\d[A-Z]\d\b"                          # CA
     r"|\d{3}-\d{4}(?!\d)"                                    # JP
     rf"|\d{{4}}[ ]?[A-Z]{{2}}[ ]{{1,2}}{_CAPW}"                # NL: 1015 CJ Amsterdam
-    rf"|(?:\d{{4,5}}|\d{{4}}-\d{{3}}|\d{{2}}-\d{{3}}|\d{{3}}[ ]\d{{2}})[ ]{{1,2}}{_CAPW}"  # 10115 Berlin, PT, PL, SE
+    rf"|(?:\d{{4,5}}|\d{{4}}-\d{{3}}|\d{{2}}-\d{{3}}|\d{{3}}[ ]\d{{2}})[ ]{{1,2}}{_CITY}"  # 10115 Berlin, PT, PL, SE
     rf"(?:[ ](?:am|an|der|sur|upon|on|im)[ ]{_CAPW}|[ ]{_CAPW})?"  # Frankfurt am Main
+    r"|(?:[A-Za-z]{2}[ ])?[A-Z]\d[A-Z][ ]?\d[A-Z]\d\b"         # CA with its province: ON M5H 2N2
+    r"|\d{5}-\d{3}(?!\d)"                                    # BR CEP
     r"|\d{6}(?!\d)|\d{5}(?:-\d{4})?(?!\d)"                   # CN; US ZIP alone
     r"|[a-z]{2,20}(?:[ ][a-z]{2,20})?,?[ ][a-z]{2}[ ]\d{5}(?!\d)"  # typed in lower case: springfield il 62704
     r"))"
 )
-_TAIL = rf"{_UNIT}?(?:,[ ]{{1,3}}{_CAPW}(?:[ ]{_CAPW}){{0,2}}{_AFTER_PART}){{0,3}}{_POSTCODE}?"
+_STATE = r"(?:[ ]?-[ ]?[A-Z]{2}\b)?"  # São Paulo - SP
+_TAIL = rf"{_UNIT}?(?:,[ ]{{1,3}}{_CAPW}(?:[ ]{_CAPW}){{0,2}}{_STATE}{_AFTER_PART}){{0,3}}{_POSTCODE}?"
+# Typed in lower case, a street needs its postcode: "88 queen st, apt 1207, toronto ON M5H 2N2".
+_LWORD = rf"[{_L}][{_L}'’-]{{0,30}}(?![\w'’-])"
+_TAIL_NEEDS_CODE = rf"{_UNIT}?(?:,[ ]{{1,3}}{_LWORD}(?:[ ]{_LWORD}){{0,2}}{_STATE}{_AFTER_PART}){{0,3}}{_POSTCODE}"
 _EU_POSTCODE = rf",?[ ]{{1,3}}(?:\d{{5}}|\d{{4}}[ ]?[A-Z]{{2}})[ ]{{1,2}}{_CAPW}"
+_STREET_SUFFIX = (r"(?:straße|strasse|str\.|weg|allee|platz|gasse|ring|damm|ufer|gracht|laan|straat|plein|kade|singel|"
+                  r"dijk|markt|steig|chaussee|gatan|gata|gate|vägen|väg|gade|vej|veien|vei|tie|katu|kuja)")
+_STREET_WORD = (r"(?:Straße|Strasse|Str\.|Weg|Allee|Platz|Gasse|Ring|Damm|Ufer|Chaussee|gate|gata|gatan|vei|veien|"
+                r"vej|gade|väg|vägen|straat|laan|weg)")
+_PREFIX = (r"(?:Calle|C/|Avenida|Avda\.|Av\.|Plaza|Paseo|Carrer|Via|Viale|Piazza|Piazzale|Corso|Largo|Vicolo|Rua|"
+           r"Travessa|Alameda|[Uu]l\.|[Aa]l\.|Ulica|Aleja)")
 _HEADS = (
     # 1600 Pennsylvania Avenue NW / 500 W 2nd St / No. 1 Jianguomenwai Avenue / Flat 2, 45 High Street
     rf"(?:{_UNIT_WORD}\.?[ ]?#?[A-Za-z0-9-]{{1,6}},?[ ])?(?:No\.[ ]?)?{_NUM}[ ]{{1,2}}(?:{_DIR}[ ])?"
@@ -248,21 +262,29 @@ _HEADS = (
     r"\d{1,5}[ ](?:[a-z]{2,20}[ ]){1,2}(?:street|avenue|road|lane|drive|boulevard)\b",  # 14 elm street
     # 12 rue de Rivoli / 8 bis boulevard Haussmann
     rf"\d{{1,4}}(?:[ ]?(?:bis|ter|[A-Z]))?,?[ ](?i:rue|avenue|av\.|boulevard|bd|place|allée|impasse|chemin|"
-    rf"quai|cours|route|square|passage)[ ](?:{_PART}[ ])?{_PHRASE}",
+    rf"quai|cours|route|square|passage)[ ](?:{_PART}[ ]){{0,2}}{_PHRASE}",
     # Calle Mayor 10 / Via Roma 15 / Corso Vittorio Emanuele II 21
-    r"(?:Calle|C/|Avenida|Avda\.|Plaza|Paseo|Carrer|Via|Viale|Piazza|Piazzale|Corso|Largo|Vicolo|Rua|Travessa|"
-    r"[Uu]l\.|[Aa]l\.|Ulica|Aleja)"
-    rf"[ ]?(?:{_PART}[ ]){{0,2}}{_PHRASE}[ ]{_NUM}(?=[ ]{{0,3}}(?:[,.;:!?)\n]|$|\d{{4,5}}[ ]))",
+    rf"{_PREFIX}[ ]?(?:{_PART}[ ]){{0,2}}{_PHRASE},?[ ]{_NUM}(?=[ ]{{0,3}}(?:[,.;:!?)\n]|$|\d{{4,5}}[ ])|{_UNIT})",
     # Hauptstraße 5 / Musterstr. 12a / Keizersgracht 123
-    rf"[{_UP}][{_LO}]{{0,30}}(?:straße|strasse|str\.|weg|allee|platz|gasse|ring|damm|ufer|gracht|laan|straat|"
-    rf"plein|kade|singel|dijk|markt|steig|chaussee|gatan|gata|vägen|väg|gade|vej|veien|gata)[ ]?{_NUM}",
+    rf"[{_UP}][{_LO}]{{0,30}}{_STREET_SUFFIX}[ ]?{_NUM}",
+    # Mariahilfer Straße 45 / Karl Johans gate 15
+    rf"{_PHRASE}[ ]{_STREET_WORD}[ ]{_NUM}",
     # Unter den Linden 77, 10117 Berlin / Damrak 1, 1012 LG Amsterdam: only with the postcode
     rf"{_PHRASE}[ ]{_NUM}(?={_EU_POSTCODE})",
     # 2-8-1 Nishi-Shinjuku, Shinjuku-ku
     rf"\d{{1,4}}(?:-\d{{1,4}}){{1,2}}[ ]{_CAPW},[ ]{_CAPW}-(?:ku|shi|gun|cho|machi)\b",
     r"(?:P\.?[ ]?O\.?[ ]?Box|Postfach|Apartado|Casella[ ]Postale|Bo[iî]te[ ]Postale)[ ]\d{1,6}",
 )
-_ADDRESSES = [re.compile(rf"(?<![\w'’-]){head}{_TAIL}") for head in _HEADS]
+_LHEADS = (
+    # lindenweg 3 / via giuseppe garibaldi 7 / c/ de balmes 150 / 742 evergreen terrace / 12 rue de la paix
+    rf"[{_L}][{_LO}]{{0,30}}{_STREET_SUFFIX}[ ]?{_NUM}",
+    rf"(?i:{_PREFIX})[ ]?(?:{_PART}[ ]){{0,2}}{_LWORD}(?:[ ]{_LWORD}){{0,3}},?[ ]{_NUM}",
+    rf"{_NUM}[ ](?:{_LWORD}[ ]){{1,3}}(?i:{_SUFFIX}|rue|via|calle)\b\.?",
+    rf"\d{{1,4}}(?:[ ]?(?:bis|ter))?,?[ ](?i:rue|avenue|boulevard|bd|place|allée|impasse|chemin|quai)[ ]"
+    rf"(?:{_PART}[ ]){{0,2}}{_LWORD}(?:[ ]{_LWORD}){{0,3}}",
+)
+_ADDRESSES = ([re.compile(rf"(?<![\w'’-]){head}{_TAIL}") for head in _HEADS]
+              + [re.compile(rf"(?<![\w'’-]){head}{_TAIL_NEEDS_CODE}") for head in _LHEADS])
 
 # --- names --------------------------------------------------------------------------------
 _NAME_TOK = rf"(?:Mc|Mac|O['’]|D['’])?[{_UP}][{_LO}]+(?:['’-][{_UP}]?[{_LO}]+){{0,3}}"
