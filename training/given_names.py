@@ -39,6 +39,32 @@ ryan rui sabine sam samantha samuel sandra sara sarah sebastian sean sergei serg
 sofie sophia sophie søren stefan stefano stephanie steven susanne svetlana sven sylvie tanja thomas tim timo
 tobias tom tomasz torsten ulrike ursula valentina valeria vanessa vera victor vincent vittorio wei wojciech
 wolfgang xavier yasmin yuki yusuf zoe zoë zofia ólafur
+abdul abdullah ada adaeze adebayo adeola adriana agata agnes ahmad aiko akira akosua alan albert alberto aleksandra
+alessio alfred alicja alma amaka amanda amara ambre amina amit ananya andré andrés ángel angelo anil anita anja
+anjali ann anneke annika antonia ari arne arvid asha ashley åsa astrid aurora axel ayumi baptiste barış beatrice
+benedikt bernd birgit bjørn blanca bogdan boris brandon brigitte bronwyn caitlin callum carina carl carlo carolina
+caoimhe casper cathal cédric celia chidi chinedu chioma chiara chris christophe cillian claes clément conor cormac
+cristina cristian damian damien dan dana daniël dara darius dawid declan deepika denise derek desmond dimitri
+dirk divya dominika donal doris dylan ebru edith eduardo eilidh eleanor elif elke ellen eloise elías emeka emilie
+emilio emre enzo erin ernesto esra estelle eugenia ezra fabio fatma federico femi filipa finlay florence folake
+frank franziska frida gabriele gaspard gemma gerhard gianni gilles gonçalo gosia gunnar gustavo hakan halima
+hanna hannelore harald haruka hassan hayley heidi helga hélène henrike hideo hilde huda hugh hyun ibrahim ifeoma
+ignacio ilona imogen inès ingeborg ioana iryna isabela ismail iwona jacqueline jade jakub janina janne jarosław
+jasmin javier jayden jenny jesper jesús ji-woo jiho joanne joel johan jolanta jonah jorge josefine josephine
+joséphine jules julieta justyna kacper kai kamil kamila karim karolina kasimir katja kazuki keith kemal kenneth
+kerstin khalid kirsten kiran klara kofi kristina kristian kwame lachlan lakshmi lars leandro lennart leonardo
+leticia lewis liesbeth lieke lilian linnea lionel lorenzo lorna lotta luana lucie ludovic luka łucja magnus
+mahmoud malgorzata manon marcin marek mariana marianne mariusz marko marlene martha marthe mateus mateusz
+matilda mattias maud maurice max maya megan mei mercedes michelle mikołaj milan milena mirela miriam mohan
+moritz muhammad nadine nam nanami naoki natalia neha nerea nick nicole nikhil nikola nils nnamdi noa noor norbert
+nuno oisín ola olga olumide oluwaseun orla oscar pádraig pál patrícia pauline pavel pawel paweł pekka per pieter
+pilar pooja przemysław radek radosław rajesh ravi regina reinhard renata renée ricardo rita robin rocío roisín
+róisín roman rosa ruairí ruth sabrina sadia saoirse sakura samira sanjay santiago sara saskia satoshi seamus
+sebastián seo-yeon shanthi shauna shirin shreya shun sibylle sigrid silvia sinéad sinead siobhan sipho siddharth
+snežana solveig sonia soo-ah stanisław stella stig sunita susana sven szymon taiwo takumi tamara tariq teresa
+thabo théo thierry tiago tobiah tomás tomas tove tunde ulla ursula usha valentin valérie vasil veronika vicente
+viktor vikram viktoria vinh vlad wiebke wiktoria willem xin yan yara yasmine yetunde yosef youssef yu yui yusra
+yvonne zainab zara zeynep zhen zsofia zuzanna
 """.split())
 
 SURNAMES: frozenset[str] = frozenset("""
@@ -59,3 +85,11 @@ jordan paris austin dallas sydney florence georgia virginia victoria chelsea bro
 art frank sunny chase hunter drew gene iris jasmine angel christian page royal major king prince
 """.split())
 """Given names that are also ordinary words or places; never taken without a cue."""
+
+FAMILY_FIRST_SURNAMES: frozenset[str] = frozenset("""
+nguyen nguyễn tran trần pham phạm hoang hoàng phan vu vũ dang đặng bui bùi huynh huỳnh ngo ngô duong dương
+kim choi jung kang yoon cho jang
+""".split())
+"""Vietnamese and Korean family names, written first ("Nguyễn Thị Lan"); like Chinese surnames,
+only taken before a capitalised word."""
+

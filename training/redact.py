@@ -35,7 +35,7 @@ from functools import lru_cache
 
 import phonenumbers
 
-from training.given_names import AMBIGUOUS, CHINESE_SURNAMES, GIVEN_NAMES
+from training.given_names import AMBIGUOUS, CHINESE_SURNAMES, FAMILY_FIRST_SURNAMES, GIVEN_NAMES
 
 KINDS: tuple[str, ...] = ("EMAIL", "PHONE", "CARD", "IBAN", "ADDRESS", "ORDER_ID", "NAME")
 
@@ -288,7 +288,9 @@ _ADDRESSES = ([re.compile(rf"(?<![\w'’-]){head}{_TAIL}") for head in _HEADS]
 
 # --- names --------------------------------------------------------------------------------
 _NAME_TOK = rf"(?:Mc|Mac|O['’]|D['’])?[{_UP}][{_LO}]+(?:['’-][{_UP}]?[{_LO}]+){{0,3}}"
-_FULL = rf"(?:{_NAME_TOK})(?:[ ](?:{_NAME_TOK})){{0,2}}"
+_NPART = r"(?:van|von|de|der|den|del|della|di|da|das|dos|du|la|le|ter|ten|bin|ibn|al|el|y|zu)"
+_FULL = rf"(?:{_NAME_TOK})(?:[ ](?:{_NPART}[ ]){{0,2}}(?:{_NAME_TOK})){{0,2}}"  # Anneke van der Berg
+_JOIN = re.compile(rf"[ ](?:{_NPART}[ ]){{0,2}}")
 # Words that follow the cues but are not names: adjectives, nationalities, product and brand
 # words, days and months, pronoun-ish openers.
 STOP_WORDS = frozenset("""
@@ -304,15 +306,26 @@ please thanks thank welcome hello hi hey dear sir madam can could would should w
 my your our his her their i we you he she they what when where why how which who if as of for to by
 """.split())
 
-_CUE_INTRO = re.compile(
-    rf"(?i:\b(?:my name is|my name's|name's|i am|i'm|im|this is|it's|call me|you're speaking with|"
-    rf"you are speaking with|speaking with|you're chatting with|chatting with))[ ]{{1,3}}(?P<n>{_FULL})(?!\w)"
+_INTRO_WORDS = (
+    r"my name is|my name's|name's|i am|i'm|im|this is|it's|its|call me|you're speaking with|you are speaking with|"
+    r"speaking with|you're chatting with|chatting with|ask for|under the name(?: of)?|put it under|"
+    r"(?:full |account |card ?holder(?:'s)? |recipient(?:'s)? )?name(?: on the (?:account|card|order|booking))?"
+    r"(?: is)?[ ]?:|account holder(?: is)?:?|addressed to|signed by|"
+    r"me llamo|mi nombre es|je m'appelle|je m’appelle|mon nom est|ich heiße|ich heisse|mein name ist|"
+    r"mi chiamo|il mio nome è|mijn naam is|ik heet|jag heter|mitt namn är|nazywam się|meu nome é|eu me chamo"
 )
+_CUE_INTRO = re.compile(
+    rf"(?i:\b(?:{_INTRO_WORDS}))[ ]{{1,3}}(?P<n>{_FULL})(?!\w)"
+)
+# After the same cues, a known given name typed in lower case: "hey its sinead".
+_CUE_INTRO_LOWER = re.compile(rf"(?i:\b(?:{_INTRO_WORDS}))[ ]{{1,3}}(?P<n>[{_LO}]{{2,20}})(?![\w'’-])")
+# "Søren Lindqvist here" at the start of a message or after a greeting.
+_CUE_HERE = re.compile(rf"(?:^|[,.!?:;\n][ ]{{0,3}})(?P<n>{_FULL})[ ]here\b", re.M)
 _CUE_TITLE = re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr)\.?[ ](?P<n>{_FULL})(?!\w)")
 _CUE_GREET = re.compile(
-    rf"\b(?:Hi|Hello|Hey|Dear|Morning|Good morning|Good afternoon|Good evening|"
+    rf"\b(?i:Hi|Hello|Hey|Dear|Morning|Good morning|Good afternoon|Good evening|"
     rf"Thanks|Thank you|Thanks so much|Thanks again|Many thanks|Cheers|Bye|Goodbye|You're welcome|You’re welcome|"
-    rf"Welcome back|Danke|Merci|Gracias|Grazie|Bonjour|Hallo|Hola|Ciao)"
+    rf"Welcome back|Danke|Merci|Gracias|Grazie|Bonjour|Hallo|Hola|Ciao|Hej|Tack|Dzięki|Dziękuję|Obrigad[oa])"
     rf"(?:,[ ]{{0,3}}|[ ]{{1,3}})(?P<n>{_FULL})(?=[ \t]{{0,3}}(?:[,!.?:;\n]|$))"
 )
 # Each separator between the sign-off and the name is bounded and can match in one way only
@@ -357,13 +370,13 @@ def _gazetteer_names(text: str) -> list[tuple[int, int]]:
     i = 0
     while i < len(toks):
         tok = toks[i].group()
-        chinese = _fold(tok) in CHINESE_SURNAMES
+        chinese = _fold(tok) in CHINESE_SURNAMES or _fold(tok) in FAMILY_FIRST_SURNAMES
         if not (_is_given(tok) or chinese) or tok.lower() in STOP_WORDS or _SAINT.search(text, max(0, toks[i].start() - 10), toks[i].start()):
             i += 1
             continue
         j = i
-        while (j + 1 < len(toks) and j - i < 2 and toks[j + 1].start() == toks[j].end() + 1
-               and text[toks[j].end()] == " " and toks[j + 1].group().lower() not in STOP_WORDS
+        while (j + 1 < len(toks) and j - i < 2 and _JOIN.fullmatch(text, toks[j].end(), toks[j + 1].start())
+               and toks[j + 1].group().lower() not in STOP_WORDS
                and not re.search(r"['’]s$", toks[j].group())):
             j += 1
         if chinese and j == i:
@@ -453,11 +466,14 @@ def _find_phones(text: str) -> Iterable[tuple[int, int]]:
 
 
 def _find_names(text: str) -> Iterable[tuple[int, int]]:
-    for rx in (_CUE_TITLE, _CUE_INTRO, _CUE_GREET, _CUE_SIGNOFF):
+    for rx in (_CUE_TITLE, _CUE_INTRO, _CUE_GREET, _CUE_SIGNOFF, _CUE_HERE):
         for m in rx.finditer(text):
             span = _trim_name(text, m.start("n"), m.group("n"))
             if span:
                 yield span
+    for m in _CUE_INTRO_LOWER.finditer(text):
+        if _is_given(m.group("n")) and m.group("n") not in STOP_WORDS:
+            yield m.span("n")
     yield from _gazetteer_names(text)
 
 
