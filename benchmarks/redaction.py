@@ -1,7 +1,8 @@
-"""PII redaction quality: per-kind precision/recall/F1 on the hand-written fixture, before and after.
+"""PII redaction quality: per-kind precision/recall/F1 on the hand-written fixtures, before and after.
 
-Scores :class:`training.redact.Redactor` on ``tests/fixtures/pii/realworld.jsonl`` (written
-independently of the redactor; provenance in its README) and, side by side, a baseline
+Scores :class:`training.redact.Redactor` on ``tests/fixtures/pii/realworld.jsonl`` and
+``tests/fixtures/pii/heldout.jsonl`` (the second written blind to the redactor's rules;
+provenance in their README) and, side by side, a baseline
 redactor loaded from git (``--baseline REV``, default: the commit that first added
 ``training/redact.py``) into a temporary module, so that no old copy lives in the package.
 
@@ -9,7 +10,7 @@ Matching: a predicted span is a true positive when it overlaps a gold span of th
 that no other prediction has claimed ("overlap"); "exact" also requires the same boundaries.
 Unmatched predictions are false positives, unmatched gold spans false negatives.
 
-    python benchmarks/redaction.py [--fixture PATH] [--baseline REV]
+    python benchmarks/redaction.py [--fixture PATH ...] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 FIXTURE = REPO / "tests" / "fixtures" / "pii" / "realworld.jsonl"
+HELDOUT = REPO / "tests" / "fixtures" / "pii" / "heldout.jsonl"
+"""Written blind to the redactor, after it was tuned on ``FIXTURE`` (provenance in the README)."""
 
 Span = tuple[int, int, str]  # start, end, kind
 Finder = Callable[[str], Iterable[Span]]
@@ -121,17 +124,18 @@ def main(argv: list[str] | None = None) -> None:
     from training.redact import Redactor
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--fixture", type=Path, default=FIXTURE)
+    ap.add_argument("--fixture", type=Path, action="append", help="default: both fixtures")
     ap.add_argument("--baseline", default=None, help="git revision of the baseline redactor")
     args = ap.parse_args(argv)
-    rows = load_fixture(args.fixture)
     before, after = finder(baseline_redactor(args.baseline)), finder(Redactor())
-    print(f"# PII redaction on {args.fixture.relative_to(REPO) if args.fixture.is_relative_to(REPO) else args.fixture}"
-          f" ({len(rows)} lines, {sum(len(g) for _, g in rows)} spans)\n")
-    for exact in (False, True):
-        print(f"## {'exact' if exact else 'overlap'} span match\n")
-        print(table({"before": score(before, rows, exact), "after": score(after, rows, exact)}))
-        print()
+    for fixture in args.fixture or [FIXTURE, HELDOUT]:
+        rows = load_fixture(fixture)
+        print(f"# PII redaction on {fixture.relative_to(REPO) if fixture.is_relative_to(REPO) else fixture}"
+              f" ({len(rows)} lines, {sum(len(g) for _, g in rows)} spans)\n")
+        for exact in (False, True):
+            print(f"## {'exact' if exact else 'overlap'} span match\n")
+            print(table({"before": score(before, rows, exact), "after": score(after, rows, exact)}))
+            print()
 
 
 if __name__ == "__main__":

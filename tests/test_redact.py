@@ -13,6 +13,7 @@ from training.redact import Redactor, iban_ok, luhn_ok
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pii.jsonl"
 REALWORLD = Path(__file__).parent / "fixtures" / "pii" / "realworld.jsonl"
+HELDOUT = Path(__file__).parent / "fixtures" / "pii" / "heldout.jsonl"
 
 
 def _score() -> tuple[dict[str, tuple[float, float]], float, float]:
@@ -69,6 +70,59 @@ def test_realworld_fixture_precision_and_recall_per_kind() -> None:
     assert pe >= 0.9 and re_ >= 0.9, {k: prf(c) for k, c in exact.items()}
 
 
+def test_heldout_fixture_precision_and_recall() -> None:
+    """The fixture written blind to the redactor (tests/fixtures/pii/README.md): >= 0.95 overall.
+
+    Before this fixture's fixes the redactor scored P 0.97 / R 0.85 on it (addresses 0.68,
+    names 0.79 recall; a Luhn-valid IMEI taken for a card).
+    """
+    rows = load_fixture(HELDOUT)
+    redactor = Redactor()
+
+    def find(text: str) -> list[tuple[int, int, str]]:
+        return [(r.start, r.end, r.kind) for r in redactor.find(text)]
+
+    overlap = score(find, rows)
+    per_kind = {k: tuple(round(x, 2) for x in prf(c)) for k, c in sorted(overlap.items())}
+    print("held-out per kind (precision, recall, F1), overlap match:", per_kind)
+    assert sum(len(g) for _, g in rows) >= 120 and sum(not g for _, g in rows) >= 45
+    p, r, _ = prf(overlap["ALL"])
+    assert p >= 0.95 and r >= 0.95, per_kind
+    for kind in ("PHONE", "ADDRESS", "NAME", "EMAIL", "CARD", "IBAN"):
+        assert min(prf(overlap[kind])[:2]) >= 0.9, (kind, per_kind[kind])
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a match right after an e-mail address, or two addresses in a row (issue 9, defect 10)
+    ("mail anna@example.com(415) 555-0132 now", "mail [EMAIL][PHONE] now"),
+    ("0@0.AA.0@0.AA", "[EMAIL].[EMAIL]"),
+    ("a@b.example.c@d.example", "[EMAIL].[EMAIL]"),
+    ("01000000+10000000", None),
+])
+def test_redacting_twice_equals_once(text: str, expected: str | None) -> None:
+    redactor = Redactor()
+    once = redactor.redact(text)[0]
+    if expected is not None:
+        assert once == expected
+    assert redactor.redact(once)[0] == once
+
+
+@pytest.mark.parametrize("text, kind, original", [
+    ("can u update it to søren@exämple.dk", "EMAIL", "søren@exämple.dk"),
+    ("es9121000418450200051332 es mi cuenta", "IBAN", "es9121000418450200051332"),
+    ("refund to DE89 3704 0044 0532 0130 00 EUR", "IBAN", "DE89 3704 0044 0532 0130 00"),
+    ("bitte an lindenweg 3, 80331 münchen schicken", "ADDRESS", "lindenweg 3, 80331 münchen"),
+    ("Mariahilfer Straße 45/3/12, 1060 Wien", "ADDRESS", "Mariahilfer Straße 45/3/12, 1060 Wien"),
+    ("send to 88 queen st, apt 1207, toronto ON M5H 2N2", "ADDRESS", "88 queen st, apt 1207, toronto ON M5H 2N2"),
+    ("can you put it under Anneke van der Berg", "NAME", "Anneke van der Berg"),
+    ("name on the account: Nguyễn Thị Lan", "NAME", "Nguyễn Thị Lan"),
+    ("ok that works. thanks, Mateusz", "NAME", "Mateusz"),
+])
+def test_must_redact_heldout_forms(text: str, kind: str, original: str) -> None:
+    found = Redactor().redact(text)[1]
+    assert [(r.kind, r.original) for r in found] == [(kind, original)]
+
+
 @pytest.mark.parametrize("text, kind, original", [
     # the misses of issue 9: national phone formats, continental addresses, an address's tail,
     # names with non-ASCII letters or without a cue
@@ -120,6 +174,9 @@ def test_must_redact(text: str, kind: str, original: str) -> None:
     "The Amber Rose jar and the Sage Green candle",
     "Return reference RT-55120",
     "NL91ABNA0417164301",                                # fails mod-97
+    "IMEI 356938035643809 is on the box",                # Luhn-valid, but no card network's prefix/length
+    "shipped via dhl 3 days ago, 12345 units",
+    "hey its broken again",
 ])
 def test_must_not_redact(text: str) -> None:
     out, found = Redactor().redact(text)

@@ -225,29 +225,34 @@ _SUFFIX = (r"(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Boulevard|Blvd|Drive|Dr|Cou
            r"Close|Crescent|Parkway|Pkwy|Highway|Hwy|Square|Sq|Row|Gardens|Mews|Loop|Circle|Alley)")
 _UNIT_WORD = (r"(?i:Apt|Apartment|Unit|Suite|Ste|Flat|Fl|Floor|Room|Rm|apto|apartamento|piso|dpto|depto|bus|bte|"
               r"boîte|m|lok|lokal|top|whg|interno|int|scala|esc|puerta|porta|trappa|lgh)")
-_UNIT = rf"(?:,?[ ]{_UNIT_WORD}\.?[ ]?#?[A-Za-z0-9-]{{1,6}}(?![\w-]))"
+_UNIT = (rf"(?:,?[ ]{_UNIT_WORD}\.?[ ]?#?[A-Za-z0-9-]{{1,6}}(?![\w-])"
+         r"|,?[ ]\d{1,2}[º°ª](?:[ ]?[A-Za-z](?![\w-]))?"  # ES/PT floor and door: 3º B
+         r"|[ ][A-Z][ ]\d{1,3}(?![\w-]))")  # Nordic staircase and flat: 10 A 5
 _AFTER_PART = r"(?=[ ]{0,3}(?:[,.;:!?)\n]|$|\d|[A-Z]{1,2}\d|[A-Z]{2}\b))"
 _CITY = rf"(?:{_CAPW}|[{_LO}][{_L}'’-]{{1,30}}(?!\w))"  # after a postcode, a city may be typed in lower case
-_POSTCODE = (
+_POSTCODE_FORM = (
     rf"(?:,?[ ]{{1,3}}(?:"
     r"[A-Z]{2}[ ]{1,2}\d{5}(?:-\d{4})?(?!\d)"                 # US state + ZIP
     r"|[A-Z]{1,2}\d[A-Z\d]?[ ]?\d[A-Z]{2}\b"                  # UK
     r"|[A-Z]\d[A-Z][ ]?\d[A-Z]\d\b"                          # CA
     r"|\d{3}-\d{4}(?!\d)"                                    # JP
     rf"|\d{{4}}[ ]?[A-Z]{{2}}[ ]{{1,2}}{_CAPW}"                # NL: 1015 CJ Amsterdam
-    rf"|(?:\d{{4,5}}|\d{{4}}-\d{{3}}|\d{{2}}-\d{{3}}|\d{{3}}[ ]\d{{2}})[ ]{{1,2}}{_CITY}"  # 10115 Berlin, PT, PL, SE
+    rf"|(?:\d{{4,5}}|\d{{4}}-\d{{3}}|\d{{2}}-\d{{3}}|\d{{3}}[ ]\d{{2}})[ ]{{1,2}}{{city}}"  # 10115 Berlin, PT, PL, SE
     rf"(?:[ ](?:am|an|der|sur|upon|on|im)[ ]{_CAPW}|[ ]{_CAPW})?"  # Frankfurt am Main
     r"|(?:[A-Za-z]{2}[ ])?[A-Z]\d[A-Z][ ]?\d[A-Z]\d\b"         # CA with its province: ON M5H 2N2
     r"|\d{5}-\d{3}(?!\d)"                                    # BR CEP
+    r"|(?:NSW|VIC|QLD|SA|WA|TAS|NT|ACT)[ ]\d{4}(?!\d)"          # AU state + postcode
     r"|\d{6}(?!\d)|\d{5}(?:-\d{4})?(?!\d)"                   # CN; US ZIP alone
     r"|[a-z]{2,20}(?:[ ][a-z]{2,20})?,?[ ][a-z]{2}[ ]\d{5}(?!\d)"  # typed in lower case: springfield il 62704
     r"))"
 )
+_POSTCODE = _POSTCODE_FORM.replace("{city}", _CAPW)
+_POSTCODE_LOWER = _POSTCODE_FORM.replace("{city}", _CITY)
 _STATE = r"(?:[ ]?-[ ]?[A-Z]{2}\b)?"  # São Paulo - SP
 _TAIL = rf"{_UNIT}?(?:,[ ]{{1,3}}{_CAPW}(?:[ ]{_CAPW}){{0,2}}{_STATE}{_AFTER_PART}){{0,3}}{_POSTCODE}?"
 # Typed in lower case, a street needs its postcode: "88 queen st, apt 1207, toronto ON M5H 2N2".
 _LWORD = rf"[{_L}][{_L}'’-]{{0,30}}(?![\w'’-])"
-_TAIL_NEEDS_CODE = rf"{_UNIT}?(?:,[ ]{{1,3}}{_LWORD}(?:[ ]{_LWORD}){{0,2}}{_STATE}{_AFTER_PART}){{0,3}}{_POSTCODE}"
+_TAIL_NEEDS_CODE = rf"{_UNIT}?(?:,[ ]{{1,3}}{_LWORD}(?:[ ]{_LWORD}){{0,2}}{_STATE}{_AFTER_PART}){{0,3}}{_POSTCODE_LOWER}"
 _EU_POSTCODE = rf",?[ ]{{1,3}}(?:\d{{5}}|\d{{4}}[ ]?[A-Z]{{2}})[ ]{{1,2}}{_CAPW}"
 _STREET_SUFFIX = (r"(?:straße|strasse|str\.|weg|allee|platz|gasse|ring|damm|ufer|gracht|laan|straat|plein|kade|singel|"
                   r"dijk|markt|steig|chaussee|gatan|gata|gate|vägen|väg|gade|vej|veien|vei|tie|katu|kuja)")
@@ -273,7 +278,7 @@ _HEADS = (
     rf"{_PHRASE}[ ]{_NUM}(?={_EU_POSTCODE})",
     # 2-8-1 Nishi-Shinjuku, Shinjuku-ku
     rf"\d{{1,4}}(?:-\d{{1,4}}){{1,2}}[ ]{_CAPW},[ ]{_CAPW}-(?:ku|shi|gun|cho|machi)\b",
-    r"(?:P\.?[ ]?O\.?[ ]?Box|Postfach|Apartado|Casella[ ]Postale|Bo[iî]te[ ]Postale)[ ]\d{1,6}",
+    r"(?:P\.?[ ]?O\.?[ ]?Box|Postfach|Apartado|Casella[ ]Postale|Bo[iî]te[ ]Postale)[ ]\d{1,6}(?:[ ]\d{2}){0,3}(?!\d)",
 )
 _LHEADS = (
     # lindenweg 3 / via giuseppe garibaldi 7 / c/ de balmes 150 / 742 evergreen terrace / 12 rue de la paix
