@@ -555,7 +555,10 @@ def train(config: TrainConfig, train_dir: Path | str, *, retrieve: Retrieve | No
         plot_loss(hist, out / LOSS_PLOT)
         log.info("saved %s to %s (train loss %.4f, %s tokens/s)", "model" if config.full_finetune else "adapter",
                  out, metrics["train_loss"], metrics["tokens_per_s"])
-    return TrainResult(out, out, metrics, resume, asdict(stats), trainer.model)
+    # accelerate wraps forward() in bf16 autocast for a bf16 run and leaves it there: unwrap it, so
+    # the returned model computes as the saved adapter does when it is loaded (fp32 weights, fp32).
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    return TrainResult(out, out, metrics, resume, asdict(stats), model)
 
 
 def merge_adapter(adapter_dir: Path | str, out_dir: Path | str, base_model: Path | str | None = None) -> Path:
