@@ -117,6 +117,8 @@ def test_redacting_twice_equals_once(text: str, expected: str | None) -> None:
     ("can you put it under Anneke van der Berg", "NAME", "Anneke van der Berg"),
     ("name on the account: Nguyễn Thị Lan", "NAME", "Nguyễn Thị Lan"),
     ("ok that works. thanks, Mateusz", "NAME", "Mateusz"),
+    ("ship to 221b baker street, london nw1 6xe please", "ADDRESS", "221b baker street, london nw1 6xe"),
+    ("its 9 oxford rd, manchester m13 9pl", "ADDRESS", "9 oxford rd, manchester m13 9pl"),
 ])
 def test_must_redact_heldout_forms(text: str, kind: str, original: str) -> None:
     found = Redactor().redact(text)[1]

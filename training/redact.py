@@ -244,6 +244,7 @@ _POSTCODE_FORM = (
     r"|(?:NSW|VIC|QLD|SA|WA|TAS|NT|ACT)[ ]\d{4}(?!\d)"          # AU state + postcode
     r"|\d{6}(?!\d)|\d{5}(?:-\d{4})?(?!\d)"                   # CN; US ZIP alone
     r"|[a-z]{2,20}(?:[ ][a-z]{2,20})?,?[ ][a-z]{2}[ ]\d{5}(?!\d)"  # typed in lower case: springfield il 62704
+    r"|[a-z]{1,2}\d[a-z\d]?[ ]\d[a-z]{2}\b"                 # UK typed in lower case (_UK_LOWER)
     r"))"
 )
 _POSTCODE = _POSTCODE_FORM.replace("{city}", _CAPW)
@@ -252,7 +253,10 @@ _STATE = r"(?:[ ]?-[ ]?[A-Z]{2}\b)?"  # São Paulo - SP
 _TAIL = rf"{_UNIT}?(?:,[ ]{{1,3}}{_CAPW}(?:[ ]{_CAPW}){{0,2}}{_STATE}{_AFTER_PART}){{0,3}}{_POSTCODE}?"
 # Typed in lower case, a street needs its postcode: "88 queen st, apt 1207, toronto ON M5H 2N2".
 _LWORD = rf"[{_L}][{_L}'’-]{{0,30}}(?![\w'’-])"
-_TAIL_NEEDS_CODE = rf"{_UNIT}?(?:,[ ]{{1,3}}{_LWORD}(?:[ ]{_LWORD}){{0,2}}{_STATE}{_AFTER_PART}){{0,3}}{_POSTCODE_LOWER}"
+_UK_LOWER = r"[a-z]{1,2}\d[a-z\d]?[ ]\d[a-z]{2}\b"  # a UK postcode typed in lower case: m13 9pl
+_AFTER_PART_LOWER = _AFTER_PART[:-2] + "|" + _UK_LOWER + "))"
+_TAIL_NEEDS_CODE = (rf"{_UNIT}?(?:,[ ]{{1,3}}{_LWORD}(?:[ ]{_LWORD}){{0,2}}{_STATE}{_AFTER_PART_LOWER}){{0,3}}"
+                    rf"{_POSTCODE_LOWER}")
 _EU_POSTCODE = rf",?[ ]{{1,3}}(?:\d{{5}}|\d{{4}}[ ]?[A-Z]{{2}})[ ]{{1,2}}{_CAPW}"
 _STREET_SUFFIX = (r"(?:straße|strasse|str\.|weg|allee|platz|gasse|ring|damm|ufer|gracht|laan|straat|plein|kade|singel|"
                   r"dijk|markt|steig|chaussee|gatan|gata|gate|vägen|väg|gade|vej|veien|vei|tie|katu|kuja)")
