@@ -3,9 +3,12 @@ the machine, and models load only from local paths."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +92,23 @@ def demo_kb(demo_dir: Path, embedder):
     kb.start()
     yield kb
     kb.close()
+
+
+async def wait_healthy(base: str, server: subprocess.Popen, timeout: float = 150.0) -> None:
+    """Wait until a ``botkit serve`` subprocess answers ``/healthz`` with 200 (fail if it exits)."""
+    import aiohttp
+
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                out = server.stdout.read() if server.stdout else ""
+                raise AssertionError(f"botkit serve exited during start-up: {out}")
+            try:
+                async with http.get(f"{base}/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"botkit serve did not come up within {timeout:.0f} s")

@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -67,18 +67,7 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-m", "botkit", "serve", "--project", str(self.project),
                                       "--port", str(self.port)], cwd=REPO, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                assert self.proc.poll() is None, "botkit serve exited during start-up"
-                try:
-                    async with http.get(self.url + "/healthz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-        raise AssertionError("botkit serve did not become healthy within 120 s")
+        await wait_healthy(self.url, self.proc, timeout=120)
 
     def kill(self) -> None:
         assert self.proc is not None

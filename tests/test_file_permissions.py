@@ -23,6 +23,7 @@ import pytest
 from botkit.auth import Auth
 from botkit.errors import ProjectError
 from botkit.project import Project
+from tests.conftest import wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -77,20 +78,6 @@ async def traffic(base: str, passwords: dict[str, str]) -> None:
             assert r.status == 201, await r.text()
         async with alice.get(f"{base}/api/console/queue") as r:
             assert len((await r.json())["waiting"]) == 1
-
-
-async def wait_healthy(base: str, server: subprocess.Popen[str]) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(600):
-            assert server.poll() is None, f"botkit serve exited early: {server.stdout.read() if server.stdout else ''}"
-            try:
-                async with http.get(f"{base}/healthz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.25)
-    raise AssertionError("botkit serve did not come up in 150 s")
 
 
 async def test_a_served_state_dir_is_private_after_traffic(demo_dir: Path) -> None:
