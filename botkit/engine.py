@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import AsyncIterator, Literal, Protocol
 
 from botkit.config import DialogueConfig
@@ -109,6 +109,9 @@ class Engine:
         if self._started:
             return
         await self.store.start()
+        pruned = await self.store.prune_inbox(self.clock() - timedelta(days=self.config.inbox_retention_days))
+        if pruned:
+            log.info("inbox: forgot %d answered messages older than %d days", pruned, self.config.inbox_retention_days)
         await self.retriever.start()
         await self.responder.start()
         self._started = True

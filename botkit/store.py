@@ -48,6 +48,7 @@ class ConversationStore(Protocol):
     async def pending(self, *, channel: str | None = None, conversation_id: str | None = None,
                       states: Sequence[InboxState] = ("pending",)) -> list[InboxItem]: ...
     async def mark_delivered(self, conversation_id: str, message_id: str, *, undeliverable: bool = False) -> None: ...
+    async def prune_inbox(self, before: datetime) -> int: ...
     async def handoffs(self, status: str | None = None) -> list[Handoff]: ...
     async def handoff_for(self, conversation_id: str) -> Handoff | None: ...
     async def assign(self, conversation_id: str, agent: str, now: datetime) -> Handoff: ...
@@ -320,6 +321,17 @@ class SQLiteConversationStore:
                 raise StoreError(f"message {message_id!r} of conversation {conversation_id!r} is not answered")
 
         await self._run(op)
+
+    async def prune_inbox(self, before: datetime) -> int:
+        """Forget inbox entries received before ``before`` that are no longer waiting for an
+        answer (their turns stay in the conversation); returns how many. A message still
+        pending is never dropped, however old."""
+
+        def op(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM inbox WHERE state != 'pending' AND received_at < ?",
+                              (_ts(before),)).rowcount
+
+        return await self._tx(op)
 
     # -- hand-offs ---------------------------------------------------------------------------
     async def handoffs(self, status: str | None = None) -> list[Handoff]:

@@ -104,6 +104,23 @@ class ConversationStoreContract:
             await store.mark_delivered("c", "m2")  # not answered yet
         assert await store.inbox_item("c", "nope") is None
 
+    async def test_old_answered_inbox_entries_are_pruned_pending_ones_never(self, store):
+        def item(mid: str, at: datetime) -> InboxItem:
+            return InboxItem(IncomingMessage("c", f"q {mid}", "web", "u", {}, at), mid, {})
+
+        await store.get_or_create("c", "web", "u", {}, T0)
+        old = await store.accept(item("old", T0))
+        await store.accept(item("old-pending", T0 + timedelta(seconds=1)))
+        recent = await store.accept(item("recent", T0 + timedelta(days=40)))
+        await store.record([turn("c", 1), turn("c", 2, "bot")], answers=old)
+        await store.record([turn("c", 3), turn("c", 4, "bot")], answers=recent)
+        assert await store.prune_inbox(T0 + timedelta(days=10)) == 1
+        assert await store.inbox_item("c", "old") is None  # forgotten; its turns stay
+        assert [t.seq for t in await store.turns("c")] == [1, 2, 3, 4]
+        assert (await store.inbox_item("c", "old-pending")).state == "pending"  # still to be answered
+        assert (await store.inbox_item("c", "recent")).state == "answered"
+        assert await store.prune_inbox(T0 + timedelta(days=10)) == 0
+
     async def test_a_window_of_recent_turns_with_counts_of_the_rest(self, store):
         await store.get_or_create("c", "web", "u", {}, T0)
         await store.record([turn("c", i, "customer" if i % 2 else "bot", f"t{i}") for i in range(1, 11)])
