@@ -36,7 +36,8 @@ class InboxItem:
     the same id accepted again is a redelivery, not a new message.
 
     ``state``: ``pending`` (not answered yet), ``answered`` (the customer and bot turns are
-    stored), ``delivered`` (a channel that sends replies itself, like Telegram, sent it)."""
+    stored), ``delivered`` (a channel that sends replies itself, like Telegram, sent it),
+    ``undeliverable`` (that channel refused it for good; not tried again)."""
 
     message: IncomingMessage  # ``at`` is when it was accepted
     message_id: str

@@ -565,6 +565,7 @@ class TelegramConnector:
                 item = await self._engine.accept(incoming, message_id, {"update_id": update.update_id})
                 if item.state in ("delivered", "undeliverable"):  # a redelivered update: answered and sent before
                     return
+                await self._answer_earlier(item)
                 reply = await self._engine.answer(item)
             except MessageRejected as exc:
                 await self._deliver(chat, _polite_rejection(exc), conversation_id)
@@ -600,6 +601,15 @@ class TelegramConnector:
                 await self._engine.answer_pending(conversation_id, self._deliver_recovered, undelivered=True)
         except Exception:  # noqa: BLE001 - still stored: the next start tries again
             log.exception("channel %s: answering the messages accepted before the restart failed", self.name)
+
+    async def _answer_earlier(self, item: InboxItem) -> None:
+        """Answer and send what this chat had accepted before ``item`` and a crash left unsent,
+        first: the start-up recovery may not have reached this chat yet, and the customer must
+        get the answers in the order they asked."""
+        earlier = [p for p in await self._engine.pending(conversation_id=item.conversation_id, undelivered=True)
+                   if p.order < item.order]
+        for previous in earlier:
+            await self._deliver_recovered(previous, await self._engine.answer(previous))
 
     async def _deliver_recovered(self, item: InboxItem, reply: Reply) -> None:
         key = (item.conversation_id, item.message_id)
