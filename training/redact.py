@@ -556,7 +556,7 @@ class Redactor:
         found += [("IBAN", 50, _find_ibans), ("CARD", 40, _find_cards), ("ADDRESS", 500, _find_addresses),
                   ("PHONE", 60, _find_phones)]
         if self.names:
-            found.append(("NAME", 200, _find_names))
+            found.append(("NAME", 100, _find_names))  # a cue and a name of up to 3 words fit in 100
         return found
 
     def redact(self, text: str) -> tuple[str, list[Redaction]]:
