@@ -226,6 +226,22 @@ def make_project(knowledge: dict[str, Any] | None = None, *, root: Path | None =
     return Project.load(root)
 
 
+def load_test_demo(demo: Path, dest: Path) -> Path:
+    """A copy of a ``demo/`` project at ``dest/demo`` for one load-generating client: escalation
+    rules off, web chat rate limits out of the way. Its KB is not imported yet."""
+    import yaml
+
+    root = dest / "demo"
+    shutil.copytree(demo, root, ignore=shutil.ignore_patterns(".botkit"))
+    cfg = yaml.safe_load((root / "bot.yaml").read_text())
+    cfg["escalation"] = {"rules": []}
+    cfg["channels"] = {"webchat": {"rate_limit_per_session": {"messages": 1_000_000, "seconds": 1},
+                                   "rate_limit_per_ip": {"messages": 1_000_000, "seconds": 1},
+                                   "max_connections_per_ip": 100_000}}
+    (root / "bot.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return root
+
+
 def knowledge_config(*, hybrid: bool = True, lexical_weight: float = 0.3, threshold: float | None = None,
                      backend: str = "torch-fp32", index_type: str = "auto") -> dict[str, Any]:
     retrieval: dict[str, Any] = {"hybrid": hybrid, "lexical_weight": lexical_weight}

@@ -34,7 +34,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import sqlite3
@@ -49,7 +48,7 @@ from typing import Any
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `python benchmarks/serve_during_import.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, log, percentile, print_footer, print_header, print_table, workdir
+from benchmarks.common import REPO, load_test_demo, log, percentile, print_footer, print_header, print_table, workdir
 
 HOST = "127.0.0.1"
 DEMO_QUESTIONS = [json.loads(line)["query"] for line in (REPO / "demo" / "eval" / "queries.jsonl").read_text()
@@ -163,16 +162,7 @@ def botkit(code: Path, project: Path, args: list[str], verbose: bool = False, **
 
 def prepare_project(code: Path, dest: Path) -> Path:
     """That revision's demo project, its KB imported; escalation off and chat limits raised for one client."""
-    import yaml
-
-    root = dest / "demo"
-    shutil.copytree(code / "demo", root, ignore=shutil.ignore_patterns(".botkit"))
-    cfg = yaml.safe_load((root / "bot.yaml").read_text())
-    cfg["escalation"] = {"rules": []}
-    cfg["channels"] = {"webchat": {"rate_limit_per_session": {"messages": 1_000_000, "seconds": 1},
-                                   "rate_limit_per_ip": {"messages": 1_000_000, "seconds": 1},
-                                   "max_connections_per_ip": 100_000}}
-    (root / "bot.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    root = load_test_demo(code / "demo", dest)
     done = subprocess.run([sys.executable, "-m", "botkit", "--project", str(root), "kb", "import"], cwd=code,
                           env=env_for(code), capture_output=True, text=True)
     if done.returncode:

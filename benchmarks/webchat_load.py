@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, log, percentile, print_footer, print_header, print_table, workdir
+from benchmarks.common import REPO, load_test_demo, log, percentile, print_footer, print_header, print_table, workdir
 
 QUESTIONS = [json.loads(line)["query"] for line in (REPO / "demo" / "eval" / "queries.jsonl").read_text().splitlines()
              if line.strip()]
@@ -220,16 +219,7 @@ def main() -> None:
         ("each run is preceded by a warm-up of the same sessions with one message; latency = send → final reply; "
          "lost = sent − final replies; baseline = Engine.handle in a fresh process, same concurrency, no web layer")])
 
-    import yaml
-
-    root = workdir() / "demo"
-    shutil.copytree(REPO / "demo", root, ignore=shutil.ignore_patterns(".botkit"))
-    cfg = yaml.safe_load((root / "bot.yaml").read_text())
-    cfg["escalation"] = {"rules": []}
-    cfg["channels"] = {"webchat": {"rate_limit_per_session": {"messages": 1_000_000, "seconds": 1},
-                                   "rate_limit_per_ip": {"messages": 1_000_000, "seconds": 1},
-                                   "max_connections_per_ip": 100_000}}
-    (root / "bot.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    root = load_test_demo(REPO / "demo", workdir())
     log("importing the demo KB")
     subprocess.run([sys.executable, "-m", "botkit", "--project", str(root), "kb", "import"], cwd=REPO, check=True,
                    env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL)
