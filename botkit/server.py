@@ -118,7 +118,7 @@ async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def healthz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    stats = await engine.store.stats()  # type: ignore[attr-defined]
+    stats = await engine.store.stats()
     kb = request.app[KB]
     return web.json_response({
         "status": "ok", "kb_version": getattr(kb, "indexed_version", None),
@@ -129,7 +129,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics_handler(request: web.Request) -> web.Response:
     metrics: Metrics = request.app[METRICS]  # type: ignore[assignment]
-    stats = await request.app[ENGINE].store.stats()  # type: ignore[attr-defined]
+    stats = await request.app[ENGINE].store.stats()
     metrics.waiting.set(stats["handoffs_waiting"])
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
