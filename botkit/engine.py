@@ -40,6 +40,7 @@ from typing import AsyncIterator, Literal, Protocol
 from botkit.config import DialogueConfig
 from botkit.context import resolve_choice, resolve_followup
 from botkit.errors import BotkitError, MessageRejected
+from botkit.escalation import Rule
 from botkit.responder import ExtractiveResponder, Responder, ResponderRequest, source_of
 from botkit.store import ConversationStore
 from botkit.types import (Candidate, Conversation, ConversationState, Escalation, Handoff, Hit,
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 # back, e.g. repeated questions or thumbs-down counts, see this many; turn counts are exact).
 HISTORY_WINDOW_TURNS = 200
 
-Rule = Callable[[ConversationState], Escalation | None]
 _CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\r")
 _CONTROL[0x7F] = None
 

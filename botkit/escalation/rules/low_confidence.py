@@ -1,0 +1,43 @@
+"""Rule ``low_confidence``: the bot could not ground several replies in a row."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from botkit.escalation.base import Rule, _escalation, _Strict
+from botkit.types import ConversationState, Escalation, Turn
+
+
+class LowConfidenceConfig(_Strict):
+    """The bot could not ground ``turns`` replies in a row, the proposed reply included.
+
+    Groundedness of past bot turns is read from ``turn.meta["grounded"]`` (a bool the engine
+    stores); a bot turn without that key counts as grounded, which ends the streak (unknown is
+    not evidence of failure). With fewer earlier bot turns than needed it does not fire.
+    Reason ``low_confidence``.
+    """
+
+    type: Literal["low_confidence"] = "low_confidence"
+    turns: int = Field(2, ge=1, le=100)
+
+
+def _build_low_confidence(cfg: LowConfidenceConfig, name: str) -> Rule:
+    def low_confidence(state: ConversationState) -> Escalation | None:
+        if state.candidate.grounded:
+            return None
+        earlier = cfg.turns - 1
+        past: tuple[Turn, ...] = state.bot_turns[-earlier:] if earlier else ()
+        if len(past) < earlier or any(t.meta.get("grounded") is not False for t in past):
+            return None
+        score = f"best score {state.candidate.confidence:.2f}"
+        if not past:
+            return _escalation("low_confidence", name, f"the proposed reply is not grounded ({score})")
+        seqs = ", ".join(str(t.seq) for t in past)
+        return _escalation(
+            "low_confidence", name,
+            f"{cfg.turns} ungrounded replies in a row (bot turns {seqs} and the proposed reply; {score})",
+        )
+
+    return low_confidence
