@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import AsyncIterator, Protocol
 
 from botkit.types import Candidate, Hit, IncomingMessage, SearchResult, Source, Turn
 
@@ -31,6 +31,10 @@ class ResponderRequest:
 
 
 class Responder(Protocol):
+    """What every responder has. One that can stream also has ``respond_stream`` (see
+    :class:`StreamingResponder`): the engine looks for it with ``getattr`` when a channel
+    streams (``Engine.handle_stream``) and calls ``respond`` otherwise."""
+
     name: str
 
     async def start(self) -> None:
@@ -40,6 +44,15 @@ class Responder(Protocol):
     async def close(self) -> None: ...
 
     async def respond(self, request: ResponderRequest) -> Candidate: ...
+
+
+class StreamingResponder(Responder, Protocol):
+    """A responder that streams: the optional part of :class:`Responder`."""
+
+    def respond_stream(self, request: ResponderRequest) -> AsyncIterator[str | Candidate]:
+        """Text deltas as they are written, then exactly one final :class:`Candidate` (the
+        authoritative reply: when its text differs from the deltas, a channel replaces them)."""
+        ...
 
 
 def source_of(hit: Hit) -> Source:

@@ -1,5 +1,5 @@
-"""The ConversationStore contract (botkit.testing) run against the SQLite store; a
-PostgreSQL backend subclasses the same class with its own ``store`` fixture."""
+"""The ConversationStore contract (botkit.testing) run against the SQLite store and the
+in-memory fake; a PostgreSQL backend subclasses the same class with its own ``store`` fixture."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from botkit.store import SQLiteConversationStore, StoreError
-from botkit.testing import ConversationStoreContract
+from botkit.testing import ConversationStoreContract, InMemoryConversationStore
 
 
 class TestSQLiteConversationStore(ConversationStoreContract):
@@ -32,3 +32,17 @@ class TestSQLiteConversationStore(ConversationStoreContract):
             assert await s._run(lambda db: db.execute("PRAGMA synchronous").fetchone()[0]) == 2  # FULL
         finally:
             await s.close()
+
+
+class TestInMemoryConversationStore(ConversationStoreContract):
+    @pytest.fixture
+    async def store(self):
+        s = InMemoryConversationStore()
+        await s.start()
+        yield s
+        await s.close()
+
+    async def test_unstarted_store_says_what_to_do(self):
+        with pytest.raises(StoreError, match="call start"):
+            await InMemoryConversationStore().turns("c")
+
