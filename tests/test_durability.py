@@ -231,6 +231,12 @@ async def _serve_telegram(root: Path, engine: Engine, fake: FakeTelegram, aiohtt
     return await aiohttp_client(build_app(Project.load(root), engine))  # type: ignore[no-any-return]
 
 
+async def _post_update(client: TestClient, update: dict[str, Any]) -> Any:
+    """Telegram's webhook call delivering one update."""
+    return await client.post(WEBHOOK, data=json.dumps(update), headers={"X-Telegram-Bot-Api-Secret-Token": SECRET,
+                                                                         "Content-Type": "application/json"})
+
+
 def _inbox_states(db: Path) -> list[str]:
     with sqlite3.connect(db) as conn:
         return [r[0] for r in conn.execute("SELECT state FROM inbox ORDER BY id")]
@@ -275,9 +281,7 @@ async def test_telegram_reply_that_failed_to_send_is_sent_once_after_restart(
     async with FakeTelegram(TOKEN) as fake:
         fake.fail_next_sends(1000, 500, chat_id=9402)
         client = await _serve_telegram(tmp_path / "p1", _engine(shared_kb, db), fake, aiohttp_client, send_retries=0)
-        response = await client.post(WEBHOOK, data=json.dumps(update),
-                                     headers={"X-Telegram-Bot-Api-Secret-Token": SECRET,
-                                              "Content-Type": "application/json"})
+        response = await _post_update(client, update)
         assert response.status == 200 and _inbox_states(db) in (["pending"], ["answered"])  # stored before the 200
         await client.server.app[CONNECTORS]["telegram"].application.update_queue.join()
         await client.close()
@@ -286,9 +290,7 @@ async def test_telegram_reply_that_failed_to_send_is_sent_once_after_restart(
         fake.failures.clear()
         client = await _serve_telegram(tmp_path / "p2", _engine(shared_kb, db), fake, aiohttp_client, send_retries=0)
         (sent,) = await fake.wait_sent(1, chat_id=9402)
-        response = await client.post(WEBHOOK, data=json.dumps(update),  # Telegram redelivers it
-                                     headers={"X-Telegram-Bot-Api-Secret-Token": SECRET,
-                                              "Content-Type": "application/json"})
+        response = await _post_update(client, update)  # Telegram redelivers it
         assert response.status == 200
         await client.server.app[CONNECTORS]["telegram"].application.update_queue.join()
         await asyncio.sleep(0.5)
@@ -306,9 +308,7 @@ async def test_telegram_reply_refused_for_good_is_not_resent_at_every_start(
     async with FakeTelegram(TOKEN) as fake:
         fake.fail_next_sends(1, 403, chat_id=9403)
         client = await _serve_telegram(tmp_path / "p1", _engine(shared_kb, db), fake, aiohttp_client, send_retries=0)
-        response = await client.post(WEBHOOK, data=json.dumps(update),
-                                     headers={"X-Telegram-Bot-Api-Secret-Token": SECRET,
-                                              "Content-Type": "application/json"})
+        response = await _post_update(client, update)
         assert response.status == 200
         await client.server.app[CONNECTORS]["telegram"].application.update_queue.join()
         await client.close()
@@ -339,9 +339,7 @@ async def test_telegram_answers_a_chat_in_order_when_a_new_message_beats_the_rec
     later["message"]["message_id"] = 2
     async with FakeTelegram(TOKEN) as fake:
         client = await _serve_telegram(tmp_path / "p", _engine(shared_kb, db), fake, aiohttp_client)
-        response = await client.post(WEBHOOK, data=json.dumps(later),
-                                     headers={"X-Telegram-Bot-Api-Secret-Token": SECRET,
-                                              "Content-Type": "application/json"})
+        response = await _post_update(client, later)
         assert response.status == 200
         await fake.wait_sent(2, chat_id=9450, timeout=60)
         await fake.wait_sent(201, timeout=120)  # the recovery finished the other chats too

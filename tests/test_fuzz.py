@@ -38,6 +38,7 @@ from knowledge.chunking import chunk_article
 from knowledge.ingest import ENTRY_KEYS, MAX_TITLE, SUPPORTED, read_sources
 from knowledge.types import ID_PATTERN
 from tests.conftest import REPO
+from tests.test_telegram import shared_kb  # noqa: F401  (the module's demo KB, read only)
 
 _DB = DirectoryBasedExampleDatabase(str(REPO / ".hypothesis" / "examples"))
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
@@ -214,20 +215,6 @@ async def bot(tmp_path: Path, shared_kb: Any, aiohttp_client: Any, monkeypatch: 
                     bot_name="Tallow & Pine")
     async with FakeTelegram(TOKEN) as fake:
         yield await serve(tmp_path, engine, fake, aiohttp_client)
-
-
-@pytest.fixture(scope="module")
-def shared_kb(tmp_path_factory: pytest.TempPathFactory, embedder: Any, demo_template: Path) -> Any:
-    import shutil
-
-    from tests.conftest import open_kb
-
-    demo_dir = tmp_path_factory.mktemp("fuzz-tg") / "demo"
-    shutil.copytree(demo_template, demo_dir)
-    kb = open_kb(demo_dir, embedder)
-    kb.start()
-    yield kb
-    kb.close()
 
 
 async def _still_serving(bot: Any) -> None:
