@@ -15,6 +15,8 @@ import platform
 import resource
 import shlex
 import shutil
+import subprocess
+import signal
 import sys
 import tempfile
 import time
@@ -224,6 +226,15 @@ def make_project(knowledge: dict[str, Any] | None = None, *, root: Path | None =
     init_project(root, name)
     (root / CONFIG_FILE).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return Project.load(root)
+
+
+def stop_server(server: "subprocess.Popen[Any]", timeout: float = 30.0) -> None:
+    """SIGTERM a served bot and wait for its clean exit; kill it if it does not exit in time."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 def load_test_demo(demo: Path, dest: Path) -> Path:

@@ -34,7 +34,6 @@ import json
 import os
 import random
 import re
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -48,7 +47,7 @@ from typing import Any
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `python benchmarks/serve_during_import.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, load_test_demo, log, percentile, print_footer, print_header, print_table, workdir
+from benchmarks.common import REPO, load_test_demo, stop_server, log, percentile, print_footer, print_header, print_table, workdir
 
 HOST = "127.0.0.1"
 DEMO_QUESTIONS = [json.loads(line)["query"] for line in (REPO / "demo" / "eval" / "queries.jsonl").read_text()
@@ -336,11 +335,7 @@ def run_revision(label: str, code: Path, folder: Path, gen: list[Article], args:
 
         asyncio.run(scenario(run, port, start_import, gen, args.questions, args.max_wait, args.interval))
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     run.chunks_added = chunk_count(project) - before
     text = server_log.read_text()
     caught = [int(m.group(4)) for m in CAUGHT_UP.finditer(text)]

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, load_test_demo, log, percentile, print_footer, print_header, print_table, workdir
+from benchmarks.common import REPO, load_test_demo, stop_server, log, percentile, print_footer, print_header, print_table, workdir
 
 QUESTIONS = [json.loads(line)["query"] for line in (REPO / "demo" / "eval" / "queries.jsonl").read_text().splitlines()
              if line.strip()]
@@ -253,11 +253,7 @@ def main() -> None:
                     rows.append(row("engine only (baseline)" + tag, n, args.messages, b,
                                     [None, None, b["cpu"] * 1000 / max(b["replies"], 1), None]))
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     print_table(["path", "sessions", "msgs/session", "messages", "wall s", "msgs/s", "p50 ms", "p95 ms", "max ms",
                  "lost", "errors", "connect s", "server RSS MiB", "bot CPU ms/msg", "client CPU ms/msg"], rows)
     print("bot CPU = CPU time of the process answering (the server; the baseline's engine process) per reply; "
