@@ -22,7 +22,7 @@ QUESTIONS = [json.loads(line)["query"] for line in (REPO / "demo" / "eval" / "qu
 
 
 async def run(concurrency: int, turns_per_conversation: int, batch: bool, root: Path) -> dict[str, float]:
-    from botkit.bot import build_engine
+    from botkit.app.compose import build_engine
     from botkit.engine import Engine
     from botkit.project import Project
     from botkit.store import SQLiteConversationStore
@@ -66,7 +66,7 @@ def main() -> None:
         "batch = mean queries per embedding forward pass"])
     root = workdir() / "demo"
     shutil.copytree(REPO / "demo", root, ignore=shutil.ignore_patterns(".botkit"))
-    from botkit.cli import main as cli
+    from botkit.app.cli import main as cli
 
     cli(["--project", str(root), "kb", "import"])
     rows = []

@@ -111,7 +111,8 @@ def extractive_report(kb: Any, project: Any, validation: list[Any], passages_for
     """The extractive responder on the same reply turns, measured the same way."""
     from botkit.generation.grounding import is_grounded
     from botkit.generation.prompt import passage_evidence
-    from botkit.responder import ExtractiveResponder, ResponderRequest
+    from botkit.responders.extractive import ExtractiveResponder
+    from botkit.types import ResponderRequest
     from botkit.types import IncomingMessage
     from training.evaluate import cosine_pairs, invents_numbers, rouge_l
     from training.sft import reply_turns

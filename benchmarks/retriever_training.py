@@ -107,7 +107,7 @@ def main() -> None:
         if n not in LOADERS:
             sys.exit(f"unknown data set {n!r}; choose from {', '.join(LOADERS)}")
 
-    from knowledge.embedding import default_model_path
+    from knowledge.models import default_model_path
     from training.retriever import train_retriever
 
     base = default_model_path()

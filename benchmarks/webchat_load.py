@@ -1,6 +1,6 @@
 """Web chat under load: N concurrent websocket sessions against a real botkit server process.
 
-The server (``botkit.server.build_app`` on a copy of the demo project, its KB imported with
+The server (``botkit.app.server.build_app`` on a copy of the demo project, its KB imported with
 ``python -m botkit --project DIR kb import``) runs in a child process on 127.0.0.1; this
 process is the load generator. Each session is a closed loop over the chat protocol
 (docs/webchat-protocol.md): hello → welcome, then M times: send a message, wait for its final
@@ -48,7 +48,7 @@ async def serve(root: Path) -> None:
     from aiohttp import web
 
     from botkit.project import Project
-    from botkit.server import build_app
+    from botkit.app.server import build_app
 
     app = build_app(Project.load(root))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
@@ -67,7 +67,7 @@ async def serve(root: Path) -> None:
 
 async def engine_baseline(root: Path, sessions: int, messages: int) -> dict[str, Any]:
     """Child mode: the same closed loops straight into Engine.handle (no web layer)."""
-    from botkit.bot import build_engine
+    from botkit.app.compose import build_engine
     from botkit.project import Project
     from botkit.types import IncomingMessage
 

@@ -1,5 +1,5 @@
 import sys
 
-from botkit.cli import main
+from botkit.app.cli import main
 
 sys.exit(main())

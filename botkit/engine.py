@@ -41,7 +41,9 @@ from botkit.config import DialogueConfig
 from botkit.context import resolve_choice, resolve_followup
 from botkit.errors import BotkitError, MessageRejected
 from botkit.escalation import Rule
-from botkit.responder import ExtractiveResponder, Responder, ResponderRequest, source_of
+from botkit.responders.extractive import ExtractiveResponder
+from botkit.responders.base import Responder, source_of
+from botkit.types import ResponderRequest
 from botkit.store import ConversationStore
 from botkit.types import (Candidate, Conversation, ConversationState, Escalation, Handoff, Hit,
                           InboxItem, IncomingMessage, Reply, SearchResult, Source, Turn)

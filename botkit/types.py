@@ -296,3 +296,12 @@ class Reply:
             "fallback": self.fallback,  # null, or why the generated text was replaced (FALLBACK_CODES)
             "fallback_detail": (self.fallback_detail or None) if self.fallback else None,
         }
+
+
+@dataclass(frozen=True)
+class ResponderRequest:
+    query: str  # the customer's message after follow-up resolution
+    message: IncomingMessage
+    history: tuple[Turn, ...]  # earlier turns of the conversation, oldest first
+    retrieval: SearchResult
+    bot_name: str = "botkit"

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from botkit.config import KnowledgeConfig
-from botkit.errors import IndexCorrupt, QueryError, StorageError
+from botkit.errors import ConfigError, IndexCorrupt, QueryError, StorageError
 from knowledge.embedding import Embedder, make_embedder
 from knowledge.index import IndexKind, VectorIndex
 from knowledge.ingest import read_sources
@@ -105,14 +105,17 @@ class KnowledgeBase:
         self._catch_up_thread: threading.Thread | None = None
 
     @classmethod
-    def open(cls, project: "Project", *, progress: bool | None = None) -> "KnowledgeBase":  # noqa: F821
+    def open(cls, project: "Project", *, progress: bool | None = None,  # noqa: F821
+             model: str | None = None) -> "KnowledgeBase":
+        """The project's KB, not started. ``model`` overrides ``knowledge.embedding.model`` (the
+        application layer passes the registry's promoted retriever here; see
+        :func:`botkit.app.compose.open_knowledge_base`)."""
         cfg = project.config.knowledge
-        model = cfg.embedding.model
-        if model == "registry":  # the retriever version promoted by `botkit train retriever` / `models promote`
-            from training.registry import ModelRegistry
-
-            current = ModelRegistry.for_project(project).current("retriever")
-            model = str(current.path) if current is not None else "default"
+        model = model or cfg.embedding.model
+        if model == "registry":
+            raise ConfigError("knowledge.embedding.model is 'registry' (the retriever the model registry promoted): "
+                              "open the knowledge base with botkit.app.compose.open_knowledge_base(project), which "
+                              "asks the registry, or pass model= to KnowledgeBase.open")
         embedder = make_embedder(model, cfg.embedding.backend, batch_size=cfg.embedding.batch_size,
                                  threads=cfg.embedding.threads, project_root=project.root,
                                  cache_dir=project.state_dir / "models")

@@ -33,7 +33,7 @@ import numpy as np
 
 from botkit.cpu import describe, has_vnni
 from botkit.errors import EmbeddingError
-from knowledge.embedding import model_label
+from knowledge.models import model_label
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from botkit.responder import ResponderRequest  # noqa: E402
+from botkit.types import ResponderRequest  # noqa: E402
 from botkit.types import Hit, IncomingMessage, SearchResult, Turn  # noqa: E402
 
 KB = Path(__file__).resolve().parent.parent / "demo" / "kb"

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from botkit.auth import Auth
+from botkit.app.accounts import Auth
 from botkit.engine import Engine
 from botkit.escalation import EscalationConfig, build_rules, summarize
 from botkit.project import Project
-from botkit.responder import ExtractiveResponder
-from botkit.server import build_app
+from botkit.responders.extractive import ExtractiveResponder
+from botkit.app.server import build_app
 from botkit.store import SQLiteConversationStore
 from botkit.types import Source, Turn
 from knowledge.retriever import KnowledgeRetriever

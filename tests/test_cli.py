@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from botkit.cli import main
+from botkit.app.cli import main
 from tests.conftest import DEMO
 
 pytestmark = pytest.mark.slow

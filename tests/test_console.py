@@ -12,17 +12,18 @@ from typing import Any
 import aiohttp
 import pytest
 
-from botkit.auth import AUTH
-from botkit.console import HUB
+from botkit.app.keys import AUTH
+from botkit.app.console import HUB
 from botkit.engine import Engine, Event
-from botkit.server import ENGINE, outgoing_for
+from botkit.app.keys import ENGINE
+from botkit.app.server import outgoing_for
 from botkit.types import IncomingMessage, Reply
 
 # The server and signed-in browsers are shared with the auth tests (same fixtures).
 from tests.test_auth import Staff, client, staff  # noqa: F401
 
 pytestmark = pytest.mark.slow
-STATIC = Path(__file__).resolve().parent.parent / "botkit" / "static"
+STATIC = Path(__file__).resolve().parent.parent / "botkit" / "app" / "static"
 
 
 async def say(engine: Engine, conv: str, text: str) -> Reply:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from botkit.cli import main
+from botkit.app.cli import main
 from tests.conftest import DEMO
 
 pytestmark = pytest.mark.slow
@@ -116,7 +116,7 @@ def test_a_model_path_that_is_not_a_causal_lm_is_reported_and_the_bot_keeps_answ
 
 def test_omp_passive_is_not_set_for_a_llama_cpp_bot(tmp_path: Path):
     """llama.cpp's decode shares the OpenMP runtime; OMP_WAIT_POLICY=PASSIVE halved its tokens/s."""
-    from botkit.cli import _serves_llama_cpp
+    from botkit.app.cli import _serves_llama_cpp
 
     (tmp_path / "bot.yaml").write_text("dialogue:\n  responder: local-lm\n  local_lm:\n    model_path: registry\n"
                                        "    backend: llama-cpp\n")

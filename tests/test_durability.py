@@ -201,8 +201,9 @@ from aiohttp.test_utils import TestClient  # noqa: E402
 from botkit.engine import Engine  # noqa: E402
 from botkit.escalation import EscalationConfig, build_rules  # noqa: E402
 from botkit.project import Project  # noqa: E402
-from botkit.responder import ExtractiveResponder  # noqa: E402
-from botkit.server import CONNECTORS, build_app  # noqa: E402
+from botkit.responders.extractive import ExtractiveResponder  # noqa: E402
+from botkit.app.keys import CONNECTORS  # noqa: E402
+from botkit.app.server import build_app  # noqa: E402
 from botkit.store import SQLiteConversationStore  # noqa: E402
 from botkit.types import IncomingMessage  # noqa: E402
 from tests.conftest import DEMO  # noqa: E402

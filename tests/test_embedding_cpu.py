@@ -9,7 +9,8 @@ import pytest
 
 from botkit.errors import EmbeddingError
 from knowledge import embedding
-from knowledge.embedding import SentenceTransformerEmbedder, default_model_path
+from knowledge.embedding import SentenceTransformerEmbedder
+from knowledge.models import default_model_path
 
 
 @pytest.mark.parametrize("native", [True, False])

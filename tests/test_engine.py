@@ -13,7 +13,7 @@ import pytest
 
 from botkit.engine import Engine, Event
 from botkit.errors import MessageRejected
-from botkit.responder import ExtractiveResponder
+from botkit.responders.extractive import ExtractiveResponder
 from botkit.store import ConflictError, SQLiteConversationStore
 from botkit.types import ConversationState, Escalation, IncomingMessage
 from knowledge.retriever import KnowledgeRetriever

@@ -222,7 +222,7 @@ async def test_locked_conversation_store_refuses_the_whole_exchange(tmp_path: Pa
 
 
 def test_locked_accounts_database_fails_clearly(tmp_path: Path) -> None:
-    from botkit.auth import Auth
+    from botkit.app.accounts import Auth
 
     auth = Auth(path=tmp_path / "accounts.sqlite3")
     try:
@@ -241,7 +241,7 @@ def test_locked_accounts_database_fails_clearly(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 async def test_kb_editor_save_while_locked_is_a_503_and_the_server_keeps_running(client: Any, staff: Any) -> None:
-    from knowledge.admin import EDITOR
+    from botkit.app.kb_editor import EDITOR
 
     olivia = await staff("olivia", "operator")
     kb = client.app[EDITOR].kb

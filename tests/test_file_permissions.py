@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from botkit.auth import Auth
+from botkit.app.accounts import Auth
 from botkit.errors import ProjectError
 from botkit.project import Project
 from tests.conftest import wait_healthy

@@ -205,7 +205,7 @@ async def bot(tmp_path: Path, shared_kb: Any, aiohttp_client: Any, monkeypatch: 
 
     from botkit.engine import Engine
     from botkit.escalation import EscalationConfig, build_rules
-    from botkit.responder import ExtractiveResponder
+    from botkit.responders.extractive import ExtractiveResponder
     from botkit.store import SQLiteConversationStore
 
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from botkit.server import KB
+from botkit.app.keys import KB
 from training.gaps import ProposalStore, cluster, find_gaps
 from training.types import Message, Transcript
 

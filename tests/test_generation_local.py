@@ -26,9 +26,10 @@ from lm_fixtures import (  # noqa: F401 - pytest fixtures
 
 from botkit.config import DialogueConfig, LocalLMConfig
 from botkit.errors import GenerationError
-from botkit.generation import GenerativeResponder, make_responder
+from botkit.responders.generative import GenerativeResponder
+from botkit.responders.factory import make_responder
 from botkit.generation.prompt import ChatMessage, build_messages, render_prompt
-from botkit.responder import ExtractiveResponder
+from botkit.responders.extractive import ExtractiveResponder
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

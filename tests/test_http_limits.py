@@ -1,4 +1,4 @@
-"""The served app against misbehaving HTTP clients, over real sockets (``botkit.server.start``,
+"""The served app against misbehaving HTTP clients, over real sockets (``botkit.app.server.start``,
 the runner ``botkit serve`` uses): slow headers and bodies are dropped after bounded times, a
 connection over ``server.max_connections`` gets a clear 503, and clients that hang up are one
 log line each, never a traceback."""
@@ -24,8 +24,8 @@ import yaml
 from botkit.engine import Engine
 from botkit.escalation import EscalationConfig, build_rules, summarize
 from botkit.project import Project
-from botkit.responder import ExtractiveResponder
-from botkit.server import GuardedRunner, GuardedServer, build_app, start
+from botkit.responders.extractive import ExtractiveResponder
+from botkit.app.server import GuardedRunner, GuardedServer, build_app, start
 from botkit.store import SQLiteConversationStore
 from knowledge.retriever import KnowledgeRetriever
 from tests.conftest import REPO

@@ -11,14 +11,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from botkit.server import ENGINE
+from botkit.app.keys import ENGINE
 from botkit.types import IncomingMessage, Reply
 
 # The server and signed-in browsers are shared with the auth tests (same fixtures).
 from tests.test_auth import client, staff  # noqa: F401
 
 pytestmark = pytest.mark.slow
-STATIC = Path(__file__).resolve().parent.parent / "knowledge" / "static"
+STATIC = Path(__file__).resolve().parent.parent / "botkit" / "app" / "static"
 QUESTION = "Do you offer engraving?"  # nothing in the demo knowledge base answers it
 ENGRAVING = {"title": "Engraving", "tags": ["orders", "gifts"], "questions": [QUESTION, "Can I get my order engraved?"],
              "body": "Yes: we laser-engrave up to 20 characters on any wooden item for 6 EUR. Add it at checkout."}

@@ -22,10 +22,12 @@ from lm_fixtures import make_hit, make_request, tiny_lm_dir  # noqa: F401 - pyte
 
 from botkit.config import DialogueConfig, LocalLMConfig, parse_config
 from botkit.errors import ConfigError, GenerationError
-from botkit.generation import GenerativeResponder, local_generator, make_responder
+from botkit.responders.generative import GenerativeResponder
+from botkit.generation import local_generator
+from botkit.responders.factory import make_responder
 from botkit.generation.llamacpp import LlamaCppLM, find_gguf
 from botkit.generation.prompt import ChatMessage, build_messages
-from botkit.responder import ExtractiveResponder
+from botkit.responders.extractive import ExtractiveResponder
 
 HITS = [make_hit("return-policy", score=0.82), make_hit("return-policy", "Return shipping", score=0.71),
         make_hit("shipping-times", score=0.6)]
@@ -61,7 +63,7 @@ def test_missing_llama_cpp_python_is_a_clear_error(tiny_lm_dir: Path, monkeypatc
 
 async def test_the_bot_answers_extractively_when_its_local_lm_cannot_start(
         tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    from botkit.bot import _LoadOrFallBack
+    from botkit.app.compose import _LoadOrFallBack
 
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
     dialogue = DialogueConfig(responder="local-lm", local_lm=lm_config(tiny_lm_dir))

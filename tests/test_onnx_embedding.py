@@ -12,7 +12,8 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: `pip in
 
 from botkit.errors import EmbeddingError  # noqa: E402
 from knowledge import onnx_embedding  # noqa: E402
-from knowledge.embedding import SentenceTransformerEmbedder, default_model_path  # noqa: E402
+from knowledge.embedding import SentenceTransformerEmbedder  # noqa: E402
+from knowledge.models import default_model_path  # noqa: E402
 from knowledge.onnx_embedding import OnnxEmbedder  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 from botkit.config import parse_config
-from botkit.convtest import ConversationSuite
+from botkit.app.convtest import ConversationSuite
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -28,7 +28,7 @@ def test_readme_yaml_examples_validate():
 
 
 def test_readme_mentions_every_cli_command():
-    from botkit.cli import build_parser
+    from botkit.app.cli import build_parser
 
     text = README.read_text()
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from botkit.reloading import ReloadingResponder
-from botkit.responder import ExtractiveResponder, ResponderRequest
+from botkit.responders.reloading import ReloadingResponder
+from botkit.responders.extractive import ExtractiveResponder
+from botkit.types import ResponderRequest
 from botkit.types import IncomingMessage, SearchResult
 from training.registry import ModelRegistry
 

@@ -16,9 +16,9 @@ from lm_fixtures import one_torch_thread, make_hit, make_request, tiny_lm_dir  #
 
 from botkit.config import DialogueConfig, LocalLMConfig
 from botkit.errors import GenerationError
-from botkit.generation import GenerativeResponder
-from botkit.generation.responder import fallback_code
-from botkit.responder import ExtractiveResponder
+from botkit.responders.generative import GenerativeResponder
+from botkit.responders.generative import fallback_code
+from botkit.responders.extractive import ExtractiveResponder
 from botkit.types import IncomingMessage, Reply, Turn, fallback_from_note
 from tests.conftest import open_kb
 from tests.test_auth import staff  # noqa: F401 - signed-in browsers (on this module's `client`)
@@ -129,7 +129,7 @@ async def client(demo_dir: Path, tmp_path: Path, embedder: Any, tiny_lm_dir: Pat
     from botkit.engine import Engine
     from botkit.escalation import EscalationConfig, build_rules, summarize
     from botkit.project import Project
-    from botkit.server import build_app
+    from botkit.app.server import build_app
     from botkit.store import SQLiteConversationStore
     from knowledge.retriever import KnowledgeRetriever
 
@@ -144,7 +144,7 @@ async def client(demo_dir: Path, tmp_path: Path, embedder: Any, tiny_lm_dir: Pat
 
 @pytest.mark.slow
 async def test_stored_turn_and_console_carry_responder_and_fallback(client: Any, staff: Any) -> None:
-    from botkit.server import ENGINE
+    from botkit.app.keys import ENGINE
 
     engine = client.app[ENGINE]
     ungrounded = await engine.handle(IncomingMessage("g1", "how long do I have to return an item?", channel="webchat"))
@@ -211,7 +211,7 @@ def _register(project_dir: Path, tmp_path: Path, name: str, gate: dict[str, Any]
 
 
 def test_promote_refuses_a_gate_refused_version_unless_forced(demo_dir: Path, tmp_path: Path, capsys: Any) -> None:
-    from botkit.cli import main
+    from botkit.app.cli import main
     from botkit.project import Project
     from training.registry import GateRefused, ModelRegistry
 

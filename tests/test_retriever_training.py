@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from knowledge.embedding import SentenceTransformerEmbedder, default_model_path
+from knowledge.embedding import SentenceTransformerEmbedder
+from knowledge.models import default_model_path
 from training.retriever import MIN_PAIRS, Pair, RetrieverTrainingError, mine_pairs, pairs_hash, train_retriever
 from training.types import Message, Transcript
 

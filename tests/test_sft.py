@@ -113,8 +113,8 @@ def _serving_prompt_ids(lm_dir: Path, request, history_turns: int) -> list[int]:
 
     from botkit.config import DialogueConfig, LocalLMConfig
     from botkit.generation.local import LocalCausalLM
-    from botkit.generation.responder import GenerativeResponder
-    from botkit.responder import ExtractiveResponder
+    from botkit.responders.generative import GenerativeResponder
+    from botkit.responders.extractive import ExtractiveResponder
 
     seen: list[list[int]] = []
 

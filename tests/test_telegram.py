@@ -30,8 +30,9 @@ from botkit.engine import Engine
 from botkit.errors import ConfigError
 from botkit.escalation import EscalationConfig, build_rules
 from botkit.project import Project
-from botkit.responder import ExtractiveResponder
-from botkit.server import CONNECTORS, build_app
+from botkit.responders.extractive import ExtractiveResponder
+from botkit.app.keys import CONNECTORS
+from botkit.app.server import build_app
 from botkit.store import SQLiteConversationStore
 from botkit.types import Conversation
 from connectors.base import ConnectorContext, OutgoingMessage

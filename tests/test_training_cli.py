@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from botkit.cli import main
+from botkit.app.cli import main
 from tests.conftest import DEMO
 
 pytestmark = pytest.mark.slow
@@ -107,13 +107,13 @@ def test_retriever_training_loop_and_serving_the_promoted_embedder(project: Path
 
     import yaml
 
+    from botkit.app.compose import open_knowledge_base
     from botkit.project import Project
-    from knowledge.base import KnowledgeBase
 
     cfg = yaml.safe_load((project / "bot.yaml").read_text())
     cfg["knowledge"]["embedding"]["model"] = "registry"
     (project / "bot.yaml").write_text(yaml.safe_dump(cfg))
-    kb = KnowledgeBase.open(Project.load(project), progress=False)
+    kb = open_knowledge_base(Project.load(project), progress=False)
     try:
         assert kb.embedder.name.startswith("v0001-")  # the promoted model, fingerprinted in cache keys
         report = kb.start()

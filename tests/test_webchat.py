@@ -1,5 +1,5 @@
 """The web chat channel end to end: a real aiohttp server on loopback (``aiohttp_client``),
-``botkit.server.build_app`` with ``channels.webchat`` from bot.yaml, the real engine on the
+``botkit.app.server.build_app`` with ``channels.webchat`` from bot.yaml, the real engine on the
 demo knowledge base (real embedder, FAISS, SQLite). Every test asserts what the customer's
 socket receives.
 
@@ -28,8 +28,8 @@ from botkit.engine import Engine
 from botkit.errors import ConfigError
 from botkit.escalation import EscalationConfig, build_rules
 from botkit.project import Project
-from botkit.responder import ExtractiveResponder
-from botkit.server import build_app
+from botkit.responders.extractive import ExtractiveResponder
+from botkit.app.server import build_app
 from botkit.store import SQLiteConversationStore
 from connectors.base import validate_section
 from connectors.webchat import WebChatConfig

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from botkit.errors import GenerationError
-from botkit.responder import ResponderRequest, clean_markdown, trim_passage
+from botkit.types import ResponderRequest
+from botkit.text import clean_markdown, trim_passage
 from botkit.types import Hit, SearchResult
 
 ChatRole = Literal["system", "user", "assistant"]

@@ -9,7 +9,7 @@
   a new engine on the same store object is a restart that finds what the last one left.
 - :class:`StaticRetriever`: fixed hits per query (a :class:`~botkit.engine.Retriever`).
 - :class:`ScriptedResponder`: scripted candidates in order, streamed word by word by
-  ``respond_stream`` (a :class:`~botkit.responder.StreamingResponder`).
+  ``respond_stream`` (a :class:`~botkit.responders.extractive.StreamingResponder`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, AsyncIterator
 
 from botkit.errors import BotkitError
-from botkit.responder import ResponderRequest
+from botkit.types import ResponderRequest
 from botkit.store import ConflictError, StoreError
 from botkit.types import (Candidate, Conversation, Escalation, Handoff, Hit, HistoryWindow, InboxItem, InboxState,
                           IncomingMessage, SearchResult, Source, Status, Turn)

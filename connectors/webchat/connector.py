@@ -52,7 +52,7 @@ from botkit.errors import MessageRejected
 from botkit.store import StoreError
 from botkit.types import Conversation, InboxItem, IncomingMessage, Reply
 from connectors.base import ConnectorContext, OutgoingMessage
-from connectors.webchat import protocol as proto
+import connectors.webchat.protocol as proto
 from connectors.webchat.config import WebChatConfig, normalise_origin
 from connectors.webchat.limits import KeyedBuckets, TokenBucket, take_all
 from connectors.webchat.sessions import SESSIONS_DB, SessionStore

@@ -13,7 +13,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from botkit.responder import Responder, ResponderRequest
+from botkit.responders.base import Responder
+from botkit.types import ResponderRequest
 from botkit.types import Candidate
 
 log = logging.getLogger(__name__)

@@ -71,9 +71,9 @@ def _store(args: argparse.Namespace):
 @contextlib.contextmanager
 def _kb(args: argparse.Namespace) -> Iterator[Any]:
     """An opened knowledge base whose index has been checked (and repaired) against the store."""
-    from knowledge.base import KnowledgeBase
+    from botkit.app.compose import open_knowledge_base
 
-    kb = KnowledgeBase.open(_project(args), progress=None if sys.stderr.isatty() else False)
+    kb = open_knowledge_base(_project(args), progress=None if sys.stderr.isatty() else False)
     try:
         report = kb.start()
         if report.status in ("rebuilt", "repaired") and report.added + report.removed:
@@ -249,7 +249,7 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
 
 @contextlib.asynccontextmanager
 async def _engine(args: argparse.Namespace, conversations_db: Path | None = None) -> Any:
-    from botkit.bot import build_engine
+    from botkit.app.compose import build_engine
 
     engine = build_engine(_project(args), progress=None if sys.stderr.isatty() else False,
                           conversations_db=conversations_db)
@@ -357,7 +357,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     import asyncio
 
-    from botkit.convtest import load_tests, report, run_tests, scratch_db
+    from botkit.app.convtest import load_tests, report, run_tests, scratch_db
 
     spec = load_tests(Path(args.file))
 
@@ -373,7 +373,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_handoffs(args: argparse.Namespace) -> int:
     import asyncio
 
-    from botkit.bot import CONVERSATIONS_DB
+    from botkit.app.compose import CONVERSATIONS_DB
     from botkit.store import SQLiteConversationStore
 
     async def go() -> Any:
@@ -423,7 +423,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 # -- serving --------------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from botkit.server import build_app, serve
+    from botkit.app.server import build_app, serve
 
     project = _project(args)
     server = project.config.server
@@ -450,7 +450,7 @@ DEMO_ACCOUNTS_FILE = "demo-accounts.txt"
 def _demo_account_lines(project: Project) -> list[str]:
     """Create the demo accounts if missing; their passwords go to a 0600 file in the state
     directory (and to the terminal only when stdout is one: a server's log must not keep them)."""
-    from botkit.auth import ensure_demo_accounts
+    from botkit.app.accounts import ensure_demo_accounts
     from botkit.files import write_private_text
 
     created = ensure_demo_accounts(project)
@@ -466,7 +466,7 @@ def _demo_account_lines(project: Project) -> list[str]:
 
 
 def cmd_users(args: argparse.Namespace) -> int:
-    from botkit.auth import Auth
+    from botkit.app.accounts import Auth
 
     auth = Auth(_project(args))
     try:
@@ -630,7 +630,7 @@ def cmd_train_transcripts(args: argparse.Namespace) -> int:
     import time as _time
 
     from botkit.config import LocalLMConfig
-    from knowledge.base import KnowledgeBase
+    from botkit.app.compose import open_knowledge_base
     from training.config import load_train_config
     from training.evaluate import GateConfig, decide, evaluate_candidate, load_validation, write_report
     from training.lora import train
@@ -650,7 +650,7 @@ def cmd_train_transcripts(args: argparse.Namespace) -> int:
     config = load_train_config(config_path if config_path.exists() else None, overrides)
     config = config.model_copy(update={"base_model": str(_resolve_base(project, config.base_model))})
 
-    kb = KnowledgeBase.open(project, progress=False)
+    kb = open_knowledge_base(project, progress=False)
     kb.start()
     passages = _passages_for(kb, project)
     # The bot's own name and history window: the prompts trained on are the prompts served.
@@ -698,8 +698,10 @@ def cmd_train_retriever(args: argparse.Namespace) -> int:
     import tempfile
     import time as _time
 
+    from botkit.app.compose import open_knowledge_base
     from knowledge.base import KnowledgeBase
-    from knowledge.embedding import make_embedder, resolve_model_path
+    from knowledge.embedding import make_embedder
+    from knowledge.models import resolve_model_path
     from knowledge.store import KnowledgeStore
     from training.redact import Redactor
     from training.registry import ModelRegistry
@@ -716,7 +718,7 @@ def cmd_train_retriever(args: argparse.Namespace) -> int:
     base_dir = current.path if current is not None else resolve_model_path(
         project.config.knowledge.embedding.model if project.config.knowledge.embedding.model != "registry"
         else "default", project.root)
-    with KnowledgeBase.open(project, progress=False) as kb:
+    with open_knowledge_base(project, progress=False) as kb:
         pairs = mine_pairs(transcripts, kb)
     held = [p for p in pairs if int(hashlib.sha256(p.query.encode()).hexdigest(), 16) % 5 == 0]
     train_pairs = [p for p in pairs if p not in held]
@@ -761,9 +763,9 @@ def cmd_eval_model(args: argparse.Namespace) -> int:
         update={"model_path": base_model, "adapter_path": None})
     current = current_lm_config(registry, base_lm) if registry.current("lm") else base_lm
     candidate = base_lm.model_copy(update={"adapter_path": str(mv.path)})
-    from knowledge.base import KnowledgeBase
+    from botkit.app.compose import open_knowledge_base
 
-    with KnowledgeBase.open(project, progress=False) as kb:
+    with open_knowledge_base(project, progress=False) as kb:
         report = evaluate_candidate(candidate, current, load_validation(Path(args.data)),
                                     passages_for=_passages_for(kb, project), max_conversations=args.eval_conversations,
                                     project_root=project.root, bot_name=project.config.name,

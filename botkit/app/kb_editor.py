@@ -40,9 +40,12 @@ from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
 
-from botkit.auth import USER, Identity, api_error, api_json, page_response, require, setup_auth, static_route
+from botkit.app.keys import USER
+from botkit.app.accounts import Identity
+from botkit.app.http import api_error, api_json, page_response, static_route
+from botkit.app.signin import require, setup_auth
 from botkit.errors import ArticleNotFound, ImportFailed, KnowledgeError, QueryError, StorageError
-from botkit.server import KB
+from botkit.app.keys import KB
 from knowledge.base import KnowledgeBase
 from knowledge.ingest import MAX_QUESTIONS, MAX_TITLE, make_draft, read_sources, slugify
 from knowledge.types import ID_PATTERN, Article, ArticleDraft, Revision

@@ -27,7 +27,9 @@ from botkit.errors import GenerationError
 from botkit.generation.base import Generator
 from botkit.generation.grounding import is_grounded
 from botkit.generation.prompt import build_messages, passage_evidence
-from botkit.responder import ExtractiveResponder, ResponderRequest, source_of
+from botkit.responders.extractive import ExtractiveResponder
+from botkit.types import ResponderRequest
+from botkit.responders.base import source_of
 from botkit.types import Candidate, Hit
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from botkit.engine import Engine
 from botkit.errors import GenerationError
@@ -18,20 +19,36 @@ from botkit.escalation import build_rules, summarize
 from botkit.project import Project
 from botkit.store import ConversationStore, SQLiteConversationStore
 
+if TYPE_CHECKING:
+    from knowledge.base import KnowledgeBase
+
 CONVERSATIONS_DB = "conversations.sqlite3"
 
 log = logging.getLogger(__name__)
 
 
+def open_knowledge_base(project: Project, *, progress: bool | None = None) -> "KnowledgeBase":
+    """The project's knowledge base (not started), with ``knowledge.embedding.model: registry``
+    resolved to the retriever version the model registry promoted (the shipped default if none)."""
+    from knowledge.base import KnowledgeBase
+
+    model = project.config.knowledge.embedding.model
+    if model == "registry":  # the retriever version promoted by `botkit train retriever` / `models promote`
+        from training.registry import ModelRegistry
+
+        current = ModelRegistry.for_project(project).current("retriever")
+        model = str(current.path) if current is not None else "default"
+    return KnowledgeBase.open(project, progress=progress, model=model)
+
+
 def build_engine(project: Project, *, store: ConversationStore | None = None, progress: bool | None = None,
                  conversations_db: Path | None = None) -> Engine:
     """An engine for the project (not started: use ``async with engine``)."""
-    from botkit.generation import make_responder
-    from knowledge.base import KnowledgeBase
+    from botkit.responders.factory import make_responder
     from knowledge.retriever import KnowledgeRetriever
 
     cfg = project.config
-    kb = KnowledgeBase.open(project, progress=progress)
+    kb = open_knowledge_base(project, progress=progress)
     store = store or SQLiteConversationStore(conversations_db or project.state_dir / CONVERSATIONS_DB)
     responder = make_responder(cfg.dialogue, project.root)
     if cfg.dialogue.responder == "local-lm" and cfg.dialogue.local_lm is not None:
@@ -49,11 +66,11 @@ def build_engine(project: Project, *, store: ConversationStore | None = None, pr
 
 def _registry_responder(project: Project):  # type: ignore[no-untyped-def]
     """The local LM as the model registry says: the promoted version, followed live."""
-    from botkit.generation import make_responder
-    from botkit.reloading import ReloadingResponder
+    from botkit.responders.factory import make_responder
+    from botkit.responders.reloading import ReloadingResponder
     from training.registry import ModelRegistry, current_lm_config
 
-    from botkit.generation import GenerativeResponder
+    from botkit.responders.generative import GenerativeResponder
 
     registry = ModelRegistry.for_project(project)
     dialogue = project.config.dialogue

@@ -21,6 +21,7 @@ from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from botkit.app.keys import CONNECTORS, ENGINE, KB, METRICS, PROJECT
 from botkit.config import ServerConfig
 from botkit.engine import Engine, Event
 from botkit.project import Project
@@ -29,11 +30,6 @@ from connectors.base import Connector, ConnectorContext, OutgoingMessage, factor
 
 log = logging.getLogger(__name__)
 
-ENGINE = web.AppKey("engine", Engine)
-PROJECT = web.AppKey("project", Project)
-CONNECTORS = web.AppKey("connectors", dict)  # name -> Connector
-METRICS = web.AppKey("metrics", object)
-KB = web.AppKey("kb", object)  # the engine's KnowledgeBase, for the editor
 
 
 class Metrics:
@@ -145,7 +141,7 @@ async def security_headers(request: web.Request, handler: Any) -> web.StreamResp
 
 def build_app(project: Project, engine: Engine | None = None) -> web.Application:
     """The whole server for a project (channels from ``channels`` in bot.yaml)."""
-    from botkit.bot import build_engine
+    from botkit.app.compose import build_engine
 
     engine = engine or build_engine(project)
     app = web.Application(client_max_size=2 * 1024 * 1024,
@@ -169,11 +165,11 @@ def build_app(project: Project, engine: Engine | None = None) -> web.Application
 def _mount_pages(app: web.Application) -> None:
     """The agent console and the KB editor (sign-in pages), when their modules are present."""
     try:
-        from botkit.console import setup_console
+        from botkit.app.console import setup_console
     except ImportError:  # pragma: no cover - during development only
         setup_console = None
     try:
-        from knowledge.admin import setup_kb_editor
+        from botkit.app.kb_editor import setup_kb_editor
     except ImportError:  # pragma: no cover
         setup_kb_editor = None
     if setup_console is not None:

@@ -45,11 +45,13 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from botkit.auth import (AUTH, SESSION_COOKIE, USER, Auth, Identity, api_error, api_json, page_response,
-                         require, setup_auth, static_route)
+from botkit.app.keys import AUTH, USER
+from botkit.app.accounts import SESSION_COOKIE, Auth, Identity
+from botkit.app.http import api_error, api_json, page_response, static_route
+from botkit.app.signin import require, setup_auth
 from botkit.engine import Engine, Event
 from botkit.errors import BotkitError, MessageRejected
-from botkit.server import ENGINE, PROJECT
+from botkit.app.keys import ENGINE, PROJECT
 from botkit.store import ConflictError, StoreError
 from botkit.types import Conversation, Handoff, Turn
 
