@@ -189,8 +189,13 @@ def _model_at(loc: tuple[Any, ...], root: type[BaseModel] | None = None) -> type
     return models[0] if len(models) == 1 else None
 
 
-def _describe(err: Any, root: type[BaseModel] | None = None) -> str:
-    """One validation error as 'key: what is wrong (what is allowed)'."""
+def describe_validation_error(err: Any, root: type[BaseModel] | None = None) -> str:
+    """One pydantic validation error as 'key: what is wrong (what is allowed)'.
+
+    Public because every YAML file botkit validates (bot.yaml, channel sections, train.yaml,
+    conversation tests) words its errors the same way; ``root`` is the model validated, so an
+    unknown key can list the keys allowed at that spot and suggest the closest one.
+    """
     loc = tuple(err["loc"])
     key = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
@@ -223,7 +228,7 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> BotConfig:
     try:
         return BotConfig.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{source}: {_describe(e)}" for e in exc.errors()]
+        lines = [f"{source}: {describe_validation_error(e)}" for e in exc.errors()]
         raise ConfigError("\n".join(lines)) from None
 
 

@@ -130,9 +130,9 @@ def validate_section(name: str, model: Any, section: Mapping[str, Any] | None) -
     """Validate a channel's config section with its pydantic model; errors name channels.<name>.<key>."""
     from pydantic import ValidationError
 
-    from botkit.config import _describe
+    from botkit.config import describe_validation_error
 
     try:
         return model.model_validate(dict(section or {}))
     except ValidationError as exc:
-        raise ConfigError("\n".join(f"bot.yaml: channels.{name}.{_describe(e, model)}" for e in exc.errors())) from None
+        raise ConfigError("\n".join(f"bot.yaml: channels.{name}.{describe_validation_error(e, model)}" for e in exc.errors())) from None

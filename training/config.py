@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from botkit.config import _describe
+from botkit.config import describe_validation_error
 from botkit.errors import BotkitError
 
 
@@ -94,7 +94,7 @@ def parse_train_config(data: Any, source: str = "train.yaml") -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise TrainingError("\n".join(f"{source}: {_describe(e, TrainConfig)}" for e in exc.errors())) from None
+        raise TrainingError("\n".join(f"{source}: {describe_validation_error(e, TrainConfig)}" for e in exc.errors())) from None
 
 
 def load_train_config(yaml_path: Path | str | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

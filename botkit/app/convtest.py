@@ -31,7 +31,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from botkit.config import _describe
+from botkit.config import describe_validation_error
 from botkit.engine import Engine
 from botkit.errors import BotkitError, ConfigError
 from botkit.types import IncomingMessage, Reply
@@ -83,7 +83,8 @@ def load_tests(path: Path) -> ConversationSuite:
     try:
         return ConversationSuite.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("\n".join(f"{path}: {_describe(e, ConversationSuite)}" for e in exc.errors())) from None
+        lines = (f"{path}: {describe_validation_error(e, ConversationSuite)}" for e in exc.errors())
+        raise ConfigError("\n".join(lines)) from None
 
 
 @dataclass
