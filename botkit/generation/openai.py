@@ -29,10 +29,10 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from aiohttp.http_exceptions import HttpProcessingError
+if TYPE_CHECKING:  # aiohttp loads at start(), so importing botkit's core never pulls in a web client
+    import aiohttp
 
 from botkit.config import OpenAIConfig
 from botkit.errors import GenerationError
@@ -99,6 +99,8 @@ class OpenAICompatible:
                 raise GenerationError(f"dialogue.openai.api_key_env: the environment variable {env} is not set "
                                       "or empty; export it with the server's API key, or remove the key")
             self._api_key = key
+        import aiohttp
+
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_s, sock_connect=self.config.connect_timeout_s)
         self._session = aiohttp.ClientSession(timeout=timeout)
 
@@ -119,6 +121,9 @@ class OpenAICompatible:
             GenerationError: not started; 4xx; malformed chunk; timeout; failure after the first
                 token; retries exhausted. The message names the URL and status, never the key.
         """
+        import aiohttp
+        from aiohttp.http_exceptions import HttpProcessingError
+
         session = self._session
         if session is None:
             raise GenerationError(f"{self.name}: start() was not called (or close() was)", code="not_started")
@@ -186,6 +191,8 @@ class OpenAICompatible:
     @staticmethod
     async def _read_some(resp: aiohttp.ClientResponse, limit: int = 4096) -> str:
         """At most ``limit`` bytes of an error body (a proxy's HTML page can be large)."""
+        import aiohttp
+
         try:
             raw = await resp.content.read(limit)
         except (aiohttp.ClientError, TimeoutError):
