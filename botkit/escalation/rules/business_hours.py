@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from botkit.escalation.base import Rule, _escalation, _Strict
+from botkit.escalation.base import Rule, _escalation
+from botkit.schema import StrictModel
 from botkit.types import ConversationState, Escalation
 
 
@@ -37,7 +38,7 @@ def _zone(name: str) -> tzinfo:
     return ZoneInfo(name)
 
 
-class BusinessHoursConfig(_Strict):
+class BusinessHoursConfig(StrictModel):
     """Fires when ``state.now`` falls outside business hours.
 
     ``state.now`` is converted to ``timezone`` (IANA name; a naive ``now`` is taken as UTC).

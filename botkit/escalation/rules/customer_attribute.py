@@ -6,14 +6,15 @@ from typing import Literal, Union
 
 from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
-from botkit.escalation.base import Rule, _escalation, _Strict
+from botkit.escalation.base import Rule, _escalation
+from botkit.schema import StrictModel
 from botkit.types import ConversationState, Escalation
 
 
 JsonScalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr, None]
 
 
-class CustomerAttributeConfig(_Strict):
+class CustomerAttributeConfig(StrictModel):
     """Fires when a customer attribute matches, e.g. VIP customers go straight to a human.
 
     Looks up ``key`` in ``state.message.attributes`` and ``state.conversation.attributes``

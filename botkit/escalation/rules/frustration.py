@@ -7,12 +7,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from botkit.escalation.base import Rule, _current_turn_label, _escalation, _Strict
+from botkit.escalation.base import Rule, _current_turn_label, _escalation
+from botkit.schema import StrictModel
 from botkit.escalation.phrases import FRUSTRATION_PATTERNS, _check_phrases, _clean, _compile_phrase, _quote
 from botkit.types import ConversationState, Escalation
 
 
-class FrustrationConfig(_Strict):
+class FrustrationConfig(StrictModel):
     """The customer is frustrated: repeated thumbs-down, insults, profanity or shouting.
 
     Fires on the new message when it matches a frustration phrase (defaults plus ``phrases``),

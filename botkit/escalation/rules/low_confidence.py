@@ -6,11 +6,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from botkit.escalation.base import Rule, _escalation, _Strict
+from botkit.escalation.base import Rule, _escalation
+from botkit.schema import StrictModel
 from botkit.types import ConversationState, Escalation, Turn
 
 
-class LowConfidenceConfig(_Strict):
+class LowConfidenceConfig(StrictModel):
     """The bot could not ground ``turns`` replies in a row, the proposed reply included.
 
     Groundedness of past bot turns is read from ``turn.meta["grounded"]`` (a bool the engine

@@ -7,12 +7,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from botkit.escalation.base import Rule, _current_turn_label, _escalation, _Strict
+from botkit.escalation.base import Rule, _current_turn_label, _escalation
+from botkit.schema import StrictModel
 from botkit.escalation.phrases import _clean, _quote
 from botkit.types import ConversationState, Escalation, Turn
 
 
-class RepeatedQuestionConfig(_Strict):
+class RepeatedQuestionConfig(StrictModel):
     """The customer asks essentially the same thing again.
 
     Texts are lower-cased and stripped of punctuation; two messages are "the same" when the

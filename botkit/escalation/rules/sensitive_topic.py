@@ -7,13 +7,14 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from botkit.escalation.base import Rule, _current_turn_label, _escalation, _Strict
+from botkit.escalation.base import Rule, _current_turn_label, _escalation
+from botkit.schema import StrictModel
 from botkit.escalation.phrases import (DEFAULT_TOPICS, _REFUND_WORDS, _check_phrases, _clean, _compile_phrase,
                                        _quote, find_amounts)
 from botkit.types import ConversationState, Escalation
 
 
-class SensitiveTopicConfig(_Strict):
+class SensitiveTopicConfig(StrictModel):
     """The new message touches a topic a human must handle, or asks for a large refund.
 
     ``topics`` maps a topic name to phrases (module phrase syntax: whole words,

@@ -6,11 +6,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from botkit.escalation.base import Rule, _escalation, _Strict
+from botkit.escalation.base import Rule, _escalation
+from botkit.schema import StrictModel
 from botkit.types import ConversationState, Escalation
 
 
-class TurnLimitConfig(_Strict):
+class TurnLimitConfig(StrictModel):
     """The conversation has more than ``max_customer_turns`` customer turns. Reason ``turn_limit``."""
 
     type: Literal["turn_limit"] = "turn_limit"
