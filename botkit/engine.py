@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import AsyncIterator, Literal, Protocol
+from typing import AsyncIterator, Literal
 
 from botkit.config import DialogueConfig
 from botkit.context import resolve_choice, resolve_followup
@@ -43,6 +43,7 @@ from botkit.errors import BotkitError, MessageRejected
 from botkit.escalation import Rule
 from botkit.responders.extractive import ExtractiveResponder
 from botkit.responders.base import Responder, source_of
+from botkit.seams import Retriever  # the protocol; importable from here as before
 from botkit.types import ResponderRequest
 from botkit.store import ConversationStore
 from botkit.types import (Candidate, Conversation, ConversationState, Escalation, Handoff, Hit,
@@ -56,12 +57,6 @@ HISTORY_WINDOW_TURNS = 200
 
 _CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\r")
 _CONTROL[0x7F] = None
-
-
-class Retriever(Protocol):
-    async def start(self) -> None: ...
-    async def close(self) -> None: ...
-    async def search(self, query: str, k: int | None = None) -> SearchResult: ...
 
 
 EventKind = Literal["customer", "bot", "agent", "handoff", "assigned", "returned", "closed", "note"]

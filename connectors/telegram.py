@@ -67,9 +67,9 @@ from telegram.ext import (Application, ApplicationBuilder, BaseUpdateProcessor, 
 from telegram.ext.filters import BaseFilter
 from telegram.warnings import PTBDeprecationWarning
 
+from botkit.channels import ConnectorContext, OutgoingMessage, as_text, validate_section
 from botkit.errors import BotkitError, ConfigError, MessageRejected
 from botkit.types import Conversation, InboxItem, IncomingMessage, Reply
-from connectors.base import ConnectorContext, OutgoingMessage, as_text, validate_section
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,8 @@ import numpy as np
 
 from botkit.config import KnowledgeConfig
 from botkit.errors import ConfigError, IndexCorrupt, QueryError, StorageError
-from knowledge.embedding import Embedder, make_embedder
+from botkit.seams import Embedder
+from knowledge.embedding import make_embedder
 from knowledge.index import IndexKind, VectorIndex
 from knowledge.ingest import read_sources
 from knowledge.lexical import LexicalIndex

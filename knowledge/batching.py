@@ -14,7 +14,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from knowledge.embedding import Embedder
+from botkit.seams import Embedder
 
 
 class BatchingEmbedder:

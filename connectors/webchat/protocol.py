@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from botkit.channels import OutgoingMessage
 from botkit.types import Reply, Source, Turn, responder_kind
-from connectors.base import OutgoingMessage
 
 PROTOCOL = 1
 MAX_ID_CHARS = 64
