@@ -42,6 +42,7 @@ from botkit.escalation.phrases import ASKS_FOR_HUMAN_PATTERNS, DEFAULT_TOPICS, F
 from botkit.escalation.registry import EscalationConfig, RuleConfig, build_rules, evaluate
 from botkit.escalation.rules.asks_for_human import AsksForHumanConfig
 from botkit.escalation.rules.business_hours import BusinessHoursConfig
+from botkit.escalation.rules.custom import CustomRuleConfig, RuleFactory
 from botkit.escalation.rules.customer_attribute import CustomerAttributeConfig
 from botkit.escalation.rules.frustration import FrustrationConfig
 from botkit.escalation.rules.low_confidence import LowConfidenceConfig
@@ -54,6 +55,7 @@ __all__ = [
     "ASKS_FOR_HUMAN_PATTERNS",
     "AsksForHumanConfig",
     "BusinessHoursConfig",
+    "CustomRuleConfig",
     "CustomerAttributeConfig",
     "DEFAULT_TOPICS",
     "EscalationConfig",
@@ -63,6 +65,7 @@ __all__ = [
     "RepeatedQuestionConfig",
     "Rule",
     "RuleConfig",
+    "RuleFactory",
     "SensitiveTopicConfig",
     "TurnLimitConfig",
     "build_rules",

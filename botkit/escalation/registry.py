@@ -2,6 +2,8 @@
 
 Adding a rule type: a module in ``botkit/escalation/rules/`` with its config model and builder,
 then one line each in :data:`RuleConfig` and ``_BUILDERS`` here (and the package ``__all__``).
+A rule type outside botkit needs none of that: the ``custom`` type names its builder
+(:mod:`~botkit.escalation.rules.custom`, docs/extending.md).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import BaseModel, Field
 from botkit.escalation.base import Rule
 from botkit.escalation.rules.asks_for_human import AsksForHumanConfig, _build_asks_for_human
 from botkit.escalation.rules.business_hours import BusinessHoursConfig, _build_business_hours
+from botkit.escalation.rules.custom import CustomRuleConfig, _build_custom
 from botkit.escalation.rules.customer_attribute import CustomerAttributeConfig, _build_customer_attribute
 from botkit.escalation.rules.frustration import FrustrationConfig, _build_frustration
 from botkit.escalation.rules.low_confidence import LowConfidenceConfig, _build_low_confidence
@@ -36,6 +39,7 @@ RuleConfig = Annotated[
         TurnLimitConfig,
         BusinessHoursConfig,
         CustomerAttributeConfig,
+        CustomRuleConfig,
     ],
     Field(discriminator="type"),
 ]
@@ -73,6 +77,7 @@ _BUILDERS: dict[type[BaseModel], Callable[..., Rule]] = {
     TurnLimitConfig: _build_turn_limit,
     BusinessHoursConfig: _build_business_hours,
     CustomerAttributeConfig: _build_customer_attribute,
+    CustomRuleConfig: _build_custom,
 }
 
 
