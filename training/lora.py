@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from botkit.generation.local import CAUSAL_LM_DIR_HINT, check_causal_lm_dir
 from training.config import TrainConfig, TrainingError, dump_train_config
 from training.sft import DEFAULT_HISTORY_TURNS, DataCollator, Retrieve, SFTStats, build_examples
 from training.types import read_prepared
@@ -72,32 +73,9 @@ class TrainResult:
 
 def check_causal_lm(path: Path, key: str = "base_model") -> Any:
     """The model's AutoConfig, or TrainingError saying why ``path`` is not a usable causal LM."""
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    from botkit.generation.local import _ENCODER_TYPES
-
-    what = "set it to a local causal-LM directory (config.json, tokenizer and weights, e.g. a GPT-2, Llama or Qwen export)"
-    if not path.exists():
-        raise TrainingError(f"{key}: {path} does not exist; {what}")
-    if not path.is_dir() or not (path / "config.json").is_file():
-        raise TrainingError(f"{key}: {path} is not a Hugging Face model directory (no config.json); {what}")
-    try:
-        cfg = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    except Exception as exc:  # noqa: BLE001 - transformers raises ValueError/OSError/KeyError here
-        raise TrainingError(f"{key}: {path}/config.json could not be read ({exc}); {what}") from exc
-    causal_names = {n for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values() for n in ((v,) if isinstance(v, str) else v)}
-    archs = list(getattr(cfg, "architectures", None) or [])
-    causal = (not getattr(cfg, "is_encoder_decoder", False)
-              and cfg.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-              and (any(a in causal_names or a.endswith("ForCausalLM") for a in archs) if archs
-                   else cfg.model_type not in _ENCODER_TYPES or bool(getattr(cfg, "is_decoder", False))))
-    if not causal:
-        is_st = (path / "modules.json").is_file() or (path / "config_sentence_transformers.json").is_file()
-        kind = "a sentence-transformers embedding model" if is_st else "not a causal (decoder) language model"
-        raise TrainingError(f"{key}: {path} holds {', '.join(archs) or cfg.model_type}, {kind}; it cannot be "
-                            f"fine-tuned to write replies. {what[0].upper()}{what[1:]}")
-    return cfg
+    return check_causal_lm_dir(path, key, error=TrainingError,
+                               if_not_causal="it cannot be fine-tuned to write replies. "
+                                             f"{CAUSAL_LM_DIR_HINT[0].upper()}{CAUSAL_LM_DIR_HINT[1:]}")
 
 
 def data_hash(train_dir: Path) -> str:

@@ -44,6 +44,50 @@ _ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "electra", "camemb
                             "roc_bert", "megatron-bert", "data2vec-text", "xmod", "big_bird", "mpnet"})
 _DONE = object()
 
+CAUSAL_LM_DIR_HINT = ("set it to a local causal-LM directory (config.json, tokenizer and weights, "
+                      "e.g. a GPT-2, Llama or Qwen export)")
+"""What every :func:`check_causal_lm_dir` error tells the user to do."""
+
+
+def check_causal_lm_dir(path: Path, key: str, *, if_not_causal: str = CAUSAL_LM_DIR_HINT,
+                        error: type[Exception] = GenerationError) -> Any:
+    """The model's transformers ``AutoConfig``, or ``error`` saying why ``path`` is no causal LM.
+
+    One check for every place that loads a local causal LM (serving here, fine-tuning in
+    training.lora), made before the slow weight load so a wrong directory (missing, a file, no
+    config.json, an encoder such as a sentence-transformers model) is named at once. ``key`` is
+    the setting the path came from (each message starts with it); ``if_not_causal`` is what the
+    caller advises when the directory holds a model that cannot write replies; ``error`` is the
+    caller's error class (GenerationError here, TrainingError for training).
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    what = CAUSAL_LM_DIR_HINT
+    if not path.exists():
+        raise error(f"{key}: {path} does not exist; {what}")
+    if not path.is_dir():
+        raise error(f"{key}: {path} is a file, not a model directory; {what}")
+    if not (path / "config.json").is_file():
+        raise error(f"{key}: {path} has no config.json, so it is not a Hugging Face model directory; {what}")
+    try:
+        cfg = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - transformers raises ValueError/OSError/KeyError here
+        raise error(f"{key}: {path}/config.json could not be read ({exc}); {what}") from exc
+    causal_names = {n for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+                    for n in ((v,) if isinstance(v, str) else v)}
+    archs = list(getattr(cfg, "architectures", None) or [])
+    causal = (not getattr(cfg, "is_encoder_decoder", False)
+              and cfg.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+              and (any(a in causal_names or a.endswith("ForCausalLM") for a in archs) if archs
+                   else cfg.model_type not in _ENCODER_TYPES or bool(getattr(cfg, "is_decoder", False))))
+    if not causal:
+        is_st = (path / "modules.json").is_file() or (path / "config_sentence_transformers.json").is_file()
+        kind = "a sentence-transformers embedding model" if is_st else "not a causal (decoder) language model"
+        shown = ", ".join(archs) or cfg.model_type
+        raise error(f"{key}: {path} holds {shown}, {kind}; {if_not_causal}")
+    return cfg
+
 
 class Turn:
     """One request's turn on the model, from :meth:`TurnQueue.acquire`; release it exactly once
@@ -191,43 +235,14 @@ class LocalCausalLM:
         self._turns = TurnQueue()
         log.info("local LM %s loaded (adapter: %s)", self.config.model_path, self.config.adapter_path or "none")
 
-    def _check_model_dir(self, path: Path) -> Any:
-        from transformers import AutoConfig
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-        key = "dialogue.local_lm.model_path"
-        what = "set it to a local causal-LM directory (config.json, tokenizer and weights, e.g. a GPT-2, Llama or Qwen export)"
-        if not path.exists():
-            raise GenerationError(f"{key}: {path} does not exist; {what}")
-        if not path.is_dir():
-            raise GenerationError(f"{key}: {path} is a file, not a model directory; {what}")
-        if not (path / "config.json").is_file():
-            raise GenerationError(f"{key}: {path} has no config.json, so it is not a Hugging Face model directory; {what}")
-        try:
-            cfg = AutoConfig.from_pretrained(str(path), local_files_only=True)
-        except Exception as exc:  # noqa: BLE001 - transformers raises ValueError/OSError/KeyError here
-            raise GenerationError(f"{key}: {path}/config.json could not be read ({exc}); {what}") from exc
-        causal_names = {n for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
-                        for n in ((v,) if isinstance(v, str) else v)}
-        archs = list(getattr(cfg, "architectures", None) or [])
-        is_st = (path / "modules.json").is_file() or (path / "config_sentence_transformers.json").is_file()
-        causal = (not getattr(cfg, "is_encoder_decoder", False)
-                  and cfg.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-                  and (any(a in causal_names or a.endswith("ForCausalLM") for a in archs) if archs
-                       else cfg.model_type not in _ENCODER_TYPES or bool(getattr(cfg, "is_decoder", False))))
-        if not causal:
-            kind = "a sentence-transformers embedding model" if is_st else "not a causal (decoder) language model"
-            shown = ", ".join(archs) or cfg.model_type
-            raise GenerationError(f"{key}: {path} holds {shown}, {kind}; {what}. An embedding model belongs "
-                                  f"in knowledge.embedding.model, not in dialogue.local_lm")
-        return cfg
-
     def _load(self) -> tuple[Any, Any]:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = self._resolve(self.config.model_path)
-        self._check_model_dir(path)
+        check_causal_lm_dir(path, "dialogue.local_lm.model_path",
+                            if_not_causal=f"{CAUSAL_LM_DIR_HINT}. An embedding model belongs in "
+                                          "knowledge.embedding.model, not in dialogue.local_lm")
         if self.config.adapter_path:  # checked before the (slow) weight load
             self._check_adapter_dir(self._resolve(self.config.adapter_path))
         if self.config.threads > 0:
