@@ -28,7 +28,7 @@ def build(options, name):
     cfg = Options.model_validate(options)
     def rule(state):
         if cfg.word in state.message.text.lower():
-            return Escalation(reason="said_" + cfg.word, rule="", detail=f"said {cfg.word!r}")
+            return Escalation(reason="said_" + cfg.word, rule=name, detail=f"said {cfg.word!r}")
         return None
     return rule
 

@@ -13,7 +13,7 @@ The function is called once, when the engine is built (``build_rules``), as
 ``function(options, name) -> Rule``; it validates ``options`` itself (a pydantic model of
 its own is the usual way) and returns the rule. The same contract as the built-in rules
 holds: the rule is a pure function of the conversation state. Its Escalation's ``reason``
-is the rule's own code; an empty ``rule`` gets the list name (``"3:custom"``).
+is the rule's own code and its ``rule`` should be ``name``, the list name (``"3:custom"``).
 """
 
 from __future__ import annotations
