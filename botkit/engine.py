@@ -18,7 +18,9 @@ History is windowed: the engine loads the last :data:`HISTORY_WINDOW_TURNS` turn
 them, never the whole conversation.
 
 Ordering: messages of one conversation are processed strictly in arrival order (a FIFO
-``asyncio.Lock`` per conversation); different conversations run concurrently. CPU work
+lock per conversation, :mod:`botkit.locks`); different conversations run concurrently.
+Listeners get events through an event bus (:mod:`botkit.events`). Both are in-process by
+default; other backends (several workers sharing one database) are passed in. CPU work
 (embedding, search, local generation) runs in threads inside the retriever and responder,
 so the event loop stays free. A failure while handling one message never escapes as a
 crash of the loop: the customer gets a safe reply (the extractive one, or a hand-off) and
@@ -32,8 +34,8 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import AsyncIterator, Literal
 
@@ -41,6 +43,8 @@ from botkit.config import DialogueConfig
 from botkit.context import resolve_choice, resolve_followup
 from botkit.errors import BotkitError, MessageRejected
 from botkit.escalation import Rule
+from botkit.events import Event, EventBus, EventKind, InProcessEventBus, Listener
+from botkit.locks import ConversationLock, InProcessConversationLock
 from botkit.responders.extractive import ExtractiveResponder
 from botkit.responders.base import Responder, source_of
 from botkit.seams import Retriever  # the protocol; importable from here as before
@@ -59,20 +63,6 @@ _CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\r")
 _CONTROL[0x7F] = None
 
 
-EventKind = Literal["customer", "bot", "agent", "handoff", "assigned", "returned", "closed", "note"]
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something listeners (channels, the agent console) may need to act on."""
-
-    kind: EventKind
-    conversation: Conversation
-    turn: Turn | None = None
-    handoff: Handoff | None = None
-
-
-Listener = Callable[[Event], Awaitable[None]]
 Deliver = Callable[[InboxItem, Reply], Awaitable[None]]
 
 
@@ -84,7 +74,8 @@ class Engine:
     def __init__(self, *, retriever: Retriever, responder: Responder, store: ConversationStore,
                  rules: Sequence[tuple[str, Rule]] = (), config: DialogueConfig | None = None,
                  bot_name: str = "botkit", clock: Callable[[], datetime] = utcnow,
-                 summarize: Callable[[ConversationState], str] | None = None):
+                 summarize: Callable[[ConversationState], str] | None = None,
+                 bus: EventBus | None = None, locks: ConversationLock | None = None):
         self.retriever = retriever
         self.responder = responder
         self.store = store
@@ -94,9 +85,8 @@ class Engine:
         self.clock = clock
         self.summarize = summarize
         self.fallback = ExtractiveResponder(self.config.clarify_margin)
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._waiters: dict[str, int] = {}
-        self._listeners: list[Listener] = []
+        self.bus: EventBus = bus if bus is not None else InProcessEventBus()
+        self.locks: ConversationLock = locks if locks is not None else InProcessConversationLock()
         self.turn_observers: list[Callable[[Reply, float], None]] = []  # (reply, seconds): metrics
         self._started = False
 
@@ -109,12 +99,14 @@ class Engine:
         pruned = await self.store.prune_inbox(self.clock() - timedelta(days=self.config.inbox_retention_days))
         if pruned:
             log.info("inbox: forgot %d answered messages older than %d days", pruned, self.config.inbox_retention_days)
+        await self.locks.start()
+        await self.bus.start()
         await self.retriever.start()
         await self.responder.start()
         self._started = True
 
     async def close(self) -> None:
-        for closer in (self.responder.close, self.retriever.close, self.store.close):
+        for closer in (self.responder.close, self.retriever.close, self.bus.close, self.locks.close, self.store.close):
             try:
                 await closer()
             except Exception:  # noqa: BLE001 - closing everything matters more than the first error
@@ -134,29 +126,14 @@ class Engine:
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` for every event; returns a function that unsubscribes."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+        return self.bus.subscribe(listener)
 
     async def _emit(self, event: Event) -> None:
-        for listener in list(self._listeners):
-            try:
-                await listener(event)
-            except Exception:  # noqa: BLE001 - one broken listener must not break the conversation
-                log.exception("listener failed on %s event for conversation %s", event.kind, event.conversation.id)
+        await self.bus.publish(event)
 
-    @asynccontextmanager
-    async def _conversation_lock(self, conversation_id: str) -> AsyncIterator[None]:
-        """FIFO per conversation; the lock is dropped when nobody waits on it (no leak)."""
-        lock = self._locks.setdefault(conversation_id, asyncio.Lock())
-        self._waiters[conversation_id] = self._waiters.get(conversation_id, 0) + 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._waiters[conversation_id] -= 1
-            if self._waiters[conversation_id] == 0:
-                del self._waiters[conversation_id]
-                del self._locks[conversation_id]
+    def _conversation_lock(self, conversation_id: str) -> AbstractAsyncContextManager[None]:
+        """FIFO per conversation (see :class:`~botkit.locks.ConversationLock`)."""
+        return self.locks.hold(conversation_id)
 
     # Public: channels that read a conversation's history and then follow its events (a
     # resuming web chat tab) hold this so no turn is seen twice or missed.
@@ -476,4 +453,4 @@ class Engine:
         return await self.store.turns(conversation_id, limit, before)
 
 
-__all__ = ["Engine", "Event", "Retriever", "Rule", "Hit", "Source", "source_of"]
+__all__ = ["Engine", "Event", "EventKind", "Listener", "Retriever", "Rule", "Hit", "Source", "source_of"]

@@ -215,7 +215,7 @@ async def test_hundreds_of_interleaved_conversations_in_order_none_lost(engine: 
         assert [t.text for t in turns if t.role == "customer"] == texts
         assert [t.role for t in turns] == ["customer", "bot"] * per_conv
     assert total == n_conv * per_conv * 2
-    assert engine._locks == {}  # per-conversation locks are released, not leaked
+    assert engine.locks.active() == 0  # per-conversation locks are released, not leaked
 
 
 async def test_the_engine_loads_a_window_and_rules_still_see_exact_counts(engine: Engine):

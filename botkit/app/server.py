@@ -23,7 +23,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from botkit.app.keys import CONNECTORS, ENGINE, KB, METRICS, PROJECT
 from botkit.config import ServerConfig
-from botkit.engine import Engine, Event
+from botkit.engine import Engine
+from botkit.events import Event
 from botkit.project import Project
 from botkit.types import Reply
 from connectors.base import Connector, ConnectorContext, OutgoingMessage, factory
