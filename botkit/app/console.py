@@ -47,10 +47,9 @@ from aiohttp import WSMsgType, web
 
 from botkit.app.keys import AUTH, USER
 from botkit.app.accounts import SESSION_COOKIE, Auth, Identity
-from botkit.app.http import api_error, api_json, page_response, static_route
+from botkit.app.http import Refused, api_error, api_json, error_response, page_response, static_route
 from botkit.app.signin import require, setup_auth
 from botkit.engine import Engine, Event
-from botkit.errors import BotkitError, MessageRejected
 from botkit.app.keys import ENGINE, PROJECT
 from botkit.store import ConflictError, StoreError
 from botkit.types import Conversation, Handoff, Turn
@@ -208,13 +207,6 @@ HUB = web.AppKey("console_hub", ConsoleHub)
 
 # -- access checks -----------------------------------------------------------------------------
 
-class Refused(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 async def _conversation(engine: Engine, conv_id: str) -> Conversation:
     conv = await engine.store.get(conv_id)
     if conv is None:
@@ -269,19 +261,16 @@ def _text(body: dict[str, Any]) -> str:
 # -- handlers ----------------------------------------------------------------------------------
 
 def _handler(fn: Any) -> Any:
-    """Agent-only API handler; Refused and engine errors become JSON answers."""
+    """Agent-only API handler; Refused and engine errors become JSON answers (botkit.app.http.error_response)."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
             return await fn(request, request.app[ENGINE], request[USER], request.match_info.get("cid", ""))
-        except Refused as exc:
-            return api_error(exc.status, exc.message)
-        except MessageRejected as exc:
-            return api_error(400, str(exc), field="text")
-        except ConflictError as exc:
-            return api_error(409, str(exc))
-        except BotkitError as exc:
-            return api_error(400, str(exc))
+        except Exception as exc:  # noqa: BLE001 - error_response answers what it knows, re-raised otherwise
+            answer = error_response(exc, request)
+            if answer is None:
+                raise
+            return answer
 
     wrapped.__name__ = fn.__name__
     return require("agent")(wrapped)

@@ -1,13 +1,31 @@
-"""HTTP helpers shared by the staff pages and their JSON APIs: JSON answers, page headers
+"""HTTP helpers shared by the staff pages and their JSON APIs: JSON answers, the one mapping
+from exceptions to HTTP statuses (:func:`status_for`, :func:`error_response`), page headers
 (a strict Content-Security-Policy), static files."""
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from botkit.errors import (
+    ArticleNotFound,
+    BotkitError,
+    ConfigError,
+    EmbeddingError,
+    GenerationError,
+    IndexCorrupt,
+    MessageRejected,
+    ProjectError,
+    QueryError,
+    StorageError,
+)
+from botkit.store import ConflictError
+
+log = logging.getLogger(__name__)
 
 def api_json(data: Any, status: int = 200) -> web.Response:
     """A JSON API response that no cache keeps."""
@@ -16,6 +34,74 @@ def api_json(data: Any, status: int = 200) -> web.Response:
 
 def api_error(status: int, message: str, **extra: Any) -> web.Response:
     return api_json({"error": message, **extra}, status=status)
+
+
+class Refused(Exception):
+    """A request a staff API refuses: its HTTP status, the message, the field at fault (if one
+    is) and extra JSON keys. Raised by handlers; :func:`error_response` turns it into the answer."""
+
+    def __init__(self, status: int, message: str, field: str | None = None, **extra: Any):
+        super().__init__(message)
+        self.status, self.message, self.field, self.extra = status, message, field, extra
+
+
+# Failures of the server's own setup, not of the request: a 500, though still with the message.
+_SERVER_SIDE = (ConfigError, ProjectError, EmbeddingError, GenerationError, IndexCorrupt)
+
+
+def status_for(exc: BaseException) -> int | None:
+    """The HTTP status a staff API answers ``exc`` with; None for an exception that is a bug
+    (it propagates, aiohttp logs it and answers 500).
+
+    Most specific first: a :class:`Refused` or a BotkitError carrying its own ``status`` (e.g.
+    training.gaps.ProposalError) says it; a StorageError its ``http_status`` (503 locked: retry,
+    507 disk full); no such article 404; a lost race 409; other botkit errors are the request's
+    doing (400) unless they are the server's setup (500).
+    """
+    if isinstance(exc, Refused):
+        return exc.status
+    if not isinstance(exc, BotkitError):
+        return None
+    own = getattr(exc, "status", None)
+    if isinstance(own, int):
+        return own
+    if isinstance(exc, StorageError):
+        return exc.http_status
+    if isinstance(exc, ArticleNotFound):
+        return 404
+    if isinstance(exc, ConflictError):
+        return 409
+    if isinstance(exc, _SERVER_SIDE):
+        return 500
+    return 400
+
+
+def error_response(exc: BaseException, request: web.BaseRequest | None = None) -> web.Response | None:
+    """The JSON answer for ``exc`` (``{"error": message, ...}`` at :func:`status_for`'s status),
+    or None when it is not an error an API answers (let it propagate). A 5xx answer is logged
+    (with ``request``'s method and path): someone has to act on a locked or full database.
+
+    Fields name what the client should fix: ``field`` (+ ``reason``) for a Refused that names
+    one, ``text`` for a rejected message, ``q`` for a rejected search; ``retry`` tells a client
+    whether trying a StorageError again later can succeed.
+    """
+    status = status_for(exc)
+    if status is None:
+        return None
+    message = str(exc)
+    if status >= 500:
+        where = f"{request.method} {request.path}" if request is not None else "API"
+        log.warning("%s: %s", where, message)
+    if isinstance(exc, Refused):
+        fields = {"field": exc.field, "reason": exc.message} if exc.field else {}
+        return api_error(status, exc.message, **fields, **exc.extra)
+    if isinstance(exc, MessageRejected):
+        return api_error(status, message, field="text")
+    if isinstance(exc, QueryError):
+        return api_error(status, message, field="q", reason=message)
+    if isinstance(exc, StorageError):
+        return api_error(status, message, retry=exc.retry)
+    return api_error(status, message)
 
 
 def _csp(request: web.BaseRequest) -> str:

@@ -42,9 +42,9 @@ from aiohttp import BodyPartReader, web
 
 from botkit.app.keys import USER
 from botkit.app.accounts import Identity
-from botkit.app.http import api_error, api_json, page_response, static_route
+from botkit.app.http import Refused, api_error, api_json, error_response, page_response, static_route
 from botkit.app.signin import require, setup_auth
-from botkit.errors import ArticleNotFound, ImportFailed, KnowledgeError, QueryError, StorageError
+from botkit.errors import ArticleNotFound, ImportFailed, KnowledgeError
 from botkit.app.keys import KB
 from knowledge.base import KnowledgeBase
 from knowledge.ingest import MAX_QUESTIONS, MAX_TITLE, make_draft, read_sources, slugify
@@ -60,18 +60,6 @@ MAX_UPLOAD_FILES, MAX_UPLOAD_BYTES = 200, 32 * 1024 * 1024
 MAX_LIMIT = 50
 
 
-class Invalid(Exception):
-    """A request the editor refuses: HTTP status, message, and the field at fault."""
-
-    def __init__(self, status: int, message: str, field: str | None = None, **extra: Any):
-        super().__init__(message)
-        self.status, self.message, self.field, self.extra = status, message, field, extra
-
-    def response(self) -> web.Response:
-        extra = {"field": self.field, "reason": self.message} if self.field else {}
-        return api_error(self.status, self.message, **extra, **self.extra)
-
-
 @dataclass
 class Editor:
     kb: KnowledgeBase | None
@@ -79,7 +67,7 @@ class Editor:
 
     def need_kb(self) -> KnowledgeBase:
         if self.kb is None:
-            raise Invalid(503, "this server has no editable knowledge base (its retriever is not a KnowledgeBase)")
+            raise Refused(503, "this server has no editable knowledge base (its retriever is not a KnowledgeBase)")
         return self.kb
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -113,43 +101,43 @@ def _str_list(value: Any, field: str, sep: str, max_items: int, max_chars: int) 
     if isinstance(value, str):
         value = value.split(sep)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise Invalid(400, f"{field} must be a list of strings", field)
+        raise Refused(400, f"{field} must be a list of strings", field)
     items = tuple(v.strip() for v in value if v.strip())
     if len(items) > max_items:
-        raise Invalid(400, f"{len(items)} {field}; at most {max_items}", field)
+        raise Refused(400, f"{len(items)} {field}; at most {max_items}", field)
     for item in items:
         if len(item) > max_chars:
-            raise Invalid(400, f"one of the {field} is {len(item)} characters; at most {max_chars}", field)
+            raise Refused(400, f"one of the {field} is {len(item)} characters; at most {max_chars}", field)
     return items
 
 
 def draft_from(body: dict[str, Any], article_id: str | None, source: str | None) -> ArticleDraft:
-    """Validate an editor request into a draft; Invalid(400) names the field and the reason."""
+    """Validate an editor request into a draft; Refused(400) names the field and the reason."""
     unknown = sorted(set(body) - FIELDS)
     if unknown:
-        raise Invalid(400, f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(FIELDS))})",
+        raise Refused(400, f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(FIELDS))})",
                       unknown[0])
     for key in ("id", "title", "body"):
         if body.get(key) is not None and not isinstance(body[key], str):
-            raise Invalid(400, f"{key} must be text, got {type(body[key]).__name__}", key)
+            raise Refused(400, f"{key} must be text, got {type(body[key]).__name__}", key)
     title = (body.get("title") or "").strip()
     text = (body.get("body") or "").strip()
     tags = _str_list(body.get("tags"), "tags", ",", MAX_TAGS, MAX_TAG_CHARS)
     questions = _str_list(body.get("questions"), "questions", "\n", MAX_QUESTIONS, MAX_QUESTION_CHARS)
     if not title and not questions:
-        raise Invalid(400, "a title is required (or, for an FAQ entry, at least one question)", "title")
+        raise Refused(400, "a title is required (or, for an FAQ entry, at least one question)", "title")
     if len(title) > MAX_TITLE:
-        raise Invalid(400, f"title is {len(title)} characters; at most {MAX_TITLE}", "title")
+        raise Refused(400, f"title is {len(title)} characters; at most {MAX_TITLE}", "title")
     if not text:
-        raise Invalid(400, "the body is empty: write the article (or the FAQ answer)", "body")
+        raise Refused(400, "the body is empty: write the article (or the FAQ answer)", "body")
     if len(text) > MAX_BODY_CHARS:
-        raise Invalid(400, f"body is {len(text)} characters; at most {MAX_BODY_CHARS}", "body")
+        raise Refused(400, f"body is {len(text)} characters; at most {MAX_BODY_CHARS}", "body")
     if article_id is None:
         article_id = (body.get("id") or "").strip() or None
     elif body.get("id") not in (None, "", article_id):
-        raise Invalid(400, "an article's id cannot be changed; create a new article instead", "id")
+        raise Refused(400, "an article's id cannot be changed; create a new article instead", "id")
     if article_id is not None and not ID_PATTERN.match(article_id):
-        raise Invalid(400, f"bad id {article_id!r}: use letters, digits, '.', '_' or '-' "
+        raise Refused(400, f"bad id {article_id!r}: use letters, digits, '.', '_' or '-' "
                            "(at most 128, starting with a letter or digit)", "id")
     # A new article without an id gets one from its title later (under the write lock); the
     # importer's rules are checked with a stand-in id meanwhile.
@@ -160,7 +148,7 @@ def draft_from(body: dict[str, Any], article_id: str | None, source: str | None)
     except ValueError as exc:  # the importer's rules, kept in one place
         message = str(exc)
         field = next((f for f in ("id", "title", "body", "tags", "questions") if f in message), None)
-        raise Invalid(400, message, field) from None
+        raise Refused(400, message, field) from None
     return draft if article_id else replace(draft, id="")
 
 
@@ -168,28 +156,28 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError:
-        raise Invalid(400, "the request body must be JSON") from None
+        raise Refused(400, "the request body must be JSON") from None
     if not isinstance(body, dict):
-        raise Invalid(400, "the request body must be a JSON object")
+        raise Refused(400, "the request body must be a JSON object")
     return body
 
 
 def _int(value: Any, field: str, required: bool = True) -> int | None:
     if value is None or value == "":
         if required:
-            raise Invalid(400, f"{field} is required (the revision number)", field)
+            raise Refused(400, f"{field} is required (the revision number)", field)
         return None
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise Invalid(400, f"{field} must be a revision number, got {value!r:.40}", field) from None
+        raise Refused(400, f"{field} must be a revision number, got {value!r:.40}", field) from None
     if isinstance(value, bool) or number < 0:
-        raise Invalid(400, f"{field} must be a revision number, got {value!r:.40}", field)
+        raise Refused(400, f"{field} must be a revision number, got {value!r:.40}", field)
     return number
 
 
-def _conflict(current: Article, sent: int) -> Invalid:
-    return Invalid(409, f"{current.id!r} was changed by {current.updated_by} at {current.updated_at} "
+def _conflict(current: Article, sent: int) -> Refused:
+    return Refused(409, f"{current.id!r} was changed by {current.updated_by} at {current.updated_at} "
                         f"(it is at revision {current.rev}; you edited revision {sent}). "
                         "Reload it and apply your change again.", current=article_json(current))
 
@@ -197,21 +185,17 @@ def _conflict(current: Article, sent: int) -> Invalid:
 # -- handlers ----------------------------------------------------------------------------------
 
 def _handler(fn: Any) -> Any:
-    """Operator-only API handler; Invalid and KB errors become JSON answers."""
+    """Operator-only API handler; Refused and KB errors become JSON answers (botkit.app.http.error_response)."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         editor = request.app[EDITOR]
         try:
             return await fn(request, editor, editor.need_kb(), request[USER])
-        except Invalid as exc:
-            return exc.response()
-        except ArticleNotFound as exc:
-            return api_error(404, str(exc))
-        except QueryError as exc:
-            return api_error(400, str(exc), field="q", reason=str(exc))
-        except StorageError as exc:  # locked by another process (503, retry) or a full disk (507)
-            log.warning("kb editor %s %s: %s", request.method, request.path, exc)
-            return api_error(exc.http_status, str(exc), retry=exc.retry)
+        except Exception as exc:  # noqa: BLE001 - error_response answers what it knows, re-raised otherwise
+            answer = error_response(exc, request)  # e.g. a locked database: 503 with retry
+            if answer is None:
+                raise
+            return answer
 
     wrapped.__name__ = fn.__name__
     return require("operator")(wrapped)
@@ -269,7 +253,7 @@ async def create_article(request: web.Request, editor: Editor, kb: KnowledgeBase
         if not draft.id:
             draft = replace(draft, id=await _free_id(editor, kb, draft.title))
         elif await editor.run(kb.store.find, draft.id) is not None:
-            raise Invalid(409, f"an article with id {draft.id!r} exists already; open it to edit it", "id")
+            raise Refused(409, f"an article with id {draft.id!r} exists already; open it to edit it", "id")
         summary = await editor.run(kb.upsert, [draft], ident.name, "created in the kb editor")
         article = await editor.run(kb.store.get, draft.id)
     log.info("%s created article %s (kb version %d)", ident.name, draft.id, summary.kb_version)
@@ -287,7 +271,7 @@ async def update_article(request: web.Request, editor: Editor, kb: KnowledgeBase
         current = await editor.run(kb.store.find, article_id)
         if current is None:
             await editor.run(kb.store.history, article_id)  # 404 when it never existed
-            raise Invalid(409, f"{article_id!r} was deleted after you opened it; "
+            raise Refused(409, f"{article_id!r} was deleted after you opened it; "
                                "save it as a new article or roll it back from its history")
         if current.rev != sent:
             raise _conflict(current, sent)
@@ -349,7 +333,7 @@ async def rollback(request: web.Request, editor: Editor, kb: KnowledgeBase,
         except ArticleNotFound:
             raise
         except KnowledgeError as exc:
-            raise Invalid(400, str(exc), "to") from None
+            raise Refused(400, str(exc), "to") from None
         article = await editor.run(kb.store.get, article_id)
     log.info("%s rolled article %s back to revision %s", ident.name, article_id, to_rev)
     return api_json({"article": article_json(article), "kb_version": summary.kb_version, "changed": summary.changed})
@@ -359,7 +343,7 @@ async def _receive_files(request: web.Request, folder: Path,
                          max_file_bytes: int) -> tuple[list[Path], list[dict[str, Any]]]:
     """Save the uploaded files under ``folder`` (flat, by their base name)."""
     if not request.content_type.startswith("multipart/"):
-        raise Invalid(400, "send the files as multipart/form-data (field name: files)", "files")
+        raise Refused(400, "send the files as multipart/form-data (field name: files)", "files")
     reader = await request.multipart()
     paths: list[Path] = []
     problems: list[dict[str, Any]] = []
@@ -385,14 +369,14 @@ async def _receive_files(request: web.Request, folder: Path,
             await part.release()
             continue
         if len(paths) >= MAX_UPLOAD_FILES:
-            raise Invalid(413, f"too many files; at most {MAX_UPLOAD_FILES} per import", "files")
+            raise Refused(413, f"too many files; at most {MAX_UPLOAD_FILES} per import", "files")
         size, too_big, target = 0, False, folder / name
         with target.open("wb") as out:
             while chunk := await part.read_chunk(256 * 1024):
                 size += len(chunk)
                 total += len(chunk)
                 if total > MAX_UPLOAD_BYTES:
-                    raise Invalid(413, f"the upload is over {MAX_UPLOAD_BYTES // (1024 * 1024)} MB; "
+                    raise Refused(413, f"the upload is over {MAX_UPLOAD_BYTES // (1024 * 1024)} MB; "
                                        "import the files in smaller batches", "files")
                 if size > max_file_bytes:
                     too_big = True
@@ -415,7 +399,7 @@ async def import_files(request: web.Request, editor: Editor, kb: KnowledgeBase,
         folder = Path(tmp)
         paths, problems = await _receive_files(request, folder, kb.config.max_file_bytes)
         if not paths and not problems:
-            raise Invalid(400, "no files were uploaded", "files")
+            raise Refused(400, "no files were uploaded", "files")
 
         def shown(path: str) -> str:  # the uploaded name, never the server's temporary path
             return Path(path).name if path.startswith(tmp) else path
@@ -454,13 +438,9 @@ def _proposals(kb: KnowledgeBase) -> Any:
 
 def _proposal_handler(fn: Any) -> Any:
     async def wrapped(request: web.Request, editor: Editor, kb: KnowledgeBase, ident: Identity) -> web.StreamResponse:
-        from training.gaps import ProposalError
-
         store = await editor.run(_proposals, kb)
-        try:
+        try:  # a ProposalError carries its status (unknown id 404, already reviewed 409)
             return await fn(request, editor, kb, ident, store)
-        except ProposalError as exc:
-            return api_error(exc.status, str(exc))
         finally:
             store.close()
 
@@ -491,12 +471,12 @@ async def accept_proposal(request: web.Request, editor: Editor, kb: KnowledgeBas
         fields["title"] = (str(qs[0]) if qs else proposal.title).strip().rstrip("?!. ")[:MAX_TITLE] or proposal.title
     draft = draft_from(fields, None, f"proposal:{pid}")
     if not draft.questions:
-        raise Invalid(400, "an FAQ entry needs at least one question", "questions")
+        raise Refused(400, "an FAQ entry needs at least one question", "questions")
     async with editor.lock:
         if not draft.id:
             draft = replace(draft, id=await _free_id(editor, kb, draft.title))
         elif await editor.run(kb.store.find, draft.id) is not None:
-            raise Invalid(409, f"an article with id {draft.id!r} exists already; choose another id", "id")
+            raise Refused(409, f"an article with id {draft.id!r} exists already; choose another id", "id")
         accepted = await editor.run(lambda: store.accept(pid, kb, ident.name, draft=draft))
         article = await editor.run(kb.store.get, draft.id)
     log.info("%s accepted proposal %s as FAQ entry %s", ident.name, pid, draft.id)
@@ -510,7 +490,7 @@ async def reject_proposal(request: web.Request, editor: Editor, kb: KnowledgeBas
     body = await _json_body(request) if request.can_read_body else {}
     note = body.get("note") or ""
     if not isinstance(note, str):
-        raise Invalid(400, "note must be text", "note")
+        raise Refused(400, "note must be text", "note")
     rejected = await editor.run(store.reject, pid, ident.name, note)
     log.info("%s rejected proposal %s", ident.name, pid)
     return api_json({"proposal": rejected.to_json()})
