@@ -1,7 +1,19 @@
-"""SQLite for async code: one connection (WAL), every operation in a worker thread.
+"""SQLite for every botkit database: one helper that connects, sets the pragmas and runs the schema.
 
-The event loop never waits on the disk; a lock serialises use of the connection; ``tx``
-wraps an operation in ``BEGIN IMMEDIATE`` … ``COMMIT`` so it is applied whole or not at all.
+:class:`SQLiteDatabase` is the synchronous form (staff accounts, the knowledge store, gap
+proposals): one connection shared by threads, every statement under a lock. It is opened by
+:meth:`~SQLiteDatabase.start`; a synchronous caller that never calls start() gets it opened on
+first use. :class:`AsyncSQLite` is the same database for async code (the conversation store,
+web chat sessions): every operation runs in a worker thread, so the event loop never waits on
+the disk, and it must be started first.
+
+Every connection is made by :func:`connect`, so all of them get the same settings: the file
+is created ``0600`` first (``botkit.files.private_file``; SQLite gives its ``-wal``/``-shm``
+files the same mode), WAL (readers never wait for a writer; several processes share a file), a
+writer waits up to :data:`BUSY_TIMEOUT_S` for another's lock, foreign keys are enforced,
+autocommit (``isolation_level=None``: transactions are explicit ``BEGIN IMMEDIATE``) and rows
+as :class:`sqlite3.Row`. A lock held too long, a full disk or an I/O error comes out as the
+:class:`~botkit.errors.StorageError` that says what to do (:func:`translate_errors`).
 """
 
 from __future__ import annotations
@@ -13,13 +25,14 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from botkit.errors import BotkitError, DatabaseLocked, DiskFull, StorageError
 from botkit.files import private_file
 
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 30  # how long a writer waits for another process's write lock
+Synchronous = Literal["OFF", "NORMAL", "FULL"]
 
 
 def storage_error(exc: BaseException, path: Path, what: str) -> StorageError | None:
@@ -61,64 +74,164 @@ def translate_errors(path: Path, what: str) -> Iterator[None]:
         raise error from exc
 
 
-class AsyncSQLite:
-    def __init__(self, path: Path | str, schema: str, *, what: str = "the database", durable: bool = False):
+def connect(path: Path, schema: str = "", *, synchronous: Synchronous | None = None, read_only: bool = False,
+            busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """A connection to ``path`` with botkit's settings (see the module docstring), ``schema`` run.
+
+    ``synchronous``: None keeps SQLite's default (FULL); a database that says nothing keeps
+    the setting it always had. ``read_only``: the file must exist and is neither created, made
+    private, switched to WAL nor given the schema (reading another process's database).
+    """
+    if read_only:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=busy_timeout_s,
+                             isolation_level=None)
+    else:
+        private_file(path)  # 0600 before SQLite opens it: its -wal/-shm files get the same mode
+        db = sqlite3.connect(path, check_same_thread=False, timeout=busy_timeout_s, isolation_level=None)
+    try:
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys=ON")
+        if not read_only:
+            db.execute("PRAGMA journal_mode=WAL")
+        if synchronous is not None:
+            db.execute(f"PRAGMA synchronous={synchronous}")
+        if schema and not read_only:
+            db.executescript(schema)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+class SQLiteDatabase:
+    """One SQLite database for synchronous code: a connection shared by threads, used under
+    :attr:`lock` (reentrant with ``reentrant=True``, for a class whose locked methods call
+    each other).
+
+    :meth:`start` opens it; a caller that never calls start() gets it opened on first use
+    (:attr:`connection`, :meth:`run`), so the CLI can use a store straight away. After
+    :meth:`close` it stays closed until start() is called again.
+
+    ``open_error``: the error class a file that is not a SQLite database is raised as, naming
+    the file (None: sqlite3's own error).
+    """
+
+    def __init__(self, path: Path | str, schema: str, *, what: str = "the database",
+                 synchronous: Synchronous | None = None, read_only: bool = False, reentrant: bool = False,
+                 open_error: type[BotkitError] | None = None):
         self.path = Path(path)
-        # durable: every COMMIT is fsynced (synchronous=FULL), so what was committed survives a
-        # power cut or an OS crash, not only a killed process (NORMAL, in WAL mode). A store that
-        # acknowledges on commit ("accepted means answered") needs it.
-        self.durable = durable
         self.schema = schema
-        self.what = what  # named in the "not started" error
+        self.what = what
+        self.synchronous: Synchronous | None = synchronous
+        self.read_only = read_only
+        self.open_error = open_error
+        self.lock: threading.Lock | threading.RLock = threading.RLock() if reentrant else threading.Lock()
+        self._open_lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self._closed = False
 
     @property
     def started(self) -> bool:
         return self._db is not None
 
-    async def start(self) -> None:
-        if self._db is None:
-            await asyncio.to_thread(self._open)
+    def start(self) -> None:
+        """Open the database (create it and its schema if needed); idempotent."""
+        with self._open_lock:
+            self._closed = False
+            self._open()
 
-    def _open(self) -> None:
-        private_file(self.path)  # 0600 before SQLite opens it: its -wal/-shm files get the same mode
-        db = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
-        db.executescript(self.schema)
-        self._db = db
+    def _open(self) -> sqlite3.Connection:
+        if self._db is None:
+            try:
+                with translate_errors(self.path, self.what):
+                    self._db = connect(self.path, self.schema, synchronous=self.synchronous,
+                                       read_only=self.read_only)
+            except sqlite3.DatabaseError as exc:
+                if self.open_error is None:
+                    raise
+                raise self.open_error(f"{self.path}: cannot open {self.what} ({exc})") from exc
+        return self._db
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open connection, opened now if start() was never called. Use it under :attr:`lock`."""
+        db = self._db
+        if db is not None:
+            return db
+        with self._open_lock:
+            if self._closed:
+                raise BotkitError(f"{self.what} ({self.path}) is closed; call start() to open it again")
+            return self._open()
+
+    def close(self) -> None:
+        with self.lock, self._open_lock:  # always this order (run() opens under the lock): no deadlock
+            self._closed = True
+            if self._db is not None:
+                db, self._db = self._db, None
+                db.close()
+
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` under the lock; a lock, full disk or I/O error as a StorageError."""
+        with self.lock, translate_errors(self.path, self.what):
+            return fn(self.connection)
+
+    def tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Like :meth:`run`, inside one transaction (``BEGIN IMMEDIATE``): all of ``fn``'s writes or none."""
+        return self.run(lambda db: _transaction(db, fn))
+
+
+def _transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(db)
+        db.execute("COMMIT")  # a COMMIT that fails (disk full) is rolled back too
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return result
+
+
+class AsyncSQLite:
+    """A :class:`SQLiteDatabase` for async code: every operation in a worker thread (the event
+    loop never waits on the disk). Unlike the synchronous form it is never opened on first
+    use: it must be started (``async with`` or start()), and says so otherwise."""
+
+    def __init__(self, path: Path | str, schema: str, *, what: str = "the database", durable: bool = False,
+                 read_only: bool = False):
+        # durable: every COMMIT is fsynced (synchronous=FULL), so what was committed survives a
+        # power cut or an OS crash, not only a killed process (NORMAL, in WAL mode). A store that
+        # acknowledges on commit ("accepted means answered") needs it. read_only: see connect().
+        self.durable = durable
+        self._sql = SQLiteDatabase(path, schema, what=what, synchronous="FULL" if durable else "NORMAL",
+                                   read_only=read_only)
+        self.path = self._sql.path
+        self.schema = schema
+        self.what = what  # named in the "not started" error
+
+    @property
+    def started(self) -> bool:
+        return self._sql.started
+
+    async def start(self) -> None:
+        if not self._sql.started:
+            await asyncio.to_thread(self._sql.start)
 
     async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await asyncio.to_thread(db.close)
+        if self._sql.started:
+            await asyncio.to_thread(self._sql.close)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` in a worker thread, holding the connection's lock."""
-        db = self._db
-        if db is None:
+        if not self._sql.started:
             raise BotkitError(f"{self.what} is not started; use `async with` or call start()")
-
-        def locked() -> T:
-            with self._lock, translate_errors(self.path, self.what):
-                return fn(db)
-
-        return await asyncio.to_thread(locked)
+        return await asyncio.to_thread(self._sql.run, fn)
 
     async def tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Like :meth:`run`, inside one transaction: all of ``fn``'s writes or none."""
+        if not self._sql.started:
+            raise BotkitError(f"{self.what} is not started; use `async with` or call start()")
+        return await asyncio.to_thread(self._sql.tx, fn)
 
-        def transaction(db: sqlite3.Connection) -> T:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(db)
-                db.execute("COMMIT")  # a COMMIT that fails (disk full) is rolled back too
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-            return result
 
-        return await self.run(transaction)
+__all__ = ["BUSY_TIMEOUT_S", "AsyncSQLite", "SQLiteDatabase", "connect", "storage_error", "translate_errors"]

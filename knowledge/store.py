@@ -13,7 +13,6 @@ import contextlib
 import difflib
 import json
 import sqlite3
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from botkit.errors import ArticleNotFound, KnowledgeError
-from botkit.files import private_file
-from botkit.sqlite import translate_errors
+from botkit.sqlite import SQLiteDatabase, translate_errors
 from knowledge.chunking import chunk_article
 from knowledge.types import Article, ArticleDraft, Chunk, ChunkDraft, Revision
 
@@ -93,27 +91,35 @@ def _chunk(row: sqlite3.Row) -> Chunk:
 
 class KnowledgeStore:
     """SQLite-backed articles, revisions and chunks. Thread-safe; WAL so several processes
-    (a running server and the CLI) can share one database."""
+    (a running server and the CLI) can share one database.
+
+    :meth:`start` (or ``with``) opens the database; a caller that never calls it gets it
+    opened on first use. synchronous=NORMAL (as always): a killed process loses nothing
+    committed; a power cut may lose the latest commits but never corrupts the file.
+    """
 
     def __init__(self, path: Path | str, chunker: Callable[[ArticleDraft], list[ChunkDraft]] | None = None):
         self.path = Path(path)
-        private_file(self.path)  # 0600 before SQLite opens it: its -wal/-shm files get the same mode
         self._chunker = chunker or chunk_article
-        self._lock = threading.RLock()
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise KnowledgeError(f"{self.path}: cannot open the knowledge database ({exc})") from exc
+        self._sql = SQLiteDatabase(self.path, SCHEMA, what="the knowledge database", synchronous="NORMAL",
+                                   reentrant=True, open_error=KnowledgeError)
+        self._lock = self._sql.lock  # reentrant: locked methods call each other (upsert -> kb_version)
+
+    def start(self) -> None:
+        """Open the database now (created with its schema if missing); raises KnowledgeError if
+        the file is not a SQLite database."""
+        self._sql.start()
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._sql.close()
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection (opened on first use); use it under ``self._lock``."""
+        return self._sql.connection
 
     def __enter__(self) -> "KnowledgeStore":
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from botkit.errors import ArticleNotFound, KnowledgeError
+from botkit.errors import ArticleNotFound, BotkitError, KnowledgeError
 from knowledge.store import KnowledgeStore
 from knowledge.types import ArticleDraft
 
@@ -98,3 +98,57 @@ def test_two_connections_see_each_others_writes(tmp_path: Path):
     with KnowledgeStore(tmp_path / "kb.sqlite3") as one, KnowledgeStore(tmp_path / "kb.sqlite3") as two:
         one.upsert([art("a")])
         assert two.kb_version() == 1 and two.get("a").title == "Title"
+
+
+# -- the SQLite helper every database opens with (botkit.sqlite) ---------------------------------
+def test_a_store_opens_its_database_in_start_not_when_built(tmp_path: Path):
+    path = tmp_path / "state" / "kb.sqlite3"
+    store = KnowledgeStore(path)
+    assert not path.exists()  # building one touches nothing
+    store.start()
+    try:
+        assert path.stat().st_mode & 0o777 == 0o600  # private before SQLite wrote to it
+        db = store._db
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: the knowledge store's own setting
+        assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+    finally:
+        store.close()
+
+
+def test_a_caller_that_never_starts_gets_it_opened_on_first_use_and_close_is_final(tmp_path: Path):
+    store = KnowledgeStore(tmp_path / "kb.sqlite3")
+    assert store.upsert([art("a")]).created == ("a",)  # no start(): opened on first use
+    store.close()
+    with pytest.raises(BotkitError, match=r"is closed; call start\(\)"):
+        store.count()
+    store.start()  # start() opens it again
+    try:
+        assert store.count() == 1
+    finally:
+        store.close()
+
+
+def test_a_file_that_is_not_a_database_says_so_on_start(tmp_path: Path):
+    path = tmp_path / "kb.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(KnowledgeError, match="cannot open the knowledge database"):
+        KnowledgeStore(path).start()
+
+
+def test_each_database_keeps_its_own_synchronous_setting(tmp_path: Path):
+    from botkit.sqlite import SQLiteDatabase
+    from training.gaps import ProposalStore
+
+    with ProposalStore(tmp_path / "kb.sqlite3") as proposals:
+        assert proposals._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # SQLite's default, FULL
+    plain = SQLiteDatabase(tmp_path / "x.sqlite3", "CREATE TABLE IF NOT EXISTS t (v INTEGER);", synchronous="NORMAL")
+    try:
+        plain.tx(lambda db: db.execute("INSERT INTO t VALUES (1)"))
+        with pytest.raises(ZeroDivisionError):  # a failed transaction leaves nothing
+            plain.tx(lambda db: (db.execute("INSERT INTO t VALUES (2)"), 1 / 0))
+        assert plain.run(lambda db: [r[0] for r in db.execute("SELECT v FROM t")]) == [1]
+        assert plain.run(lambda db: db.execute("PRAGMA synchronous").fetchone()[0]) == 1
+    finally:
+        plain.close()

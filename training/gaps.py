@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from botkit.errors import BotkitError
-from botkit.files import private_file
+from botkit.sqlite import SQLiteDatabase
 from knowledge.types import ArticleDraft, content_hash
 from training.retriever import exchanges
 from training.types import Transcript
@@ -188,22 +187,31 @@ def find_gaps(transcripts: Iterable[Transcript], kb: Any | None = None, *, embed
 # -- review -------------------------------------------------------------------------------------
 
 class ProposalStore:
-    """The ``proposals`` table in the knowledge base's SQLite database."""
+    """The ``proposals`` table in the knowledge base's SQLite database.
+
+    :meth:`start` (or ``with``) opens it; a caller that never calls it gets it opened on first use.
+    """
 
     def __init__(self, db_path: Path | str):
         self.path = Path(db_path)
-        private_file(self.path)  # 0600 before SQLite opens it: its -wal/-shm files get the same mode
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        # SQLite's default synchronous (FULL), as it always had; reentrant: accept() calls get().
+        self._sql = SQLiteDatabase(self.path, SCHEMA, what="the gap proposals", reentrant=True)
+        self._lock = self._sql.lock
+
+    def start(self) -> None:
+        """Open the database now (the ``proposals`` table is created if missing)."""
+        self._sql.start()
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._sql.close()
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection (opened on first use); use it under ``self._lock``."""
+        return self._sql.connection
 
     def __enter__(self) -> "ProposalStore":
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:

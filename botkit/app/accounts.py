@@ -55,9 +55,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from botkit.errors import BotkitError
-from botkit.files import private_file
 from botkit.project import Project
-from botkit.sqlite import translate_errors
+from botkit.sqlite import SQLiteDatabase
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +246,8 @@ class Auth:
 
     The methods are synchronous (the CLI uses them directly); the web handlers run them in a
     thread. ``clock`` returns seconds (``time.time``); tests move it to expire sessions.
+    The database is opened by :meth:`start`; a caller that never calls it (the CLI) gets it
+    opened on first use. :meth:`close` closes it.
     """
 
     def __init__(self, project: Project | None = None, *, path: Path | str | None = None,
@@ -266,29 +267,32 @@ class Auth:
         self.throttle = throttle or Throttle()
         self.scrypt_n = scrypt_n or scrypt_cost()
         self._failures: dict[tuple[str, str], list[float]] = {}
-        self._lock = threading.Lock()
-        private_file(self.path)  # password hashes: 0600 before SQLite opens it, so its -wal is 0600 too
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        # Password hashes: the helper creates the file 0600 before SQLite opens it (its -wal too).
+        # SQLite's default synchronous (FULL), as it always had.
+        self._sql = SQLiteDatabase(self.path, SCHEMA, what="the accounts database")
+        self._lock = self._sql.lock  # also guards the throttle's failure counts
+
+    def start(self) -> None:
+        """Open the accounts database now (a caller that never calls this gets it opened on first use)."""
+        self._sql.start()
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._sql.close()
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection (opened on first use); use it under ``self._lock``."""
+        return self._sql.connection
 
     # One connection shared by threads: every statement, and reading its rows, under the lock.
     def _write(self, sql: str, params: tuple[Any, ...] = ()) -> int:
-        with self._lock, translate_errors(self.path, "the accounts database"):
-            return self._db.execute(sql, params).rowcount
+        return self._sql.run(lambda db: db.execute(sql, params).rowcount)
 
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Row | None:
-        with self._lock:
-            return self._db.execute(sql, params).fetchone()  # type: ignore[no-any-return]
+        return self._sql.run(lambda db: db.execute(sql, params).fetchone())  # type: ignore[no-any-return]
 
     def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        return self._sql.run(lambda db: db.execute(sql, params).fetchall())
 
     # -- accounts ----------------------------------------------------------------------------
     def add_user(self, name: str, role: str = "agent", password: str | None = None) -> str:
