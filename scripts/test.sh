@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run the whole test suite. Extra arguments go to pytest.
+# Set up (if needed), run the static checks (scripts/check.sh: import layers, ruff, mypy) and the
+# whole test suite. Extra arguments go to pytest, and then the static checks are skipped.
 # The browser tests drive Debian's Chromium (playwright cannot download browsers here);
 # it is installed with apt when missing and this runs as root (as CI does).
 set -euo pipefail
@@ -13,6 +14,9 @@ if ! command -v chromium >/dev/null 2>&1; then
   else
     echo "chromium is not installed and this is not root: the browser tests will be skipped" >&2
   fi
+fi
+if [ $# -eq 0 ]; then
+  bash scripts/check.sh
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec .venv/bin/python -m pytest -q "$@"
