@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -29,6 +30,15 @@ class StoreError(BotkitError):
 
 class ConflictError(StoreError):
     """The operation lost a race (e.g. another agent took the conversation first)."""
+
+
+@dataclass(frozen=True)
+class StoredConversation:
+    """One conversation with everything stored about it: what exports and training read."""
+
+    conversation: Conversation
+    turns: tuple[Turn, ...]  # by seq
+    handoffs: tuple[Handoff, ...]  # oldest first, closed and returned ones too
 
 
 class ConversationStore(Protocol):
@@ -57,6 +67,10 @@ class ConversationStore(Protocol):
     async def set_satisfaction(self, conversation_id: str, score: int) -> None: ...
     async def stats(self) -> dict[str, Any]:
         """Counts for /healthz and /metrics: ``conversations``, ``turns``, ``handoffs_waiting``."""
+        ...
+    def stored_conversations(self) -> AsyncIterator[StoredConversation]:
+        """Every conversation, oldest first (started_at, then id), with its turns and hand-offs;
+        open ones too (its status and hand-offs say whether it is finished)."""
         ...
 
 
@@ -121,11 +135,15 @@ def _handoff(row: sqlite3.Row) -> Handoff:
 
 
 class SQLiteConversationStore:
-    """The default store: one SQLite file (WAL), operations run in a worker thread."""
+    """The default store: one SQLite file (WAL), operations run in a worker thread.
 
-    def __init__(self, path: Path | str):
+    ``read_only``: open an existing store file without changing it (no schema, no mode or
+    journal change; every write fails), e.g. to read another bot's conversations for training.
+    """
+
+    def __init__(self, path: Path | str, *, read_only: bool = False):
         self.path = Path(path)
-        self._sql = AsyncSQLite(self.path, SCHEMA, what="the conversation store", durable=True)
+        self._sql = AsyncSQLite(self.path, SCHEMA, what="the conversation store", durable=True, read_only=read_only)
 
     async def start(self) -> None:
         await self._sql.start()
@@ -429,3 +447,40 @@ class SQLiteConversationStore:
             }
 
         return await self._run(op)
+
+    # -- export ------------------------------------------------------------------------------
+    async def stored_conversations(self, *, batch: int = 200) -> AsyncIterator[StoredConversation]:
+        """Every conversation, oldest first (started_at, then id), with its turns and hand-offs,
+        read ``batch`` conversations at a time (one worker-thread call each), so a large store
+        is never held in memory whole."""
+        after: tuple[str, str] | None = None  # the (started_at, id) key of the last one yielded
+        while True:
+            page, last = await self._run(lambda db: _conversation_page(db, after, batch))
+            for record in page:
+                yield record
+            if len(page) < batch or last is None:
+                return
+            after = last
+
+
+def _conversation_page(db: sqlite3.Connection, after: tuple[str, str] | None,
+                       batch: int) -> tuple[list[StoredConversation], tuple[str, str] | None]:
+    """Up to ``batch`` conversations after the ``(started_at, id)`` key ``after``, and the key of the last."""
+    if after is None:
+        rows = db.execute("SELECT * FROM conversations ORDER BY started_at, id LIMIT ?", (batch,)).fetchall()
+    else:
+        rows = db.execute("SELECT * FROM conversations WHERE (started_at, id) > (?, ?) ORDER BY started_at, id "
+                          "LIMIT ?", (*after, batch)).fetchall()
+    if not rows:
+        return [], None
+    ids = [r["id"] for r in rows]
+    marks = ",".join("?" * len(ids))
+    turns: dict[str, list[Turn]] = {i: [] for i in ids}
+    for row in db.execute(f"SELECT * FROM turns WHERE conversation_id IN ({marks}) ORDER BY conversation_id, seq",
+                          ids):
+        turns[row["conversation_id"]].append(_turn(row))
+    handoffs: dict[str, list[Handoff]] = {i: [] for i in ids}
+    for row in db.execute(f"SELECT * FROM handoffs WHERE conversation_id IN ({marks}) ORDER BY id", ids):
+        handoffs[row["conversation_id"]].append(_handoff(row))
+    page = [StoredConversation(_conversation(r), tuple(turns[r["id"]]), tuple(handoffs[r["id"]])) for r in rows]
+    return page, (rows[-1]["started_at"], rows[-1]["id"])

@@ -46,3 +46,45 @@ class TestInMemoryConversationStore(ConversationStoreContract):
         with pytest.raises(StoreError, match="call start"):
             await InMemoryConversationStore().turns("c")
 
+
+
+async def test_sqlite_store_pages_through_every_conversation_once_in_order(tmp_path: Path):
+    from datetime import UTC, datetime, timedelta
+
+    from botkit.types import Turn
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    s = SQLiteConversationStore(tmp_path / "c.sqlite3")
+    await s.start()
+    try:
+        # ids out of time order; three, then two, started at the same instant (then ordered by
+        # id), so a page ends between two conversations of the same start time
+        for i, cid in enumerate(["e", "d", "c", "b", "a"]):
+            await s.get_or_create(cid, "web", "u", {}, t0 + timedelta(minutes=i // 3))
+            await s.record([Turn(cid, 1, "customer", f"from {cid}", t0)])
+        got = [r async for r in s.stored_conversations(batch=2)]
+    finally:
+        await s.close()
+    assert [r.conversation.id for r in got] == ["c", "d", "e", "a", "b"]
+    assert [r.turns[0].text for r in got] == ["from c", "from d", "from e", "from a", "from b"]
+
+
+async def test_a_read_only_store_reads_without_changing_the_file(tmp_path: Path):
+    from datetime import UTC, datetime
+
+    path = tmp_path / "c.sqlite3"
+    s = SQLiteConversationStore(path)
+    await s.start()
+    await s.get_or_create("c", "web", "u", {}, datetime(2026, 1, 1, tzinfo=UTC))
+    await s.close()
+    path.chmod(0o640)
+    before = path.read_bytes()
+    ro = SQLiteConversationStore(path, read_only=True)
+    await ro.start()
+    try:
+        assert [r.conversation.id async for r in ro.stored_conversations()] == ["c"]
+        with pytest.raises(Exception, match="readonly"):
+            await ro.set_satisfaction("c", 5)
+    finally:
+        await ro.close()
+    assert path.read_bytes() == before and path.stat().st_mode & 0o777 == 0o640  # not made private either

@@ -6,10 +6,12 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from botkit.store import SQLiteConversationStore
+from botkit.testing.fakes import InMemoryConversationStore
 from botkit.types import Handoff, Turn
 from training.redact import Redactor
 from training.transcripts import (
@@ -18,6 +20,7 @@ from training.transcripts import (
     TranscriptError,
     normalise,
     prepare,
+    read_conversations,
     read_csv,
     read_jsonl,
     read_store,
@@ -120,6 +123,26 @@ def test_read_csv_groups_orders_and_counts(tmp_path: Path) -> None:
     assert ":9:" in ledger.examples["malformed CSV row"][0]  # physical line of the bad row
 
 
+async def fill_store(store: Any, now: datetime) -> None:
+    """Three conversations: answered by the bot, resolved by an agent, an open hand-off."""
+    for cid in ("s-bot", "s-agent", "s-open"):
+        await store.get_or_create(cid, "webchat", f"cust-{cid}", {}, now)
+    await store.record([Turn("s-bot", 1, "customer", "Do you ship to Canada?", now),
+                        Turn("s-bot", 2, "bot", "Yes, 5-9 business days.", now + timedelta(seconds=5), action="answer")])
+    await store.set_feedback("s-bot", 2, 1)
+    h = Handoff(0, "s-agent", "asked for a human", "human", "", "wants agent", "webchat", "cust", now)
+    await store.record([Turn("s-agent", 1, "customer", "My kettle broke, I want a person", now),
+                        Turn("s-agent", 2, "bot", "Connecting you to our team.", now, action="escalate")],
+                       status="waiting", handoff=h)
+    await store.assign("s-agent", "priya", now)
+    await store.record([Turn("s-agent", 3, "agent", "Hi! I've sent a replacement.", now, author="priya")])
+    await store.release("s-agent", "priya", "returned", now)
+    h2 = Handoff(0, "s-open", "asked for a human", "human", "", "", "webchat", "cust", now)
+    await store.record([Turn("s-open", 1, "customer", "Refund please", now),
+                        Turn("s-open", 2, "bot", "Connecting you.", now, action="escalate")],
+                       status="waiting", handoff=h2)
+
+
 def test_read_store(tmp_path: Path) -> None:
     db = tmp_path / "conv.db"
     t0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
@@ -129,28 +152,14 @@ def test_read_store(tmp_path: Path) -> None:
         store = SQLiteConversationStore(path)
         await store.start()
         try:
-            for cid in ("s-bot", "s-agent", "s-open"):
-                await store.get_or_create(cid, "webchat", f"cust-{cid}", {}, now)
-            await store.record([Turn("s-bot", 1, "customer", "Do you ship to Canada?", now),
-                                Turn("s-bot", 2, "bot", "Yes, 5-9 business days.", now + timedelta(seconds=5), action="answer")])
-            await store.set_feedback("s-bot", 2, 1)
-            h = Handoff(0, "s-agent", "asked for a human", "human", "", "wants agent", "webchat", "cust", now)
-            await store.record([Turn("s-agent", 1, "customer", "My kettle broke, I want a person", now),
-                                Turn("s-agent", 2, "bot", "Connecting you to our team.", now, action="escalate")],
-                               status="waiting", handoff=h)
-            await store.assign("s-agent", "priya", now)
-            await store.record([Turn("s-agent", 3, "agent", "Hi! I've sent a replacement.", now, author="priya")])
-            await store.release("s-agent", "priya", "returned", now)
-            h2 = Handoff(0, "s-open", "asked for a human", "human", "", "", "webchat", "cust", now)
-            await store.record([Turn("s-open", 1, "customer", "Refund please", now),
-                                Turn("s-open", 2, "bot", "Connecting you.", now, action="escalate")],
-                               status="waiting", handoff=h2)
+            await fill_store(store, now)
         finally:
             await store.close()
 
     asyncio.run(with_store(db, t0))
     got = {t.id: t for t in read_store(db)}
     assert set(got) == {"s-bot", "s-agent", "s-open"}
+    assert got["s-bot"].messages[1].time == "2025-03-01T09:00:05.000000+00:00"  # as the store wrote it
     assert got["s-bot"].meta["escalated"] is False and got["s-bot"].meta["feedback"] == {"up": 1, "down": 0}
     assert [m.role for m in got["s-agent"].messages] == ["customer", "bot", "agent"]
     assert got["s-agent"].meta["resolved_by_agent"] is True and got["s-agent"].meta["channel"] == "webchat"
@@ -159,6 +168,40 @@ def test_read_store(tmp_path: Path) -> None:
     out = tmp_path / "out"
     report = prepare([], out, redactor=REDACTOR, store_db=db, validation_fraction=0.0)
     assert report.kept == 2 and report.dropped == {"escalated unresolved": 1}
+
+
+def test_any_conversation_store_backend_gives_the_same_transcripts(tmp_path: Path) -> None:
+    db = tmp_path / "conv.db"
+    t0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+    async def both() -> tuple[list[Any], Ledger]:
+        sqlite_store = SQLiteConversationStore(db)
+        memory = InMemoryConversationStore()
+        for store in (sqlite_store, memory):
+            await store.start()
+            await fill_store(store, t0)
+        await sqlite_store.close()
+        ledger = Ledger()
+        return await read_conversations(memory, ledger, source="memory"), ledger
+
+    from_memory, ledger = asyncio.run(both())
+    from_sqlite = read_store(db)
+    assert [t.id for t in from_memory] == [t.id for t in from_sqlite] == ["s-agent", "s-bot", "s-open"]
+    assert [(t.messages, t.meta) for t in from_memory] == [(t.messages, t.meta) for t in from_sqlite]
+    assert from_memory[0].source == "memory:s-agent" and from_sqlite[0].source == f"{db}:s-agent"
+    assert (ledger.records, ledger.conversations) == (3, 3)
+
+
+def test_a_database_that_is_not_a_conversation_store_is_refused_and_left_alone(tmp_path: Path) -> None:
+    import sqlite3
+
+    other = tmp_path / "kb.sqlite3"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE articles (id TEXT)")
+    before = other.read_bytes()
+    with pytest.raises(TranscriptError, match="not a readable botkit conversation store: no such table"):
+        read_store(other)
+    assert other.read_bytes() == before  # no tables added, not switched to WAL
 
 
 # -- normalisation, filters, dedup, split ------------------------------------------------------

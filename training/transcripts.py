@@ -4,6 +4,7 @@ Readers
     :func:`read_jsonl`  one conversation per line: ``{"id", "messages": [{"role", "text", "time"?}], "meta"?}``
     :func:`read_csv`    ``conversation_id, time, speaker, text`` rows, grouped by conversation, ordered by time
     :func:`read_store`  botkit's own SQLite conversation store (turns, hand-offs, feedback)
+    :func:`read_conversations`  the same from any :class:`~botkit.store.ConversationStore` backend
 
 :func:`prepare` normalises, redacts (before anything is written), filters what should not be
 learnt, drops exact and near duplicates, splits train/validation by conversation id hash and
@@ -27,6 +28,7 @@ Decisions
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import json
@@ -35,16 +37,19 @@ import re
 import sqlite3
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from botkit.errors import BotkitError, InputProblem
+from botkit.store import ConversationStore, SQLiteConversationStore
 from training.redact import Redactor
 from training.types import ROLES, Message, Transcript, write_jsonl
 
+T = TypeVar("T")
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB per input file
 DEFAULT_MAX_LINE_BYTES = 4 << 20  # 4 MiB per line (one conversation)
 EXAMPLES_PER_REASON = 5
@@ -334,7 +339,8 @@ def read_csv(path: Path | str, ledger: Ledger | None = None, *, max_bytes: int |
 
 
 def read_store(db_path: Path | str, ledger: Ledger | None = None) -> list[Transcript]:
-    """Conversations from botkit's SQLite conversation store (opened read-only).
+    """Conversations from botkit's SQLite conversation store (opened read-only), read through
+    the :class:`~botkit.store.ConversationStore` protocol (:func:`read_conversations`).
 
     ``meta``: ``channel``, ``status``, ``escalated`` (had a hand-off), ``resolved_by_agent``
     (a hand-off was closed or returned and an agent wrote in the conversation), ``resolved``
@@ -347,56 +353,78 @@ def read_store(db_path: Path | str, ledger: Ledger | None = None) -> list[Transc
         ledger.reject_file("missing file", str(path))
         return []
     ledger.files += 1
+
+    async def read() -> list[Transcript]:
+        store = SQLiteConversationStore(path, read_only=True)
+        await store.start()
+        try:
+            return await read_conversations(store, ledger, source=str(path))
+        finally:
+            await store.close()
+
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise TranscriptError(f"{path}: cannot open the conversation store: {exc}") from None
-    db.row_factory = sqlite3.Row
-    try:
-        handoffs: dict[str, list[str]] = defaultdict(list)
-        for h in db.execute("SELECT conversation_id, status FROM handoffs ORDER BY id"):
-            handoffs[h["conversation_id"]].append(h["status"])
-        out = []
-        for conv in db.execute("SELECT * FROM conversations ORDER BY started_at, id").fetchall():
-            ledger.records += 1
-            cid = conv["id"]
-            where = f"{path}:{cid}"
-            turns = db.execute("SELECT role, text, at, feedback FROM turns WHERE conversation_id=? ORDER BY seq",
-                               (cid,)).fetchall()
-            messages = []
-            bad = None
-            for t in turns:
-                role = _role(t["role"])
-                if role is None:
-                    bad = f"turn role {_short(t['role'])}"
-                    break
-                messages.append(Message(role, t["text"], t["at"]))  # type: ignore[arg-type]
-            if bad:
-                ledger.reject("unknown role", where, bad)
-                continue
-            ledger.conversations += 1
-            if not messages:
-                ledger.drop("empty", where, "no turns")
-                continue
-            statuses = handoffs.get(cid, [])
-            escalated = bool(statuses)
-            has_agent = any(m.role == "agent" for m in messages)
-            resolved_by_agent = has_agent and any(s in ("returned", "closed") for s in statuses)
-            open_handoff = any(s in ("waiting", "assigned") for s in statuses)
-            meta = {
-                "source": "store", "channel": conv["channel"], "status": conv["status"],
-                "escalated": escalated, "resolved_by_agent": resolved_by_agent,
-                "resolved": (not escalated or resolved_by_agent) and not open_handoff,
-                "feedback": {"up": sum(1 for t in turns if t["feedback"] > 0),
-                             "down": sum(1 for t in turns if t["feedback"] < 0)},
-                "satisfaction": conv["satisfaction"],
-            }
-            out.append(Transcript(str(cid), tuple(messages), where, meta))
-        return out
+        return _run_sync(read())
     except sqlite3.Error as exc:
         raise TranscriptError(f"{path}: not a readable botkit conversation store: {exc}") from None
-    finally:
-        db.close()
+
+
+async def read_conversations(store: ConversationStore, ledger: Ledger | None = None, *,
+                             source: str = "store") -> list[Transcript]:
+    """The conversations of any started conversation store as transcripts (``meta`` as in
+    :func:`read_store`); ``source`` prefixes each transcript's ``where`` (``source:id``)."""
+    ledger = ledger if ledger is not None else Ledger()
+    out = []
+    async for record in store.stored_conversations():
+        ledger.records += 1
+        conv = record.conversation
+        where = f"{source}:{conv.id}"
+        messages = []
+        bad = None
+        for t in record.turns:
+            role = _role(t.role)
+            if role is None:
+                bad = f"turn role {_short(t.role)}"
+                break
+            messages.append(Message(role, t.text, _store_time(t.at)))  # type: ignore[arg-type]
+        if bad:
+            ledger.reject("unknown role", where, bad)
+            continue
+        ledger.conversations += 1
+        if not messages:
+            ledger.drop("empty", where, "no turns")
+            continue
+        statuses = [h.status for h in record.handoffs]
+        escalated = bool(statuses)
+        has_agent = any(m.role == "agent" for m in messages)
+        resolved_by_agent = has_agent and any(s in ("returned", "closed") for s in statuses)
+        open_handoff = any(s in ("waiting", "assigned") for s in statuses)
+        meta = {
+            "source": "store", "channel": conv.channel, "status": conv.status,
+            "escalated": escalated, "resolved_by_agent": resolved_by_agent,
+            "resolved": (not escalated or resolved_by_agent) and not open_handoff,
+            "feedback": {"up": sum(1 for t in record.turns if t.feedback > 0),
+                         "down": sum(1 for t in record.turns if t.feedback < 0)},
+            "satisfaction": conv.satisfaction,
+        }
+        out.append(Transcript(str(conv.id), tuple(messages), where, meta))
+    return out
+
+
+def _store_time(at: datetime) -> str:
+    """A turn's time as the SQLite store writes it (UTC, microseconds), so the transcripts read
+    through the protocol carry the same text as the raw column."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _run_sync(work: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine from synchronous code; in a thread of its own when this thread already
+    runs an event loop (asyncio.run refuses to nest)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
 
 
 def read_transcripts(paths: Iterable[Path | str], ledger: Ledger, *, max_bytes: int | None = DEFAULT_MAX_BYTES,

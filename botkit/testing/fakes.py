@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator
 
 from botkit.errors import BotkitError
 from botkit.types import ResponderRequest
-from botkit.store import ConflictError, StoreError
+from botkit.store import ConflictError, StoredConversation, StoreError
 from botkit.types import (Candidate, Conversation, Escalation, Handoff, Hit, HistoryWindow, InboxItem, InboxState,
                           IncomingMessage, SearchResult, Source, Status, Turn)
 
@@ -272,6 +272,17 @@ class InMemoryConversationStore:
         await self._ready()
         return {"conversations": len(self._conversations), "turns": sum(len(t) for t in self._turns.values()),
                 "handoffs_waiting": sum(h.status == "waiting" for h in self._handoffs)}
+
+    async def stored_conversations(self) -> AsyncIterator[StoredConversation]:
+        """Every conversation, oldest first (started_at, then id), with its turns and hand-offs
+        (as they were when the iteration started)."""
+        await self._ready()
+        records = [StoredConversation(conv, tuple(self._ordered(conv.id)),
+                                      tuple(h for h in self._handoffs if h.conversation_id == conv.id))
+                   for conv in sorted(self._conversations.values(), key=lambda c: (c.started_at, c.id))]
+        for record in records:
+            yield record
+            await asyncio.sleep(0)
 
 
 def hit(article_id: str, passage: str, score: float = 0.9, *, title: str | None = None,

@@ -157,3 +157,31 @@ class ConversationStoreContract:
         assert await store.stats() == {"conversations": 2, "turns": 3, "handoffs_waiting": 1}
         await store.assign("a", "ann", T0)  # assigned: no longer waiting
         assert (await store.stats())["handoffs_waiting"] == 0
+
+    async def test_stored_conversations_come_oldest_first_with_their_turns_and_handoffs(self, store):
+        assert [r async for r in store.stored_conversations()] == []
+        await store.get_or_create("b", "web", "u2", {}, T0 + timedelta(minutes=1))
+        await store.get_or_create("a", "telegram", "u1", {"plan": "pro"}, T0)
+        await store.get_or_create("c", "web", "u3", {}, T0 + timedelta(minutes=1))  # b's time: then by id
+        h = Handoff(0, "a", "asked_for_human", "1:asks_for_human", "detail", "summary", "telegram", "u1", T0)
+        await store.record([turn("a", 1, text="a person please"), turn("a", 2, "bot", "Passing you on")],
+                           status="handed_off", handoff=h)
+        await store.assign("a", "ann", T0)
+        await store.record([turn("a", 3, "agent", "Ann here, sorted.", author="ann")])
+        await store.release("a", "ann", "closed", T0)
+        await store.record([turn("b", 2, "bot", "second"), turn("b", 1, text="first")])  # stored out of order
+        await store.set_feedback("b", 2, -1)
+        await store.set_satisfaction("b", 4)
+        got = [r async for r in store.stored_conversations()]
+        assert [r.conversation.id for r in got] == ["a", "b", "c"]
+        a, b, c = got
+        assert [(t.seq, t.role, t.text) for t in a.turns] == [(1, "customer", "a person please"),
+                                                              (2, "bot", "Passing you on"),
+                                                              (3, "agent", "Ann here, sorted.")]
+        assert a.turns[2].author == "ann" and a.turns[0].at == T0 + timedelta(seconds=1)
+        assert [(x.status, x.agent, x.reason) for x in a.handoffs] == [("closed", "ann", "asked_for_human")]
+        assert a.conversation.status == "closed" and a.conversation.attributes == {"plan": "pro"}
+        assert a.conversation.channel == "telegram" and a.conversation.started_at == T0
+        assert [t.text for t in b.turns] == ["first", "second"] and b.turns[1].feedback == -1
+        assert b.conversation.satisfaction == 4 and b.handoffs == ()
+        assert c.turns == () and c.handoffs == () and c.conversation.status == "bot"
