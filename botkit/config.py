@@ -144,6 +144,14 @@ class ServerConfig(StrictModel):
         "request) is closed after this")
 
 
+class StorageConfig(StrictModel):
+    """Where the bot keeps its conversations (the turns, hand-offs, inbox and feedback)."""
+
+    backend: Literal["sqlite"] = Field(
+        "sqlite", description="the conversation store: 'sqlite' (one file in state_dir, "
+        "conversations.sqlite3). PostgreSQL is planned, for several servers sharing one store")
+
+
 class BotConfig(StrictModel):
     name: str = Field("botkit bot", min_length=1, max_length=200)
     language: str = Field("en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
@@ -152,6 +160,7 @@ class BotConfig(StrictModel):
     dialogue: DialogueConfig = DialogueConfig()
     escalation: EscalationConfig = EscalationConfig()
     server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
     channels: dict[str, dict[str, Any] | None] = Field(
         default_factory=lambda: {"webchat": {}},
         description="enabled channels by connector name; each section is validated by its connector")
@@ -251,6 +260,9 @@ DEFAULT_BOT_YAML = """\
 name: {name}
 language: en
 state_dir: .botkit            # SQLite database and vector index live here
+
+storage:
+  backend: sqlite             # the conversation store: sqlite (PostgreSQL is planned)
 
 knowledge:
   sources: [kb]               # what `botkit kb import` reads when given no path

@@ -73,3 +73,44 @@ def test_load_non_project_says_what_to_do(tmp_path: Path):
 def test_demo_bot_yaml_is_valid():
     cfg = load_config(Path(__file__).resolve().parent.parent / "demo" / "bot.yaml")
     assert cfg.knowledge.sources == ["kb"]
+
+
+def test_storage_backend_defaults_to_sqlite_and_an_unknown_one_lists_the_allowed():
+    assert parse_config(None).storage.backend == "sqlite"
+    assert parse_config({"storage": {"backend": "sqlite"}}).storage.backend == "sqlite"
+    with pytest.raises(ConfigError) as err:
+        parse_config({"storage": {"backend": "postgresql"}})
+    assert str(err.value) == "bot.yaml: storage.backend: bad value 'postgresql' (allowed: 'sqlite')"
+    with pytest.raises(ConfigError, match=r"storage.backnd: unknown key \(allowed: backend; did you mean 'backend'"):
+        parse_config({"storage": {"backnd": "sqlite"}})
+
+
+def test_the_conversation_store_is_built_from_storage_backend(tmp_path: Path):
+    import typing
+
+    from botkit.app.compose import STORE_BACKENDS, build_store
+    from botkit.config import StorageConfig
+    from botkit.store import SQLiteConversationStore
+
+    # every name bot.yaml accepts has a backend, and no backend is unreachable from bot.yaml
+    assert set(typing.get_args(StorageConfig.model_fields["backend"].annotation)) == set(STORE_BACKENDS)
+    store = build_store(StorageConfig(), tmp_path / "conversations.sqlite3")
+    assert isinstance(store, SQLiteConversationStore) and store.path == tmp_path / "conversations.sqlite3"
+    unknown = StorageConfig.model_construct(backend="mongodb")  # a config that skipped validation
+    with pytest.raises(ConfigError, match=r"storage.backend: unknown backend 'mongodb' \(allowed: 'sqlite'\)"):
+        build_store(unknown, tmp_path / "x.sqlite3")
+
+
+def test_build_engine_uses_the_configured_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from botkit.app import compose
+
+    built: list[Path] = []
+
+    def recording(path: Path):
+        built.append(path)
+        return compose.SQLiteConversationStore(path)
+
+    monkeypatch.setitem(compose.STORE_BACKENDS, "sqlite", recording)
+    project = init_project(tmp_path / "bot", "Acme")
+    engine = compose.build_engine(project, progress=False)
+    assert built == [project.state_dir / compose.CONVERSATIONS_DB] and engine.store.path == built[0]

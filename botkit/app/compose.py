@@ -8,13 +8,14 @@ only sees their protocols.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from botkit.config import StorageConfig
 from botkit.engine import Engine
-from botkit.errors import GenerationError
+from botkit.errors import ConfigError, GenerationError
 from botkit.escalation import build_rules, summarize
 from botkit.project import Project
 from botkit.store import ConversationStore, SQLiteConversationStore
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from knowledge.base import KnowledgeBase
 
 CONVERSATIONS_DB = "conversations.sqlite3"
+
+# ``storage.backend`` -> how to build that conversation store, given the project's database
+# path. A new backend (PostgreSQL) is one entry here plus its name in StorageConfig.backend.
+STORE_BACKENDS: dict[str, Callable[[Path], ConversationStore]] = {"sqlite": SQLiteConversationStore}
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +54,7 @@ def build_engine(project: Project, *, store: ConversationStore | None = None, pr
 
     cfg = project.config
     kb = open_knowledge_base(project, progress=progress)
-    store = store or SQLiteConversationStore(conversations_db or project.state_dir / CONVERSATIONS_DB)
+    store = store or build_store(cfg.storage, conversations_db or project.state_dir / CONVERSATIONS_DB)
     responder = make_responder(cfg.dialogue, project.root)
     if cfg.dialogue.responder == "local-lm" and cfg.dialogue.local_lm is not None:
         responder = _registry_responder(project)
@@ -64,13 +69,21 @@ def build_engine(project: Project, *, store: ConversationStore | None = None, pr
     )
 
 
+def build_store(storage: StorageConfig, path: Path) -> ConversationStore:
+    """The conversation store ``storage.backend`` names (not started); ``path``: its database file."""
+    backend = STORE_BACKENDS.get(storage.backend)
+    if backend is None:
+        raise ConfigError(f"bot.yaml: storage.backend: unknown backend {storage.backend!r} "
+                          f"(allowed: {', '.join(repr(name) for name in sorted(STORE_BACKENDS))})")
+    return backend(path)
+
+
 def _registry_responder(project: Project):  # type: ignore[no-untyped-def]
     """The local LM as the model registry says: the promoted version, followed live."""
     from botkit.responders.factory import make_responder
+    from botkit.responders.generative import GenerativeResponder
     from botkit.responders.reloading import ReloadingResponder
     from training.registry import ModelRegistry, current_lm_config
-
-    from botkit.responders.generative import GenerativeResponder
 
     registry = ModelRegistry.for_project(project)
     dialogue = project.config.dialogue
