@@ -15,8 +15,8 @@ import platform
 import resource
 import shlex
 import shutil
-import subprocess
 import signal
+import subprocess
 import sys
 import tempfile
 import time

@@ -36,7 +36,6 @@ Cost on 2 cores: training dominates (see the printed tokens/s); evaluation gener
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import re
 import shutil
@@ -112,8 +111,7 @@ def extractive_report(kb: Any, project: Any, validation: list[Any], passages_for
     from botkit.generation.grounding import is_grounded
     from botkit.generation.prompt import passage_evidence
     from botkit.responders.extractive import ExtractiveResponder
-    from botkit.types import ResponderRequest
-    from botkit.types import IncomingMessage
+    from botkit.types import IncomingMessage, ResponderRequest
     from training.evaluate import cosine_pairs, invents_numbers, rouge_l
     from training.sft import reply_turns
 

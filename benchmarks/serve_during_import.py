@@ -47,7 +47,17 @@ from typing import Any
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `python benchmarks/serve_during_import.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, load_test_demo, stop_server, log, percentile, print_footer, print_header, print_table, workdir
+from benchmarks.common import (
+    REPO,
+    load_test_demo,
+    log,
+    percentile,
+    print_footer,
+    print_header,
+    print_table,
+    stop_server,
+    workdir,
+)
 
 HOST = "127.0.0.1"
 DEMO_QUESTIONS = [json.loads(line)["query"] for line in (REPO / "demo" / "eval" / "queries.jsonl").read_text()

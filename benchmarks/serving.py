@@ -56,8 +56,7 @@ def demo_hits(article_id: str) -> list[Any]:
 def typical_requests(n: int) -> list[list[Any]]:
     """``n`` message lists: demo questions, each with 3 passages of its expected article (padded from others)."""
     from botkit.generation.prompt import build_messages
-    from botkit.types import ResponderRequest
-    from botkit.types import IncomingMessage, SearchResult
+    from botkit.types import IncomingMessage, ResponderRequest, SearchResult
 
     rows = [json.loads(line) for line in (REPO / "demo" / "eval" / "queries.jsonl").read_text().splitlines() if line.strip()]
     out = []

@@ -31,7 +31,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, load_test_demo, stop_server, log, percentile, print_footer, print_header, print_table, workdir
+from benchmarks.common import (
+    REPO,
+    load_test_demo,
+    log,
+    percentile,
+    print_footer,
+    print_header,
+    print_table,
+    stop_server,
+    workdir,
+)
 
 QUESTIONS = [json.loads(line)["query"] for line in (REPO / "demo" / "eval" / "queries.jsonl").read_text().splitlines()
              if line.strip()]
@@ -47,8 +57,8 @@ async def serve(root: Path) -> None:
     """Child mode: serve the project on a free loopback port; print it; run until SIGTERM."""
     from aiohttp import web
 
-    from botkit.project import Project
     from botkit.app.server import build_app
+    from botkit.project import Project
 
     app = build_app(Project.load(root))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)

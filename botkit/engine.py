@@ -45,13 +45,25 @@ from botkit.errors import BotkitError, MessageRejected
 from botkit.escalation import Rule
 from botkit.events import Event, EventBus, EventKind, InProcessEventBus, Listener
 from botkit.locks import ConversationLock, InProcessConversationLock
-from botkit.responders.extractive import ExtractiveResponder
 from botkit.responders.base import Responder, source_of
+from botkit.responders.extractive import ExtractiveResponder
 from botkit.seams import Retriever  # the protocol; importable from here as before
-from botkit.types import ResponderRequest
 from botkit.store import ConversationStore
-from botkit.types import (Candidate, Conversation, ConversationState, Escalation, Handoff, Hit,
-                          InboxItem, IncomingMessage, Reply, SearchResult, Source, Turn)
+from botkit.types import (
+    Candidate,
+    Conversation,
+    ConversationState,
+    Escalation,
+    Handoff,
+    Hit,
+    InboxItem,
+    IncomingMessage,
+    Reply,
+    ResponderRequest,
+    SearchResult,
+    Source,
+    Turn,
+)
 
 log = logging.getLogger(__name__)
 

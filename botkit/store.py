@@ -8,6 +8,7 @@ hand-off and the status change) is written in one transaction: never half of it.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -18,8 +19,18 @@ from typing import Any, Protocol, TypeVar
 
 from botkit.errors import BotkitError
 from botkit.sqlite import AsyncSQLite
-from botkit.types import (Conversation, Escalation, Handoff, HistoryWindow, InboxItem, InboxState, IncomingMessage,
-                          Source, Status, Turn)
+from botkit.types import (
+    Conversation,
+    Escalation,
+    Handoff,
+    HistoryWindow,
+    InboxItem,
+    InboxState,
+    IncomingMessage,
+    Source,
+    Status,
+    Turn,
+)
 
 T = TypeVar("T")
 
@@ -455,7 +466,7 @@ class SQLiteConversationStore:
         is never held in memory whole."""
         after: tuple[str, str] | None = None  # the (started_at, id) key of the last one yielded
         while True:
-            page, last = await self._run(lambda db: _conversation_page(db, after, batch))
+            page, last = await self._run(functools.partial(_conversation_page, after=after, batch=batch))
             for record in page:
                 yield record
             if len(page) < batch or last is None:

@@ -20,8 +20,7 @@ from importlib.metadata import entry_points
 
 # The seam itself is in botkit's core (no aiohttp needed to describe a connector); these names
 # stay importable from here for connectors written against connectors.base.
-from botkit.channels import (Connector, ConnectorContext, ConnectorFactory, OutgoingMessage, as_text,
-                             validate_section)
+from botkit.channels import Connector, ConnectorContext, ConnectorFactory, OutgoingMessage, as_text, validate_section
 from botkit.errors import ConfigError
 
 log = logging.getLogger(__name__)

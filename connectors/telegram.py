@@ -62,8 +62,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from telegram import Bot, Update
 from telegram.constants import MessageLimit
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
-from telegram.ext import (Application, ApplicationBuilder, BaseUpdateProcessor, CommandHandler, ContextTypes,
-                          MessageHandler, filters)
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    BaseUpdateProcessor,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
 from telegram.ext.filters import BaseFilter
 from telegram.warnings import PTBDeprecationWarning
 

@@ -8,16 +8,18 @@ Knowledge: botkit.testing's StaticRetriever stands in for the knowledge base, so
 downloaded; the real one: ``engine = botkit.app.compose.build_engine(project)``. The
 conversations go to the real SQLite store.   Run: python examples/custom_connector.py
 """
-import asyncio, sys, tempfile
+import asyncio
+import sys
+import tempfile
 from pathlib import Path
 
 from aiohttp import web
 from pydantic import BaseModel
 
 from botkit.app.server import CONNECTORS, build_app
+from botkit.config import BotConfig
 from botkit.engine import Engine
 from botkit.escalation import build_rules
-from botkit.config import BotConfig
 from botkit.project import Project
 from botkit.responders import ExtractiveResponder
 from botkit.store import SQLiteConversationStore

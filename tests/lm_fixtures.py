@@ -24,8 +24,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from botkit.types import ResponderRequest  # noqa: E402
-from botkit.types import Hit, IncomingMessage, SearchResult, Turn  # noqa: E402
+from botkit.types import (  # noqa: E402
+    Hit,
+    IncomingMessage,
+    ResponderRequest,  # noqa: E402
+    SearchResult,
+    Turn,
+)
 
 KB = Path(__file__).resolve().parent.parent / "demo" / "kb"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]

@@ -15,13 +15,22 @@ import aiohttp
 import pytest
 import yaml
 
+from botkit.app.accounts import (
+    Auth,
+    AuthError,
+    Throttle,
+    check_password,
+    ensure_demo_accounts,
+    hash_cost,
+    hash_password,
+    scrypt_cost,
+)
 from botkit.app.keys import AUTH
-from botkit.app.accounts import (Auth, AuthError, Throttle, check_password, ensure_demo_accounts, hash_cost, hash_password, scrypt_cost)
+from botkit.app.server import build_app
 from botkit.engine import Engine
 from botkit.escalation import EscalationConfig, build_rules, summarize
 from botkit.project import Project
 from botkit.responders.extractive import ExtractiveResponder
-from botkit.app.server import build_app
 from botkit.store import SQLiteConversationStore
 from knowledge.retriever import KnowledgeRetriever
 from tests.conftest import copy_demo, open_kb

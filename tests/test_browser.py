@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from botkit.app.accounts import Auth
+from botkit.app.server import build_app
 from botkit.engine import Engine
 from botkit.escalation import EscalationConfig, build_rules, summarize
 from botkit.project import Project
 from botkit.responders.extractive import ExtractiveResponder
-from botkit.app.server import build_app
 from botkit.store import SQLiteConversationStore
 from botkit.types import Source, Turn
 from knowledge.retriever import KnowledgeRetriever

@@ -14,8 +14,14 @@ from botkit.config import DialogueConfig
 from botkit.engine import Engine
 from botkit.events import Event, InProcessEventBus, Listener
 from botkit.locks import InProcessConversationLock
-from botkit.testing import (ConversationLockContract, EventBusContract, InMemoryConversationStore, ScriptedResponder,
-                            StaticRetriever, hit)
+from botkit.testing import (
+    ConversationLockContract,
+    EventBusContract,
+    InMemoryConversationStore,
+    ScriptedResponder,
+    StaticRetriever,
+    hit,
+)
 from botkit.types import ConversationState, Escalation, IncomingMessage
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -12,11 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from botkit.app.keys import AUTH
 from botkit.app.console import HUB
-from botkit.engine import Engine, Event
-from botkit.app.keys import ENGINE
+from botkit.app.keys import AUTH, ENGINE
 from botkit.app.server import outgoing_for
+from botkit.engine import Engine, Event
 from botkit.types import IncomingMessage, Reply
 
 # The server and signed-in browsers are shared with the auth tests (same fixtures).

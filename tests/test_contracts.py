@@ -25,9 +25,19 @@ from botkit.channels import Connector, ConnectorContext, OutgoingMessage
 from botkit.engine import Engine
 from botkit.errors import BotkitError
 from botkit.project import Project
-from botkit.testing import (ChannelHarness, CollectingConnector, ConnectorContract, EmbedderContract, HashEmbedder,
-                            InMemoryConversationStore, RetrieverContract, ScriptedResponder, StaticRetriever, echo,
-                            hit)
+from botkit.testing import (
+    ChannelHarness,
+    CollectingConnector,
+    ConnectorContract,
+    EmbedderContract,
+    HashEmbedder,
+    InMemoryConversationStore,
+    RetrieverContract,
+    ScriptedResponder,
+    StaticRetriever,
+    echo,
+    hit,
+)
 from botkit.testing.channel_fakes import create as create_collecting
 from botkit.types import Conversation
 from knowledge.base import KnowledgeBase
@@ -380,8 +390,9 @@ class TestTelegramConnector(ConnectorContract):
 
     @pytest.fixture
     async def channel(self, tmp_path: Path) -> AsyncIterator[TelegramHarness]:
-        from connectors.telegram import create
         from fake_telegram import FakeTelegram
+
+        from connectors.telegram import create
 
         engine = fake_engine()
         await engine.start()

@@ -198,12 +198,12 @@ async def test_acknowledged_messages_survive_a_kill_and_are_answered_exactly_onc
 
 from aiohttp.test_utils import TestClient  # noqa: E402
 
+from botkit.app.keys import CONNECTORS  # noqa: E402
+from botkit.app.server import build_app  # noqa: E402
 from botkit.engine import Engine  # noqa: E402
 from botkit.escalation import EscalationConfig, build_rules  # noqa: E402
 from botkit.project import Project  # noqa: E402
 from botkit.responders.extractive import ExtractiveResponder  # noqa: E402
-from botkit.app.keys import CONNECTORS  # noqa: E402
-from botkit.app.server import build_app  # noqa: E402
 from botkit.store import SQLiteConversationStore  # noqa: E402
 from botkit.types import IncomingMessage  # noqa: E402
 from tests.conftest import DEMO  # noqa: E402

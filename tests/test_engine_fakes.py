@@ -13,7 +13,7 @@ from botkit.config import DialogueConfig
 from botkit.engine import Engine
 from botkit.errors import BotkitError
 from botkit.testing import InMemoryConversationStore, ScriptedResponder, StaticRetriever, Streamed, hit
-from botkit.types import Candidate, ConversationState, Escalation, IncomingMessage, InboxItem, Reply
+from botkit.types import Candidate, ConversationState, Escalation, InboxItem, IncomingMessage, Reply
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 REFUND = hit("refunds", "Refunds reach your card within 5 working days.")

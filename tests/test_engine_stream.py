@@ -9,9 +9,9 @@ from test_generation_openai import FakeLLM, fake  # noqa: F401 - the fixture is 
 
 from botkit.config import DialogueConfig, OpenAIConfig
 from botkit.engine import Engine
-from botkit.responders.generative import GenerativeResponder
 from botkit.generation.openai import OpenAICompatible
 from botkit.responders.extractive import ExtractiveResponder
+from botkit.responders.generative import GenerativeResponder
 from botkit.store import SQLiteConversationStore
 from botkit.types import IncomingMessage, Reply
 from knowledge.retriever import KnowledgeRetriever

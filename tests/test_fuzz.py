@@ -200,13 +200,12 @@ DEEP_BODY = '{"update_id":1,"message":' + "[" * 100_000  # json.loads: Recursion
 @pytest.fixture
 async def bot(tmp_path: Path, shared_kb: Any, aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
               ) -> AsyncIterator[Any]:
-    from tests.fake_telegram import FakeTelegram
-    from tests.test_telegram import SECRET, TOKEN, SharedRetriever, serve
-
     from botkit.engine import Engine
     from botkit.escalation import EscalationConfig, build_rules
     from botkit.responders.extractive import ExtractiveResponder
     from botkit.store import SQLiteConversationStore
+    from tests.fake_telegram import FakeTelegram
+    from tests.test_telegram import SECRET, TOKEN, SharedRetriever, serve
 
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
     monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", SECRET)

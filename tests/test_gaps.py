@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from botkit.app.keys import KB
-from training.gaps import ProposalStore, cluster, find_gaps
-from training.types import Message, Transcript
 
 # The server and signed-in browsers are shared with the auth tests (same fixtures).
 from tests.test_auth import client, staff  # noqa: F401
+from training.gaps import ProposalStore, cluster, find_gaps
+from training.types import Message, Transcript
 
 pytestmark = pytest.mark.slow
 ENGRAVE = "Yes, we laser-engrave up to 20 characters on wooden items for 6 EUR; add it at checkout."

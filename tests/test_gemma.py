@@ -115,8 +115,8 @@ def test_training_prompt_ids_equal_serving_prompt_ids_with_gemma(gemma_dir: Path
     from botkit.config import DialogueConfig, LocalLMConfig
     from botkit.generation.local import LocalCausalLM
     from botkit.generation.prompt import select_passages
-    from botkit.responders.generative import GenerativeResponder
     from botkit.responders.extractive import ExtractiveResponder
+    from botkit.responders.generative import GenerativeResponder
     from training.sft import IGNORE_INDEX, build_examples
     from training.types import Message, Transcript
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lm_fixtures import one_torch_thread, make_hit, make_request, tiny_lm_dir  # noqa: F401 - pytest fixture
+from lm_fixtures import make_hit, make_request, one_torch_thread, tiny_lm_dir  # noqa: F401 - pytest fixture
 
 from botkit.config import LocalLMConfig
 from botkit.errors import GenerationError

@@ -16,20 +16,20 @@ from typing import Any
 
 import pytest
 from lm_fixtures import (  # noqa: F401 - pytest fixtures
-    one_torch_thread,
     make_hit,
     make_request,
     non_causal_dir,
+    one_torch_thread,
     tiny_adapter_dir,
     tiny_lm_dir,
 )
 
 from botkit.config import DialogueConfig, LocalLMConfig
 from botkit.errors import GenerationError
-from botkit.responders.generative import GenerativeResponder
-from botkit.responders.factory import make_responder
 from botkit.generation.prompt import ChatMessage, build_messages, render_prompt
 from botkit.responders.extractive import ExtractiveResponder
+from botkit.responders.factory import make_responder
+from botkit.responders.generative import GenerativeResponder
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -24,11 +24,11 @@ from lm_fixtures import make_hit, make_request
 
 from botkit.config import DialogueConfig, OpenAIConfig
 from botkit.errors import GenerationError
-from botkit.responders.generative import GenerativeResponder
-from botkit.responders.factory import make_responder
 from botkit.generation.openai import OpenAICompatible
 from botkit.generation.prompt import build_messages
 from botkit.responders.extractive import DONT_KNOW, ExtractiveResponder
+from botkit.responders.factory import make_responder
+from botkit.responders.generative import GenerativeResponder
 
 KEY = "sk-test-0123456789"
 QUESTION = "How long do I have to return something?"

@@ -21,11 +21,11 @@ import aiohttp
 import pytest
 import yaml
 
+from botkit.app.server import GuardedRunner, GuardedServer, build_app, start
 from botkit.engine import Engine
 from botkit.escalation import EscalationConfig, build_rules, summarize
 from botkit.project import Project
 from botkit.responders.extractive import ExtractiveResponder
-from botkit.app.server import GuardedRunner, GuardedServer, build_app, start
 from botkit.store import SQLiteConversationStore
 from knowledge.retriever import KnowledgeRetriever
 from tests.conftest import REPO

@@ -22,12 +22,12 @@ from lm_fixtures import make_hit, make_request, tiny_lm_dir  # noqa: F401 - pyte
 
 from botkit.config import DialogueConfig, LocalLMConfig, parse_config
 from botkit.errors import ConfigError, GenerationError
-from botkit.responders.generative import GenerativeResponder
 from botkit.generation import local_generator
-from botkit.responders.factory import make_responder
 from botkit.generation.llamacpp import LlamaCppLM, find_gguf
 from botkit.generation.prompt import ChatMessage, build_messages
 from botkit.responders.extractive import ExtractiveResponder
+from botkit.responders.factory import make_responder
+from botkit.responders.generative import GenerativeResponder
 
 HITS = [make_hit("return-policy", score=0.82), make_hit("return-policy", "Return shipping", score=0.71),
         make_hit("shipping-times", score=0.6)]

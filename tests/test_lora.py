@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from lm_fixtures import non_causal_dir, tiny_lm_dir  # noqa: F401 (pytest fixtures)
+
 from botkit.types import Hit
 from training.config import TrainConfig, TrainingError, load_train_config
 from training.types import Message, Transcript, write_jsonl
@@ -252,8 +252,14 @@ VOCAB = 320
 def _tiny_causal_lm(kind: str):
     """A random 2-layer causal LM of each family the sliced loss must handle (no dropout)."""
     import torch
-    from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, LlamaConfig,
-                              LlamaForCausalLM)
+    from transformers import (
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     torch.manual_seed(0)
     if kind == "gpt2":

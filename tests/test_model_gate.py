@@ -13,7 +13,15 @@ from lm_fixtures import kb_section, tiny_adapter_dir, tiny_lm_dir  # noqa: F401 
 from botkit.config import LocalLMConfig
 from botkit.types import Hit
 from training.evaluate import (
-    METRICS, GateConfig, GateReport, ModelReport, cosine_pairs, decide, evaluate_candidate, hands_off, rouge_l,
+    METRICS,
+    GateConfig,
+    GateReport,
+    ModelReport,
+    cosine_pairs,
+    decide,
+    evaluate_candidate,
+    hands_off,
+    rouge_l,
     write_report,
 )
 from training.sft import build_examples

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import yaml
 
-from botkit.config import parse_config
 from botkit.app.convtest import ConversationSuite
+from botkit.config import parse_config
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from botkit.responders.reloading import ReloadingResponder
 from botkit.responders.extractive import ExtractiveResponder
-from botkit.types import ResponderRequest
-from botkit.types import IncomingMessage, SearchResult
+from botkit.responders.reloading import ReloadingResponder
+from botkit.types import IncomingMessage, ResponderRequest, SearchResult
 from training.registry import ModelRegistry
 
 REQUEST = ResponderRequest("hello", IncomingMessage("c", "hello"), (), SearchResult("hello", (), 1, 0.5))

@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 import yaml
-from lm_fixtures import one_torch_thread, make_hit, make_request, tiny_lm_dir  # noqa: F401 - pytest fixtures
+from lm_fixtures import make_hit, make_request, one_torch_thread, tiny_lm_dir  # noqa: F401 - pytest fixtures
 
 from botkit.config import DialogueConfig, LocalLMConfig
 from botkit.errors import GenerationError
-from botkit.responders.generative import GenerativeResponder
-from botkit.responders.generative import fallback_code
 from botkit.responders.extractive import ExtractiveResponder
+from botkit.responders.generative import GenerativeResponder, fallback_code
 from botkit.types import IncomingMessage, Reply, Turn, fallback_from_note
 from tests.conftest import open_kb
 from tests.test_auth import staff  # noqa: F401 - signed-in browsers (on this module's `client`)
@@ -126,10 +125,10 @@ async def test_every_failed_generation_says_why_as_a_code(exc: BaseException, co
 @pytest.fixture
 async def client(demo_dir: Path, tmp_path: Path, embedder: Any, tiny_lm_dir: Path, aiohttp_client: Any) -> Any:
     """The whole server with a generative responder on the tiny GPT-2 (its replies are ungrounded)."""
+    from botkit.app.server import build_app
     from botkit.engine import Engine
     from botkit.escalation import EscalationConfig, build_rules, summarize
     from botkit.project import Project
-    from botkit.app.server import build_app
     from botkit.store import SQLiteConversationStore
     from knowledge.retriever import KnowledgeRetriever
 

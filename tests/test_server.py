@@ -10,12 +10,12 @@ import pytest
 import yaml
 from aiohttp import WSMsgType
 
+from botkit.app.server import build_app
 from botkit.engine import Engine
 from botkit.errors import ConfigError
 from botkit.escalation import EscalationConfig, build_rules, summarize
 from botkit.project import Project
 from botkit.responders.extractive import ExtractiveResponder
-from botkit.app.server import build_app
 from botkit.store import SQLiteConversationStore
 from knowledge.retriever import KnowledgeRetriever
 from tests.fake_telegram import FakeTelegram, text_update

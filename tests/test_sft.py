@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from lm_fixtures import (
+    make_hit,
+    make_request,
+    tiny_lm_dir,  # noqa: F401 (pytest fixture)
+)
 
-from lm_fixtures import tiny_lm_dir  # noqa: F401 (pytest fixture)
 from botkit.generation.prompt import select_passages
 from botkit.types import Hit
-from lm_fixtures import make_hit, make_request
 from training.sft import IGNORE_INDEX, DataCollator, SFTStats, build_examples, conversation_turns
 from training.types import Message, Transcript
 
@@ -113,8 +116,8 @@ def _serving_prompt_ids(lm_dir: Path, request, history_turns: int) -> list[int]:
 
     from botkit.config import DialogueConfig, LocalLMConfig
     from botkit.generation.local import LocalCausalLM
-    from botkit.responders.generative import GenerativeResponder
     from botkit.responders.extractive import ExtractiveResponder
+    from botkit.responders.generative import GenerativeResponder
 
     seen: list[list[int]] = []
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,21 +26,30 @@ from telegram import Bot
 from telegram.error import BadRequest
 from telegram.helpers import escape_markdown
 
+from botkit.app.keys import CONNECTORS
+from botkit.app.server import build_app
 from botkit.engine import Engine
 from botkit.errors import ConfigError
 from botkit.escalation import EscalationConfig, build_rules
 from botkit.project import Project
 from botkit.responders.extractive import ExtractiveResponder
-from botkit.app.keys import CONNECTORS
-from botkit.app.server import build_app
 from botkit.store import SQLiteConversationStore
 from botkit.types import Conversation
 from connectors.base import ConnectorContext, OutgoingMessage
-from connectors.telegram import (ONLY_TEXT, TelegramConnector, TelegramDeliveryError, create, split_text)
+from connectors.telegram import ONLY_TEXT, TelegramConnector, TelegramDeliveryError, create, split_text
 from knowledge.retriever import KnowledgeRetriever
 from tests.conftest import DEMO, open_kb
-from tests.fake_telegram import (FakeTelegram, command_update, document_update, location_update, photo_update,
-                                 sticker_update, text_update, utf16_len, voice_update)
+from tests.fake_telegram import (
+    FakeTelegram,
+    command_update,
+    document_update,
+    location_update,
+    photo_update,
+    sticker_update,
+    text_update,
+    utf16_len,
+    voice_update,
+)
 
 pytestmark = [
     pytest.mark.slow,

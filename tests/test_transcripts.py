@@ -128,7 +128,8 @@ async def fill_store(store: Any, now: datetime) -> None:
     for cid in ("s-bot", "s-agent", "s-open"):
         await store.get_or_create(cid, "webchat", f"cust-{cid}", {}, now)
     await store.record([Turn("s-bot", 1, "customer", "Do you ship to Canada?", now),
-                        Turn("s-bot", 2, "bot", "Yes, 5-9 business days.", now + timedelta(seconds=5), action="answer")])
+                        Turn("s-bot", 2, "bot", "Yes, 5-9 business days.", now + timedelta(seconds=5),
+                             action="answer")])
     await store.set_feedback("s-bot", 2, 1)
     h = Handoff(0, "s-agent", "asked for a human", "human", "", "wants agent", "webchat", "cust", now)
     await store.record([Turn("s-agent", 1, "customer", "My kettle broke, I want a person", now),

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,12 @@ import yaml
 from aiohttp import WSMsgType, WSServerHandshakeError
 from conftest import REPO, open_kb
 
+from botkit.app.server import build_app
 from botkit.engine import Engine
 from botkit.errors import ConfigError
 from botkit.escalation import EscalationConfig, build_rules
 from botkit.project import Project
 from botkit.responders.extractive import ExtractiveResponder
-from botkit.app.server import build_app
 from botkit.store import SQLiteConversationStore
 from connectors.base import validate_section
 from connectors.webchat import WebChatConfig

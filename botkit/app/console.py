@@ -45,12 +45,11 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from botkit.app.keys import AUTH, USER
 from botkit.app.accounts import SESSION_COOKIE, Auth, Identity
 from botkit.app.http import Refused, api_error, api_json, error_response, page_response, static_route
+from botkit.app.keys import AUTH, ENGINE, PROJECT, USER
 from botkit.app.signin import require, setup_auth
 from botkit.engine import Engine, Event
-from botkit.app.keys import ENGINE, PROJECT
 from botkit.store import ConflictError, StoreError
 from botkit.types import Conversation, Handoff, Turn
 

@@ -40,12 +40,11 @@ from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
 
-from botkit.app.keys import USER
 from botkit.app.accounts import Identity
 from botkit.app.http import Refused, api_error, api_json, error_response, page_response, static_route
+from botkit.app.keys import KB, USER
 from botkit.app.signin import require, setup_auth
 from botkit.errors import ArticleNotFound, ImportFailed, KnowledgeError
-from botkit.app.keys import KB
 from knowledge.base import KnowledgeBase
 from knowledge.ingest import MAX_QUESTIONS, MAX_TITLE, make_draft, read_sources, slugify
 from knowledge.types import ID_PATTERN, Article, ArticleDraft, Revision

@@ -17,8 +17,17 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from botkit.app.accounts import (CSRF_HEADER, NAME_PATTERN, ROLES, SAFE_METHODS, SESSION_COOKIE, SIGNIN_COOKIE, STATIC, Auth,
-                                 Role)
+from botkit.app.accounts import (
+    CSRF_HEADER,
+    NAME_PATTERN,
+    ROLES,
+    SAFE_METHODS,
+    SESSION_COOKIE,
+    SIGNIN_COOKIE,
+    STATIC,
+    Auth,
+    Role,
+)
 from botkit.app.http import api_error, api_json, page_headers, static_route
 from botkit.app.keys import AUTH, PROJECT, USER
 

@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 from botkit.types import ConversationState, Escalation
 
-
 Rule = Callable[[ConversationState], Escalation | None]
 """A rule: a pure function of the conversation state; an Escalation when it fires, else None."""
 

@@ -28,7 +28,6 @@ from botkit.escalation.summary import summarize
 from botkit.schema import StrictModel
 from botkit.types import ConversationState, Escalation
 
-
 RuleConfig = Annotated[
     Union[
         AsksForHumanConfig,

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from botkit.errors import GenerationError
-from botkit.types import ResponderRequest
 from botkit.text import clean_markdown, trim_passage
-from botkit.types import Hit, SearchResult
+from botkit.types import Hit, ResponderRequest, SearchResult
 
 ChatRole = Literal["system", "user", "assistant"]
 MAX_PASSAGES = 3  # passages a generated reply may draw on

@@ -27,10 +27,9 @@ from botkit.errors import GenerationError
 from botkit.generation.base import Generator
 from botkit.generation.grounding import is_grounded
 from botkit.generation.prompt import build_messages, passage_evidence
-from botkit.responders.extractive import ExtractiveResponder
-from botkit.types import ResponderRequest
 from botkit.responders.base import source_of
-from botkit.types import Candidate, Hit
+from botkit.responders.extractive import ExtractiveResponder
+from botkit.types import Candidate, Hit, ResponderRequest
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from botkit.responders.base import Responder
-from botkit.types import ResponderRequest
-from botkit.types import Candidate
+from botkit.types import Candidate, ResponderRequest
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from botkit.testing.channel_fakes import CollectingConfig, CollectingConnector
 from botkit.testing.embedder_fakes import HashEmbedder
 from botkit.testing.fakes import InMemoryConversationStore, ScriptedResponder, StaticRetriever, Streamed, hit, words
 
+
 def __getattr__(name: str) -> Any:
     """The contract suites, imported (with pytest) only when asked for."""
     if name == "ConversationStoreContract":

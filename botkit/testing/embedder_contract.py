@@ -25,7 +25,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pytest
 
 from botkit.seams import Embedder
 

@@ -23,10 +23,23 @@ from datetime import UTC, datetime
 from typing import Any, AsyncIterator
 
 from botkit.errors import BotkitError
-from botkit.types import ResponderRequest
 from botkit.store import ConflictError, StoredConversation, StoreError
-from botkit.types import (Candidate, Conversation, Escalation, Handoff, Hit, HistoryWindow, InboxItem, InboxState,
-                          IncomingMessage, SearchResult, Source, Status, Turn)
+from botkit.types import (
+    Candidate,
+    Conversation,
+    Escalation,
+    Handoff,
+    HistoryWindow,
+    Hit,
+    InboxItem,
+    InboxState,
+    IncomingMessage,
+    ResponderRequest,
+    SearchResult,
+    Source,
+    Status,
+    Turn,
+)
 
 
 def _json(value: Mapping[str, object]) -> dict[str, Any]:

@@ -8,9 +8,18 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from botkit.escalation.base import Rule, _current_turn_label, _escalation
+from botkit.escalation.phrases import (
+    _BARE_FILLERS,
+    _BARE_JOIN,
+    _BARE_NOUNS,
+    ASKS_FOR_HUMAN_PATTERNS,
+    _check_phrases,
+    _clean,
+    _compile_phrase,
+    _negated,
+    _quote,
+)
 from botkit.schema import StrictModel
-from botkit.escalation.phrases import (ASKS_FOR_HUMAN_PATTERNS, _BARE_FILLERS, _BARE_JOIN, _BARE_NOUNS,
-                                       _check_phrases, _clean, _compile_phrase, _negated, _quote)
 from botkit.types import ConversationState, Escalation
 
 

@@ -13,7 +13,6 @@ from botkit.escalation.base import Rule, _escalation
 from botkit.schema import StrictModel
 from botkit.types import ConversationState, Escalation
 
-
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _FULL_DAYS = {

@@ -10,7 +10,6 @@ from botkit.escalation.base import Rule, _escalation
 from botkit.schema import StrictModel
 from botkit.types import ConversationState, Escalation
 
-
 JsonScalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr, None]
 
 

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from botkit.escalation.base import Rule, _current_turn_label, _escalation
-from botkit.schema import StrictModel
 from botkit.escalation.phrases import FRUSTRATION_PATTERNS, _check_phrases, _clean, _compile_phrase, _quote
+from botkit.schema import StrictModel
 from botkit.types import ConversationState, Escalation
 
 

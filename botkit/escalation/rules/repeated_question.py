@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field
 
 from botkit.escalation.base import Rule, _current_turn_label, _escalation
-from botkit.schema import StrictModel
 from botkit.escalation.phrases import _clean, _quote
+from botkit.schema import StrictModel
 from botkit.types import ConversationState, Escalation, Turn
 
 

@@ -8,9 +8,16 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from botkit.escalation.base import Rule, _current_turn_label, _escalation
+from botkit.escalation.phrases import (
+    _REFUND_WORDS,
+    DEFAULT_TOPICS,
+    _check_phrases,
+    _clean,
+    _compile_phrase,
+    _quote,
+    find_amounts,
+)
 from botkit.schema import StrictModel
-from botkit.escalation.phrases import (DEFAULT_TOPICS, _REFUND_WORDS, _check_phrases, _clean, _compile_phrase,
-                                       _quote, find_amounts)
 from botkit.types import ConversationState, Escalation
 
 
