@@ -1,0 +1,267 @@
+"""Talking to the bot: ``ask``, ``shell``, ``test``, ``handoffs``, ``agent`` and ``serve``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from botkit.app.cli.common import _author, _print_json, _project
+from botkit.errors import BotkitError
+from botkit.project import Project
+
+
+@contextlib.asynccontextmanager
+async def _engine(args: argparse.Namespace, conversations_db: Path | None = None) -> Any:
+    from botkit.app.compose import build_engine
+
+    engine = build_engine(_project(args), progress=None if sys.stderr.isatty() else False,
+                          conversations_db=conversations_db)
+    async with engine:
+        yield engine
+
+
+def _new_conversation_id() -> str:
+    import uuid
+
+    return f"cli-{uuid.uuid4().hex[:12]}"
+
+
+def _format_reply(reply: Any) -> str:
+    lines = [reply.text] if reply.text else []
+    if reply.sources:
+        lines.append("sources: " + ", ".join(f"{s.title} ({s.id})" for s in reply.sources))
+    if reply.escalation:
+        lines.append(f"[handed to a human: {reply.escalation.reason}: {reply.escalation.detail}]")
+    if reply.action == "handoff":
+        lines.append("[a human agent has this conversation; your message was passed on]")
+    if reply.fallback:
+        lines.append(f"[fallback: {reply.fallback}" + (f" ({reply.fallback_detail})]" if reply.fallback_detail else "]"))
+    return "\n".join(lines)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from botkit.types import IncomingMessage
+
+    async def go() -> Any:
+        async with _engine(args) as engine:
+            return await engine.handle(IncomingMessage(args.conversation or _new_conversation_id(), " ".join(args.text),
+                                                       channel="cli", customer_id=_author(args)))
+
+    reply = asyncio.run(go())
+    if args.json:
+        _print_json(reply.to_json())
+    else:
+        print(_format_reply(reply))
+        print(f"(conversation {reply.conversation_id}; continue with --conversation {reply.conversation_id})",
+              file=sys.stderr)
+    return 0
+
+
+SHELL_HELP = """commands: /up and /down rate the last reply, /rate N (1-5) rates the conversation,
+/new starts a new conversation, /history shows it, /quit (or Ctrl-D) leaves"""
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from botkit.errors import MessageRejected
+    from botkit.types import IncomingMessage
+
+    async def go() -> None:
+        async with _engine(args) as engine:
+            conversation = args.conversation or _new_conversation_id()
+            print(f"{engine.bot_name} — conversation {conversation}\n{SHELL_HELP}")
+            last_seq: int | None = None
+            while True:
+                try:
+                    line = await asyncio.to_thread(input, "you> ")
+                except EOFError:
+                    print()
+                    return
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    if line in ("/quit", "/exit"):
+                        return
+                    if line == "/new":
+                        conversation, last_seq = _new_conversation_id(), None
+                        print(f"new conversation {conversation}")
+                    elif line in ("/up", "/down"):
+                        if last_seq is None:
+                            print("no reply to rate yet")
+                        else:
+                            await engine.feedback(conversation, last_seq, 1 if line == "/up" else -1)
+                            print("thanks for the feedback")
+                    elif line.startswith("/rate"):
+                        await engine.rate(conversation, int(line.split()[1]))
+                        print("thanks for rating this conversation")
+                    elif line == "/history":
+                        for t in await engine.history(conversation):
+                            print(f"  {t.seq:>3} {t.role:<8} {t.text[:100]!r}")
+                    elif line.startswith("/"):
+                        print(SHELL_HELP)
+                    else:
+                        reply = await engine.handle(IncomingMessage(conversation, line, channel="cli",
+                                                                    customer_id=_author(args)))
+                        last_seq = reply.turn_seq if reply.turn_seq is not None else last_seq
+                        print("bot> " + _format_reply(reply).replace("\n", "\n     "))
+                except (MessageRejected, ValueError, IndexError) as exc:
+                    print(f"({exc})")
+                except BotkitError as exc:
+                    print(f"(error: {exc})")
+
+    asyncio.run(go())
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from botkit.app.convtest import load_tests, report, run_tests, scratch_db
+
+    spec = load_tests(Path(args.file))
+
+    async def go() -> Any:
+        async with _engine(args, conversations_db=scratch_db()) as engine:
+            return await run_tests(engine, spec)
+
+    results = asyncio.run(go())
+    print(report(results))
+    return 0 if all(r.passed for r in results) else 1
+
+
+def cmd_handoffs(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from botkit.app.compose import CONVERSATIONS_DB
+    from botkit.store import SQLiteConversationStore
+
+    async def go() -> Any:
+        store = SQLiteConversationStore(_project(args).state_dir / CONVERSATIONS_DB)
+        await store.start()
+        try:
+            return await store.handoffs(None if args.all else "waiting")
+        finally:
+            await store.close()
+
+    handoffs = asyncio.run(go())
+    if args.json:
+        _print_json([{"id": h.id, "conversation": h.conversation_id, "reason": h.reason, "rule": h.rule,
+                      "detail": h.detail, "summary": h.summary, "channel": h.channel, "customer": h.customer_id,
+                      "created_at": h.created_at.isoformat(), "status": h.status, "agent": h.agent}
+                     for h in handoffs])
+        return 0
+    for h in handoffs:
+        print(f"{h.conversation_id}  {h.status:<8} {h.reason:<22} {h.channel}:{h.customer_id}  {h.created_at:%Y-%m-%d %H:%M}")
+        print(f"    {h.summary}")
+    if not handoffs:
+        print("no conversations are waiting for a human", file=sys.stderr)
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    import asyncio
+
+    async def go() -> str:
+        async with _engine(args) as engine:
+            if args.action == "take":
+                await engine.take(args.conversation, args.agent)
+                return f"{args.agent} took {args.conversation}"
+            if args.action in ("say", "note"):
+                if not args.text:
+                    raise BotkitError(f"`botkit agent {args.action}` needs the text to send")
+                await engine.agent_message(args.conversation, args.agent, " ".join(args.text),
+                                           internal=args.action == "note")
+                return "sent" if args.action == "say" else "note added"
+            await engine.release(args.conversation, args.agent, "returned" if args.action == "return" else "closed")
+            return f"{args.conversation} {'returned to the bot' if args.action == 'return' else 'closed'}"
+
+    print(asyncio.run(go()))
+    return 0
+
+
+# -- serving --------------------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from botkit.app.server import build_app, serve
+
+    project = _project(args)
+    server = project.config.server
+    host = args.host or server.host
+    port = args.port if args.port is not None else server.port
+    app = build_app(project)
+    base = server.public_url or f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::') else host}:{port}"
+    lines = [f"{project.config.name}: serving {project.root} on http://{host}:{port}"]
+    if "webchat" in project.config.channels:
+        lines.append(f"  customer chat page : {base}/chat")
+    lines += [f"  agent console      : {base}/console", f"  knowledge editor   : {base}/kb",
+              f"  health / metrics   : {base}/healthz  {base}/metrics"]
+    if args.demo_accounts:
+        lines += _demo_account_lines(project)
+    print("\n".join(lines), flush=True)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    serve(app, host, port, server)  # web.run_app with slow-client deadlines and server.max_connections
+    return 0
+
+
+DEMO_ACCOUNTS_FILE = "demo-accounts.txt"
+
+
+def _demo_account_lines(project: Project) -> list[str]:
+    """Create the demo accounts if missing; their passwords go to a 0600 file in the state
+    directory (and to the terminal only when stdout is one: a server's log must not keep them)."""
+    from botkit.app.accounts import ensure_demo_accounts
+    from botkit.files import write_private_text
+
+    created = ensure_demo_accounts(project)
+    path = project.state_dir / DEMO_ACCOUNTS_FILE
+    if created:
+        write_private_text(path, "".join(f"{name} {password}\n" for name, password in created.items()))
+    elif not path.exists():
+        return ["  demo accounts exist already (reset with `botkit users passwd NAME`)"]
+    lines = [f"  demo passwords     : {path} (readable by you only)"]
+    if created and sys.stdout.isatty():
+        lines += [f"  demo account       : {name} / {password}" for name, password in created.items()]
+    return lines
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``ask``, ``shell``, ``test``, ``handoffs``, ``agent`` and ``serve``."""
+    p = sub.add_parser("ask", help="one customer turn", parents=[common])
+    p.add_argument("text", nargs="+")
+    p.add_argument("--conversation", metavar="ID", help="continue this conversation (default: a new one)")
+    p.add_argument("--author", help="the customer id recorded (default: your user name)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ask)
+    p = sub.add_parser("shell", help="chat with the bot in the terminal", parents=[common])
+    p.add_argument("--conversation", metavar="ID")
+    p.add_argument("--author", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_shell)
+    p = sub.add_parser("test", help="run conversation tests (YAML)", parents=[common])
+    p.add_argument("file", metavar="FILE.yaml")
+    p.set_defaults(func=cmd_test)
+    p = sub.add_parser("handoffs", help="conversations waiting for a human", parents=[common])
+    p.add_argument("--all", action="store_true", help="include taken, returned and closed ones")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_handoffs)
+    p = sub.add_parser("agent", help="act as a human agent on a handed-off conversation", parents=[common])
+    p.add_argument("action", choices=["take", "say", "note", "return", "close"])
+    p.add_argument("conversation")
+    p.add_argument("text", nargs="*")
+    p.add_argument("--agent", required=True, help="the agent's name")
+    p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser("serve", help="serve the web chat, Telegram, the agent console and the KB editor",
+                       parents=[common])
+    p.add_argument("--host", help="default: server.host in bot.yaml (127.0.0.1)")
+    p.add_argument("--port", type=int, help="default: server.port in bot.yaml (8080)")
+    p.add_argument("--demo-accounts", action="store_true",
+                   help="create demo agent/operator accounts if missing and print their passwords")
+    p.set_defaults(func=cmd_serve)
