@@ -50,10 +50,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from botkit import net
 from botkit.errors import BotkitError
 from botkit.project import Project
 from botkit.sqlite import SQLiteDatabase
@@ -289,7 +289,7 @@ class Auth:
         return self._sql.run(lambda db: db.execute(sql, params).rowcount)
 
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Row | None:
-        return self._sql.run(lambda db: db.execute(sql, params).fetchone())  # type: ignore[no-any-return]
+        return self._sql.run(lambda db: db.execute(sql, params).fetchone())
 
     def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         return self._sql.run(lambda db: db.execute(sql, params).fetchall())
@@ -503,36 +503,22 @@ class Auth:
 
     # -- requests ----------------------------------------------------------------------------
     def client_ip(self, request: web.BaseRequest) -> str:
-        if self.behind_proxy:
-            forwarded = request.headers.get("X-Forwarded-For", "")
-            if forwarded:  # the entry our proxy appended is the last one; earlier ones are the client's word
-                return forwarded.split(",")[-1].strip()
-        return request.remote or "?"
+        """The address sign-in attempts are counted under (botkit.net: the proxy's entry when behind one)."""
+        return net.client_ip(request.headers, request.remote, self.behind_proxy) or "?"
 
     def is_https(self, request: web.BaseRequest) -> bool:
-        if request.scheme == "https":
-            return True
-        if self.behind_proxy:
-            return request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower() == "https"
-        return False
+        return net.is_https(request.headers, request.scheme, self.behind_proxy)
 
     def allowed_origins(self, request: web.BaseRequest) -> set[str]:
-        origins = {f"{request.scheme}://{request.host}".lower()}
-        if self.public_url:
-            parts = urlsplit(self.public_url)
-            origins.add(f"{parts.scheme}://{parts.netloc}".lower())
-        if self.behind_proxy:
-            proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-            host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
-            origins.add(f"{proto}://{host}".lower())
-        return origins
+        return net.own_origins(request.headers, request.scheme, request.host, self.behind_proxy, self.public_url)
 
     def origin_ok(self, request: web.BaseRequest, *, required: bool) -> bool:
         """Whether the request's Origin is this server (a missing one passes unless required)."""
         origin = request.headers.get("Origin")
         if origin is None:
             return not required
-        return origin.lower() in self.allowed_origins(request)
+        return net.origin_allowed(origin, request.headers, request.scheme, request.host, self.behind_proxy,
+                                  self.public_url)
 
     async def identify(self, request: web.BaseRequest) -> Identity | None:
         """The signed-in account of a request: session cookie, or a bearer API token."""

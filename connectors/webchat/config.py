@@ -19,10 +19,10 @@ All keys are optional::
 from __future__ import annotations
 
 import string
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
+from botkit.net import normalise_origin
 from botkit.schema import StrictModel
 
 
@@ -35,23 +35,6 @@ class RateLimit(StrictModel):
     @property
     def per_second(self) -> float:
         return self.messages / self.seconds
-
-
-def normalise_origin(origin: str) -> str | None:
-    """``scheme://host[:port]`` in lower case without a default port; None when not an http(s) origin."""
-    try:
-        parts = urlsplit(origin.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    scheme, hostname = parts.scheme.lower(), (parts.hostname or "")  # urlsplit lower-cases the host
-    if scheme not in ("http", "https") or not hostname or parts.path not in ("", "/") or parts.query \
-            or parts.fragment or parts.username or parts.password:
-        return None
-    host = f"[{hostname}]" if ":" in hostname else hostname  # an IPv6 literal keeps its brackets
-    if port is not None and port != {"http": 80, "https": 443}[scheme]:
-        host = f"{host}:{port}"
-    return f"{scheme}://{host}"
 
 
 class WebChatConfig(StrictModel):

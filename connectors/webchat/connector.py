@@ -48,12 +48,13 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from botkit import net
 from botkit.channels import ConnectorContext, OutgoingMessage
 from botkit.errors import MessageRejected
 from botkit.store import StoreError
 from botkit.types import Conversation, InboxItem, IncomingMessage, Reply
 import connectors.webchat.protocol as proto
-from connectors.webchat.config import WebChatConfig, normalise_origin
+from connectors.webchat.config import WebChatConfig
 from connectors.webchat.limits import KeyedBuckets, TokenBucket, take_all
 from connectors.webchat.sessions import SESSIONS_DB, SessionStore
 
@@ -124,7 +125,7 @@ class WebChatConnector:
         server = ctx.project.config.server
         self.behind_proxy = server.behind_proxy
         self.shutdown_timeout = server.shutdown_timeout_s
-        self.public_origin = normalise_origin(ctx.public_url) if ctx.public_url else None
+        self.public_url = ctx.public_url
         self.title = config.title or ctx.project.config.name
         self.url_for = proto.url_template(config.source_url_template)
         # Frames up to this size are read and, if their text is too long, refused with an error
@@ -498,28 +499,13 @@ class WebChatConnector:
 
     # -- HTTP --------------------------------------------------------------------------------------
     def _origin_allowed(self, origin: str, request: web.Request) -> bool:
-        allowed = self.config.allowed_origins
-        if "*" in allowed:
+        if "*" in self.config.allowed_origins:
             return True
-        wanted = normalise_origin(origin)  # "null" (a file:// page, a sandboxed frame) is never allowed
-        if wanted is None:
-            return False
-        if wanted in allowed or wanted == self.public_origin:
-            return True
-        own = {normalise_origin(f"{request.scheme}://{request.host}")}
-        if self.behind_proxy:
-            proto_ = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-            host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
-            own.add(normalise_origin(f"{proto_}://{host}"))
-        return wanted in own
+        return net.origin_allowed(origin, request.headers, request.scheme, request.host, self.behind_proxy,
+                                  self.public_url, also=self.config.allowed_origins)
 
     def _client_ip(self, request: web.Request) -> str:
-        if self.behind_proxy:
-            # the right-most address is the one our proxy added; those left of it are the client's say-so
-            forwarded = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")[-1].strip()
-            if forwarded:
-                return forwarded
-        return request.remote or "unknown"
+        return net.client_ip(request.headers, request.remote, self.behind_proxy) or "unknown"
 
     async def static_file(self, request: web.Request) -> web.StreamResponse:
         name = request.path.rsplit("/", 1)[-1]
