@@ -1,5 +1,10 @@
-"""The dialogue engine end to end on the demo knowledge base: real embedder, real FAISS,
-real SQLite; rules are plain functions here (the configured rule set has its own tests)."""
+"""Integration: the dialogue engine end to end on the demo knowledge base (real MiniLM
+embedder, real FAISS, real SQLite), checking that real retrieval and the engine fit together;
+rules are plain functions here (the configured rule set has its own tests).
+
+The engine's own logic (hand-off and return, agent messages, conflicts, ordering, clarify
+and follow-ups, fallbacks, events, rejects, streaming) is tested on botkit.testing's fakes in
+tests/test_engine_fakes.py, one equivalent per test here, in milliseconds: start there."""
 
 from __future__ import annotations
 
