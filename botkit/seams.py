@@ -33,7 +33,7 @@ class Retriever(Protocol):
     ``search`` promises:
 
     - the hits are sorted by ``score``, best first, one per article (``article_id``), at most
-      ``k`` of them (``k=None``: the retriever's own default);
+      ``k`` of them (``k=None``: the retriever's own default); a smaller ``k`` gives the top of a bigger one;
     - ``result.threshold`` is the score a hit must reach to count as an answer
       (``result.answered``); hits below it are still returned, for clarifying questions;
     - ``result.query`` is the query searched (after cleaning) and ``result.kb_version`` the

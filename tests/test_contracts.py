@@ -404,3 +404,42 @@ class TestTelegramConnector(ConnectorContract):
             yield TelegramHarness(fake, connector, engine)
             await connector.stop()
         await engine.close()
+
+
+# -- the contracts catch broken backends -------------------------------------------------------
+
+class _Unnormalised(HashEmbedder):
+    def embed(self, texts):  # type: ignore[no-untyped-def]
+        return super().embed(texts) * 2.0
+
+
+class _ReordersRows(HashEmbedder):
+    def embed(self, texts):  # type: ignore[no-untyped-def]
+        return super().embed(sorted(texts, key=len))  # sorted to batch, never put back
+
+
+class _IgnoresK(StaticRetriever):
+    async def search(self, query, k=None):  # type: ignore[no-untyped-def]
+        return await super().search(query, None)
+
+
+def test_the_embedder_contract_fails_broken_embedders() -> None:
+    contract = EmbedderContract()
+    with pytest.raises(AssertionError):
+        contract.test_rows_are_unit_float32_vectors_one_per_text(_Unnormalised())
+    with pytest.raises(AssertionError):
+        contract.test_a_row_does_not_depend_on_the_batch_or_its_order(_ReordersRows())
+
+
+async def test_the_retriever_and_connector_contracts_fail_broken_backends() -> None:
+    broken = _IgnoresK({REFUND_Q: [hit("a", "A.", 0.9), hit("b", "B.", 0.8), hit("c", "C.", 0.7)]})
+    with pytest.raises(AssertionError):
+        await TestStaticRetriever().test_k_caps_the_hits_and_a_smaller_k_is_the_top_of_a_bigger_one(broken)
+
+    def hard_coded(name: str, config: Mapping[str, Any]) -> Connector:
+        connector = create_collecting(ConnectorContext(name, config, fake_engine(), None, None))  # type: ignore[arg-type]
+        connector.name = "collect"
+        return connector
+
+    with pytest.raises(AssertionError):
+        ConnectorContract().test_it_is_a_connector_named_by_its_context(hard_coded)
