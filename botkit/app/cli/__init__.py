@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     staff.add_commands(sub, common)
     train.add_commands(sub, common)
 
-    ev = sub.add_parser("eval", help="measure the bot").add_subparsers(dest="eval_command", required=True, metavar="WHAT")
+    ev = sub.add_parser("eval", help="measure the bot").add_subparsers(dest="eval_command", required=True,
+                                                                       metavar="WHAT")
 
     kb.add_eval_commands(ev, common)
     train.add_eval_commands(ev, common)

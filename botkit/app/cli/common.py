@@ -44,7 +44,7 @@ def _serves_llama_cpp(argv: Sequence[str]) -> bool:
 if not _serves_llama_cpp(sys.argv[1:]):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from botkit.project import Project
+from botkit.project import Project  # noqa: E402 - after the thread policy, on purpose
 
 
 def _author(args: argparse.Namespace) -> str:

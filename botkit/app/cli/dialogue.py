@@ -39,7 +39,8 @@ def _format_reply(reply: Any) -> str:
     if reply.action == "handoff":
         lines.append("[a human agent has this conversation; your message was passed on]")
     if reply.fallback:
-        lines.append(f"[fallback: {reply.fallback}" + (f" ({reply.fallback_detail})]" if reply.fallback_detail else "]"))
+        lines.append(f"[fallback: {reply.fallback}"
+                     + (f" ({reply.fallback_detail})]" if reply.fallback_detail else "]"))
     return "\n".join(lines)
 
 
@@ -159,7 +160,8 @@ def cmd_handoffs(args: argparse.Namespace) -> int:
                      for h in handoffs])
         return 0
     for h in handoffs:
-        print(f"{h.conversation_id}  {h.status:<8} {h.reason:<22} {h.channel}:{h.customer_id}  {h.created_at:%Y-%m-%d %H:%M}")
+        print(f"{h.conversation_id}  {h.status:<8} {h.reason:<22} {h.channel}:{h.customer_id}  "
+              f"{h.created_at:%Y-%m-%d %H:%M}")
         print(f"    {h.summary}")
     if not handoffs:
         print("no conversations are waiting for a human", file=sys.stderr)

@@ -97,7 +97,8 @@ def cmd_kb_rollback(args: argparse.Namespace) -> int:
     with _kb(args) as kb:
         summary = kb.rollback(args.id, args.to, _author(args))
     if summary.changed:
-        print(f"{args.id} rolled back to the content of revision {args.to}; knowledge base version {summary.kb_version}")
+        print(f"{args.id} rolled back to the content of revision {args.to}; "
+              f"knowledge base version {summary.kb_version}")
     else:
         print(f"{args.id} already has the content of revision {args.to}; nothing changed")
     return 0
