@@ -187,7 +187,7 @@ async def test_a_clarifying_question_then_a_pick_answers_with_that_article(store
     clarify = Candidate("clarify", "Which of these?\n1. Lost parcel\n2. Tracking", 0.71, options=PARCEL_OPTIONS)
     responder = ScriptedResponder([clarify])
     async with engine_on(store, {"where is my parcel": [hit("lost-parcel", "Lost.", 0.71), TRACKING],
-                                 PARCEL_OPTIONS[1].title: [hit("lost-parcel", "Lost.", 0.75), TRACKING]},
+                                 PARCEL_OPTIONS[1].title: [hit("lost-parcel", "Lost.", 0.85), TRACKING]},
                          responder) as engine:
         asked = await engine.handle(msg("where is my parcel"))
         follow = await engine.handle(msg(pick))
