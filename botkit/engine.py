@@ -42,7 +42,7 @@ from typing import AsyncIterator, Literal
 from botkit.config import DialogueConfig
 from botkit.context import resolve_choice, resolve_followup
 from botkit.errors import BotkitError, MessageRejected
-from botkit.escalation import Rule
+from botkit.escalation import Rule, evaluate
 from botkit.events import Event, EventBus, EventKind, InProcessEventBus, Listener
 from botkit.locks import ConversationLock, InProcessConversationLock
 from botkit.responders.base import Responder, source_of
@@ -391,16 +391,7 @@ class Engine:
         return candidate, retrieval, query
 
     def _escalate(self, state: ConversationState) -> Escalation | None:
-        for name, rule in self.rules:
-            try:
-                decision = rule(state)
-            except Exception:  # noqa: BLE001 - a broken rule is logged and skipped, the others still run
-                log.exception("escalation rule %s failed for conversation %s", name, state.conversation.id)
-                continue
-            if decision is not None:
-                summary = decision.summary or (self.summarize(state) if self.summarize else "")
-                return replace(decision, summary=summary)
-        return None
+        return evaluate(self.rules, state, self.summarize)  # a broken rule is logged and skipped
 
     # -- the human side --------------------------------------------------------------------------
     async def _conversation(self, conversation_id: str) -> Conversation:

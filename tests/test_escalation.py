@@ -874,6 +874,29 @@ def test_evaluate_accepts_custom_rules_and_names_them():
     assert esc is not None and esc.rule == "0:custom" and esc.reason == "custom"
 
 
+def test_evaluate_skips_a_rule_that_raises_and_runs_the_rest(caplog: pytest.LogCaptureFixture):
+    # The engine's semantics (evaluate is its one rule loop): a broken custom rule is logged,
+    # not a crash of the customer's turn, and a later rule still escalates.
+    def broken(state: ConversationState) -> Escalation | None:
+        raise ZeroDivisionError("bug in a custom rule")
+
+    rules = [("0:custom", broken), *build_rules(EscalationConfig())]
+    with caplog.at_level("ERROR", logger="botkit.escalation.registry"):
+        esc = evaluate(rules, make_state(text="talk to a person"))
+    assert esc is not None and esc.reason == "asked_for_human"
+    assert "escalation rule 0:custom failed" in caplog.text and "ZeroDivisionError" in caplog.text
+    assert evaluate([("0:custom", broken)], make_state()) is None
+
+
+def test_evaluate_keeps_a_rules_own_summary_and_can_leave_it_empty():
+    def with_summary(state: ConversationState) -> Escalation | None:
+        return Escalation(reason="custom", rule="0:custom", detail="d", summary="written by the rule")
+
+    assert evaluate([("0:custom", with_summary)], make_state()).summary == "written by the rule"
+    rules = build_rules(EscalationConfig())
+    assert evaluate(rules, make_state(text="talk to a person"), summarize=None).summary == ""
+
+
 def test_empty_rule_list_never_escalates():
     assert evaluate(build_rules(EscalationConfig(rules=[])), make_state(text="agent")) is None
 

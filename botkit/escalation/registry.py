@@ -8,6 +8,7 @@ A rule type outside botkit needs none of that: the ``custom`` type names its bui
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Annotated, Union
@@ -27,6 +28,8 @@ from botkit.escalation.rules.turn_limit import TurnLimitConfig, _build_turn_limi
 from botkit.escalation.summary import summarize
 from botkit.schema import StrictModel
 from botkit.types import ConversationState, Escalation
+
+log = logging.getLogger(__name__)
 
 RuleConfig = Annotated[
     Union[
@@ -95,14 +98,24 @@ def build_rules(config: EscalationConfig) -> list[tuple[str, Rule]]:
     return built
 
 
-def evaluate(rules: Sequence[tuple[str, Rule]], state: ConversationState) -> Escalation | None:
-    """Run ``rules`` in order; the first escalation, with ``summary`` filled in, or None.
+def evaluate(rules: Sequence[tuple[str, Rule]], state: ConversationState,
+             summarize: Callable[[ConversationState], str] | None = summarize) -> Escalation | None:
+    """Run ``rules`` in order; the first escalation, or None. The one rule loop: the engine
+    calls it for every customer message (with its own ``summarize``, None for none).
 
-    Custom rules may be mixed in; one that leaves ``rule`` empty gets its list name. A rule
-    that raises propagates: a broken rule is a bug to fix, not a silent "no escalation".
+    A rule that raises is logged and skipped, and the others still run: one broken (custom)
+    rule must not cost the customer a reply, nor stop a later rule from escalating. The
+    escalation keeps a summary its rule wrote; otherwise ``summarize(state)`` fills it (left
+    empty when ``summarize`` is None). Custom rules may be mixed in; one that leaves ``rule``
+    empty gets its list name.
     """
     for name, rule in rules:
-        found = rule(state)
+        try:
+            found = rule(state)
+        except Exception:  # noqa: BLE001 - a broken rule is logged and skipped, the others still run
+            log.exception("escalation rule %s failed for conversation %s", name, state.conversation.id)
+            continue
         if found is not None:
-            return replace(found, rule=found.rule or name, summary=summarize(state))
+            summary = found.summary or (summarize(state) if summarize else "")
+            return replace(found, rule=found.rule or name, summary=summary)
     return None
