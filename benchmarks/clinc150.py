@@ -169,7 +169,7 @@ def main() -> None:
             log(f"{name}: index {report.status} in {report.seconds:.1f}s")
         log(f"{name}: val ({len(val_q)} queries)...")
         rec = common.RecordingKB(kb)
-        rv = evaluate_retrieval(rec, val_q, args.k)
+        evaluate_retrieval(rec, val_q, args.k)  # for the searches rec records; the figures come from them
         res = rec.results[1:]  # the first search is evaluate_retrieval's warm-up
         v_scores = np.array([r.hits[0].score if r.hits else -np.inf for r in res])
         v_is_oos, v_correct = outcomes([r.hits[0].article_id if r.hits else None for r in res], v_scores, val_exp)
@@ -201,7 +201,6 @@ def main() -> None:
         del kb, rec
 
     # -- baselines ------------------------------------------------------------------------
-    base_rows = []
     if not args.no_baselines:
         from sklearn.feature_extraction.text import TfidfVectorizer
 

@@ -102,7 +102,7 @@ def main() -> None:
             unavailable.append((backend, reason))
             continue
         emb.embed(single[:5])  # warm-up
-        lat = common.time_single(lambda q: emb.embed([q]), single)
+        lat = common.time_single(lambda q, emb=emb: emb.embed([q]), single)  # bound now: `del emb` below
         emb.embed(batch[:64])
         t0 = time.perf_counter()
         emb.embed(batch)
@@ -116,8 +116,8 @@ def main() -> None:
         else:
             cos_mean = cos_min = None
         label = f"{emb.name} ({emb.int8_weights})" if getattr(emb, "quantized", False) else emb.name
-        speed_rows.append((backend, label, f"{load_s:.1f}" + (" (cached)" if cached_model else ""), common.percentile(lat, 0.5), common.percentile(lat, 0.95),
-                           per_s, cos_mean, cos_min))
+        speed_rows.append((backend, label, f"{load_s:.1f}" + (" (cached)" if cached_model else ""),
+                           common.percentile(lat, 0.5), common.percentile(lat, 0.95), per_s, cos_mean, cos_min))
         log(f"{backend}: p50 {speed_rows[-1][3]:.2f} ms, {per_s:.0f} sentences/s")
         del emb
         common.release_memory()
@@ -128,7 +128,8 @@ def main() -> None:
                                       state_dir=state)
         log(f"{backend}: BANKING77 KB (embedding the chunks unless cached)...")
         original = knowledge.base.make_embedder
-        knowledge.base.make_embedder = lambda model, _backend, **kw: make(model, backend, **kw)
+        # the KB passes the bare backend name; this iteration's variant ("onnx-int8[s8]") is bound here
+        knowledge.base.make_embedder = lambda model, _backend, *, variant=backend, **kw: make(model, variant, **kw)
         try:  # the variant's encoding reaches the KB's embedder; its own state dir keeps its vectors apart
             kb, build_s, n_emb = build_kb(project, arts)
         finally:

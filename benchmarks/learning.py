@@ -221,7 +221,8 @@ def main() -> None:
     p.add_argument("--eval-turns", type=int, default=40, help="held-out agent replies scored per row")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--base", type=Path, default=None, help="a causal-LM directory (default: the installed Gemma 3 270M)")
+    p.add_argument("--base", type=Path, default=None,
+                   help="a causal-LM directory (default: the installed Gemma 3 270M)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
 

@@ -93,7 +93,8 @@ ASSEMBLY = [
     "Our assembly service for the {name} costs £{fee} and can be booked up to two days before delivery.",
 ]
 DELIVERY = [
-    "We deliver the {name} in {days} working days to most UK addresses, and we text you a two-hour slot the day before.",
+    "We deliver the {name} in {days} working days to most UK addresses, and we text you a two-hour slot "
+    "the day before.",
     "The {name} travels by our two-person crew, who bring it to the room of your choice and take the packaging away.",
     "You can return the {name} within 30 days if it is unused and in its original packaging.",
     "Returns of the {name} are collected from your door; the collection fee of £{fee} comes off your refund.",
@@ -422,7 +423,8 @@ def main() -> None:
         ("demo project served by `botkit -v serve` (child process); `botkit kb import` of generated Markdown "
          "articles in a second child; the customer (this process) asks one question at a time over the web chat "
          "websocket, each in a new conversation; latency = send → reply frame"),
-        f"during the import a question starts every {args.interval:g} s, or as soon as the previous reply came if later",
+        (f"during the import a question starts every {args.interval:g} s, or as soon as the previous reply came "
+         "if later"),
         ("during import: every other question is about a generated product ('new' = the reply cites a generated "
          "article); kb_version from /healthz after each reply; 'server embedded' = chunks the server embedded "
          "itself (its 'caught up ... embedded' log lines; n/a where that revision does not log it)"),

@@ -58,7 +58,8 @@ def typical_requests(n: int) -> list[list[Any]]:
     from botkit.generation.prompt import build_messages
     from botkit.types import IncomingMessage, ResponderRequest, SearchResult
 
-    rows = [json.loads(line) for line in (REPO / "demo" / "eval" / "queries.jsonl").read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in (REPO / "demo" / "eval" / "queries.jsonl").read_text().splitlines()
+            if line.strip()]
     out = []
     articles = sorted(p.stem for p in KB.glob("*.md"))
     for row in rows:
@@ -70,7 +71,8 @@ def typical_requests(n: int) -> list[list[Any]]:
             extra = demo_hits(articles[(articles.index(row["expected"]) + 1 + k) % len(articles)])
             hits.append(extra[0])
             k += 1
-        req = ResponderRequest(query=row["query"], message=IncomingMessage(f"bench-{len(out)}", row["query"]), history=(),
+        req = ResponderRequest(query=row["query"], message=IncomingMessage(f"bench-{len(out)}", row["query"]),
+                               history=(),
                                retrieval=SearchResult(row["query"], tuple(hits), kb_version=1, threshold=0.45),
                                bot_name="Tallow & Pine help")
         out.append(build_messages(req, hits, 0))
@@ -268,7 +270,8 @@ async def main_async(args: Any) -> None:
     crow: list[list[Any]] = []
     servers: list[tuple[str, Any]] = []
     if "fp32" in args.hf and args.concurrent:
-        cfg = LocalLMConfig(model_path=str(hf_dir), threads=args.threads, max_new_tokens=args.new_tokens, max_time_s=600)
+        cfg = LocalLMConfig(model_path=str(hf_dir), threads=args.threads, max_new_tokens=args.new_tokens,
+                            max_time_s=600)
         servers.append(("transformers fp32", lambda: LocalCausalLM(cfg, Path("/"))))
     if args.concurrent:
         servers.append(("llama.cpp Q4_K_M (shipped)", None))
@@ -279,13 +282,15 @@ async def main_async(args: Any) -> None:
             await lm.start()
         await concurrent(lm, [warm])
         r = await concurrent(lm, crowd)
-        crow.append([label, r["n"], r["tokens"], r["ttft50"] * 1000, r["ttft95"] * 1000, r["tot50"], r["tot95"], r["wall"]])
+        crow.append([label, r["n"], r["tokens"], r["ttft50"] * 1000, r["ttft95"] * 1000, r["tot50"], r["tot95"],
+                     r["wall"]])
         log(f"{label}: {crow[-1]}")
         await lm.close()
         del lm
     if crow:
-        print_table(["backend", "concurrent", "tokens/reply", "TTFT p50 ms", "TTFT p95 ms", "total p50 s", "total p95 s",
-                     "wall s"], crow, f"{args.concurrent} concurrent generations (FIFO turns, one at a time)")
+        print_table(["backend", "concurrent", "tokens/reply", "TTFT p50 ms", "TTFT p95 ms", "total p50 s",
+                     "total p95 s", "wall s"], crow,
+                    f"{args.concurrent} concurrent generations (FIFO turns, one at a time)")
     print(f"torch {torch.__version__}, llama-cpp-python {_version('llama-cpp-python')}")
     print_footer()
 
@@ -313,7 +318,8 @@ def main() -> None:
     p.add_argument("--model", default=default_hf, required=default_hf is None,
                    help="HF model directory (default: the installed Gemma 3 270M)")
     p.add_argument("--gguf", default=default_gguf, required=default_gguf is None, help="the GGUF to serve")
-    p.add_argument("--exported", nargs="*", default=[], help="also time these GGUFs (e.g. from training/export_gguf.py)")
+    p.add_argument("--exported", nargs="*", default=[],
+                   help="also time these GGUFs (e.g. from training/export_gguf.py)")
     p.add_argument("--hf", nargs="*", default=["fp32", "bf16", "int8"], choices=["fp32", "bf16", "int8"])
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)

@@ -131,7 +131,8 @@ def child_trl(a) -> dict:
     _, val_examples = _examples(a.base, a.train_dir, a.max_length, "validation")
 
     def dataset(exs):
-        return Dataset.from_list([{"input_ids": e["input_ids"], "completion_mask": [int(x != -100) for x in e["labels"]]}
+        return Dataset.from_list([{"input_ids": e["input_ids"],
+                                   "completion_mask": [int(x != -100) for x in e["labels"]]}
                                   for e in exs]) if exs else None
 
     rows, ds, val_ds = examples, dataset(examples), dataset(val_examples)
@@ -217,7 +218,8 @@ def main() -> None:
         f"base: {args.base}" if args.base else
         f"base: build_tiny_base(n_layer={args.n_layer}, n_embd={args.n_embd}, vocab 2000) on the prepared train text",
         f"cpu: {describe()}",
-        f"LoRA r={args.lora_r} alpha={2 * args.lora_r} dropout={LORA_DROPOUT} targets={args.targets}; lr {LR}, warmup {WARMUP}, "
+        f"LoRA r={args.lora_r} alpha={2 * args.lora_r} dropout={LORA_DROPOUT} targets={args.targets}; "
+        f"lr {LR}, warmup {WARMUP}, "
         f"seed {SEED}, max_steps {args.max_steps}, batch {args.batch_size}, max_length {args.max_length}, "
         f"torch threads {args.threads}, fp32",
         f"transformers {transformers.__version__}, peft {peft.__version__}, trl {trl_v}",

@@ -110,8 +110,10 @@ class DialogueConfig(StrictModel):
     max_message_chars: int = Field(4000, ge=16, le=1_000_000)
     inbox_retention_days: int = Field(30, ge=1, le=3650, description="answered messages' inbox entries (which "
                                       "recognise a resent message) are kept this long; pending ones always")
-    followup_max_words: int = Field(8, ge=0, le=100, description="short pronoun-led messages are read with the previous question")
-    min_grounding: float = Field(0.6, ge=0.0, le=1.0, description="share of a generated reply's content words found in its passages")
+    followup_max_words: int = Field(8, ge=0, le=100,
+                                    description="short pronoun-led messages are read with the previous question")
+    min_grounding: float = Field(0.6, ge=0.0, le=1.0,
+                                 description="share of a generated reply's content words found in its passages")
     handoff_message: str = "I'm passing you to a member of our team now. They'll see everything we've discussed."
     handoff_offline_message: str = ("Our team is offline right now (support hours are in our help centre). "
                                     "I've passed your conversation on and someone will reply as soon as we open.")

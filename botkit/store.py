@@ -186,7 +186,8 @@ class SQLiteConversationStore:
                 row = db.execute("SELECT * FROM conversations WHERE id=?", (conversation_id,)).fetchone()
             elif attributes and json.loads(row["attributes"]) != {**json.loads(row["attributes"]), **attributes}:
                 merged = {**json.loads(row["attributes"]), **attributes}
-                db.execute("UPDATE conversations SET attributes=? WHERE id=?", (json.dumps(merged, default=str), conversation_id))
+                db.execute("UPDATE conversations SET attributes=? WHERE id=?",
+                           (json.dumps(merged, default=str), conversation_id))
                 row = db.execute("SELECT * FROM conversations WHERE id=?", (conversation_id,)).fetchone()
             return _conversation(row)
 
@@ -286,8 +287,8 @@ class SQLiteConversationStore:
             if handoff is None:
                 return None
             cur = db.execute(
-                "INSERT INTO handoffs (conversation_id, reason, rule, detail, summary, channel, customer_id, created_at, status) "
-                "VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO handoffs (conversation_id, reason, rule, detail, summary, channel, customer_id, "
+                "created_at, status) VALUES (?,?,?,?,?,?,?,?,?)",
                 (handoff.conversation_id, handoff.reason, handoff.rule, handoff.detail, handoff.summary,
                  handoff.channel, handoff.customer_id, _ts(handoff.created_at), "waiting"),
             )
@@ -390,8 +391,8 @@ class SQLiteConversationStore:
         """Give a waiting conversation to an agent. Exactly one of two racing agents wins."""
 
         def op(db: sqlite3.Connection) -> Handoff:
-            cur = db.execute("UPDATE handoffs SET status='assigned', agent=? WHERE conversation_id=? AND status='waiting'",
-                             (agent, conversation_id))
+            cur = db.execute("UPDATE handoffs SET status='assigned', agent=? "
+                             "WHERE conversation_id=? AND status='waiting'", (agent, conversation_id))
             if cur.rowcount != 1:
                 row = db.execute("SELECT agent, status FROM handoffs WHERE conversation_id=? ORDER BY id DESC LIMIT 1",
                                  (conversation_id,)).fetchone()
@@ -400,8 +401,8 @@ class SQLiteConversationStore:
                 raise ConflictError(f"conversation {conversation_id!r} is {row['status']}"
                                     + (f" (agent {row['agent']})" if row["agent"] else ""))
             db.execute("UPDATE conversations SET assigned_agent=? WHERE id=?", (agent, conversation_id))
-            row = db.execute("SELECT * FROM handoffs WHERE conversation_id=? AND status='assigned' ORDER BY id DESC LIMIT 1",
-                             (conversation_id,)).fetchone()
+            row = db.execute("SELECT * FROM handoffs WHERE conversation_id=? AND status='assigned' "
+                             "ORDER BY id DESC LIMIT 1", (conversation_id,)).fetchone()
             return _handoff(row)
 
         return await self._tx(op)
@@ -418,7 +419,8 @@ class SQLiteConversationStore:
                 raise ConflictError(f"conversation {conversation_id!r} is not handed off")
             if row["status"] == "assigned" and row["agent"] != agent:
                 raise ConflictError(f"conversation {conversation_id!r} belongs to agent {row['agent']}, not {agent}")
-            db.execute("UPDATE handoffs SET status=?, agent=?, closed_at=? WHERE id=?", (outcome, agent, _ts(now), row["id"]))
+            db.execute("UPDATE handoffs SET status=?, agent=?, closed_at=? WHERE id=?",
+                       (outcome, agent, _ts(now), row["id"]))
             db.execute("UPDATE conversations SET status=?, assigned_agent=NULL WHERE id=?",
                        ("bot" if outcome == "returned" else "closed", conversation_id))
             return _handoff(db.execute("SELECT * FROM handoffs WHERE id=?", (row["id"],)).fetchone())

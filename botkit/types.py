@@ -22,7 +22,8 @@ class IncomingMessage:
     text: str
     channel: str = "cli"
     customer_id: str = ""
-    attributes: Mapping[str, object] = field(default_factory=dict)  # e.g. {"vip": True, "plan": "pro"}, from the channel/CRM
+    # e.g. {"vip": True, "plan": "pro"}, from the channel/CRM
+    attributes: Mapping[str, object] = field(default_factory=dict)
     at: datetime | None = None  # when it was received; the engine fills in "now"
 
 

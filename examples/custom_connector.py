@@ -45,7 +45,8 @@ class QueueConnector:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:  # let in-flight messages finish
-        await self.inbox.join(); self._task.cancel()
+        await self.inbox.join()
+        self._task.cancel()
 
     async def _run(self) -> None:  # inbound: one line at a time, to the engine
         while True:
@@ -75,7 +76,8 @@ async def main(tmp: Path) -> None:
     assert factory("queue") is create, "entry point not found"
 
     project = Project(tmp, BotConfig(channels={"queue": {"agent_prefix": "[Sam]"}}))  # as bot.yaml would say
-    retriever = StaticRetriever({"How do I reset my password?": [hit("reset", "Click 'Forgot password' on the sign-in page.")]})
+    retriever = StaticRetriever(
+        {"How do I reset my password?": [hit("reset", "Click 'Forgot password' on the sign-in page.")]})
     engine = Engine(retriever=retriever, responder=ExtractiveResponder(), store=SQLiteConversationStore(
         tmp / "conversations.sqlite3"), rules=build_rules(project.config.escalation))
     runner = web.AppRunner(build_app(project, engine))  # creates channels by name, starts them

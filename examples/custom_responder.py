@@ -48,7 +48,8 @@ class KeywordResponder:
 
 
 async def main() -> None:
-    retriever = StaticRetriever({"How do I return a parcel?": [hit("returns", "Print the label from your order page.")]})
+    retriever = StaticRetriever(
+        {"How do I return a parcel?": [hit("returns", "Print the label from your order page.")]})
     responder = KeywordResponder(TEMPLATES, fallback=ExtractiveResponder())
     async with Engine(retriever=retriever, responder=responder, store=InMemoryConversationStore(),
                       bot_name="Ada") as engine:

@@ -100,7 +100,8 @@ async def test_two_agents_never_get_the_same_conversation(client: Any, staff: An
         refused = b_body if a_status == 200 else a_body
         assert refused["error"] == f"{winner_name} has already taken this conversation"
         assert (await engine.store.handoff_for(conv)).agent == winner_name
-        assigned = await next_message(bob_ws, "queue", lambda m: m["event"] == "assigned" and m["conversation"] == conv)
+        assigned = await next_message(bob_ws, "queue",
+                                      lambda m, conv=conv: m["event"] == "assigned" and m["conversation"] == conv)
         assert assigned["handoff"]["agent"] == winner_name
         assert (conv in [h["conversation"] for h in assigned["mine"]]) == (winner_name == "bob")
         # The loser can do nothing with it, and is told who has it.
@@ -263,7 +264,8 @@ def customer_data(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [m for m in messages if m["type"] == "turn" or m.get("waiting") or m.get("mine") or m.get("handoff")]
 
 
-async def token_socket(client: Any, session: aiohttp.ClientSession, name: str) -> tuple[aiohttp.ClientWebSocketResponse, int]:
+async def token_socket(client: Any, session: aiohttp.ClientSession,
+                       name: str) -> tuple[aiohttp.ClientWebSocketResponse, int]:
     auth = client.app[AUTH]
     token = auth.create_token(name, "wallboard")
     (row,) = [t for t in auth.list_tokens(name) if t["label"] == "wallboard"]

@@ -367,7 +367,7 @@ def test_kb_import_on_a_full_disk_keeps_the_previous_version(small_disk: Path, d
         filler = fill(small_disk, leave=64 * 1024)
         with pytest.raises(BotkitError) as caught:
             kb.import_paths([sources])
-        message = _says_full(caught.value, kb.store.path)
+        _says_full(caught.value, kb.store.path)
         assert (kb.store.kb_version(), kb.store.count(), kb.index_path.read_bytes()) == before
         assert kb.search(question).best.article_id == answer  # still answers from the previous version
         filler.unlink()

@@ -38,11 +38,13 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.turns = Counter("botkit_turns", "customer messages answered", ["channel", "action"], registry=self.registry)
+        self.turns = Counter("botkit_turns", "customer messages answered", ["channel", "action"],
+                             registry=self.registry)
         self.turn_seconds = Histogram("botkit_turn_seconds", "time to reply to a customer message",
                                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
                                       registry=self.registry)
-        self.handoffs = Counter("botkit_handoffs", "conversations handed to a human", ["reason"], registry=self.registry)
+        self.handoffs = Counter("botkit_handoffs", "conversations handed to a human", ["reason"],
+                                registry=self.registry)
         self.waiting = Gauge("botkit_handoffs_waiting", "hand-offs waiting for an agent", registry=self.registry)
         self.events = Counter("botkit_events", "engine events", ["kind"], registry=self.registry)
         self.delivery_errors = Counter("botkit_delivery_errors", "messages a channel failed to deliver", ["channel"],

@@ -122,7 +122,8 @@ def _signin_html(request: web.Request, token: str, next_path: str, name: str = "
 <input type="hidden" name="csrf" value="{e(token)}">
 <input type="hidden" name="next" value="{e(next_path)}">
 <label>Name <input name="name" autocomplete="username" required{"" if name else " autofocus"} value="{e(name)}"></label>
-<label>Password <input name="password" type="password" autocomplete="current-password" required{" autofocus" if name else ""}></label>
+<label>Password <input name="password" type="password" autocomplete="current-password"
+  required{" autofocus" if name else ""}></label>
 <button type="submit">Sign in</button>
 </form>
 </main>

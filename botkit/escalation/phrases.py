@@ -128,7 +128,8 @@ ASKS_FOR_HUMAN_PATTERNS: tuple[tuple[str, str], ...] = (
      r"\b(?:real|live|actual)\s+(?:human|person|people|agent|operator|representative|rep|staff|chat|support)s?\b"
      rf"{_TAIL}"),
     ("human help", r"\bhuman\s+(?:help|support|assistance|contact|interaction)\b"),
-    ("human please", r"\b(?:humans?|persons?|agents?|representatives?|operators?)\s+(?:please|pls|plz|now|asap|only)\b"),
+    ("human please",
+     r"\b(?:humans?|persons?|agents?|representatives?|operators?)\s+(?:please|pls|plz|now|asap|only)\b"),
     ("please a human",
      rf"\b(?:please|pls|plz)\s+(?:get\s+me\s+|give\s+me\s+)?{_DET}{_MOD}"
      rf"(?:human|person|agent|representative|operator|manager|supervisor)s?\b{_TAIL}"),

@@ -108,7 +108,8 @@ class LlamaCppLM:
         self._worker: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
-        return f"LlamaCppLM(gguf_path={str(self.gguf_path or self.config.gguf_path)!r}, model_path={self.config.model_path!r})"
+        return (f"LlamaCppLM(gguf_path={str(self.gguf_path or self.config.gguf_path)!r}, "
+                f"model_path={self.config.model_path!r})")
 
     @property
     def llm(self) -> Any:
@@ -214,7 +215,8 @@ class LlamaCppLM:
                   lexical_score=0.0, chunk_id=0, heading="Returns > Time limit",
                   passage="You can return most items within 30 days of delivery. Refunds take 5–10 days.")
         messages = [system_message([hit], "botkit"),
-                    ChatMessage("user", "<customer_message>\nCan I send back shoes I wore once? 🙂\n</customer_message>")]
+                    ChatMessage("user",
+                                "<customer_message>\nCan I send back shoes I wore once? 🙂\n</customer_message>")]
         return render_prompt(self._tokenizer, messages, self.config.max_prompt_tokens)
 
     def _hf_ids(self, text: str) -> list[int]:

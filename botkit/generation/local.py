@@ -6,9 +6,9 @@ is ever downloaded: every load uses ``local_files_only=True``.
 
 Threads: generation runs in a worker thread (``model.generate`` is CPU-bound and would stall
 every other conversation on the event loop); text comes back through an ``asyncio.Queue`` fed
-with ``loop.call_soon_threadsafe``. Only one generation runs per model at a time: two concurrent ``generate`` calls on 2 cores would
-each run at well under half speed and both miss their time bound, and the tokenizer's streaming
-state is not shared-safe.
+with ``loop.call_soon_threadsafe``. Only one generation runs per model at a time: two concurrent
+``generate`` calls on 2 cores would each run at well under half speed and both miss their time
+bound, and the tokenizer's streaming state is not shared-safe.
 
 Fair sharing (:class:`TurnQueue`): further conversations queue first come, first served. A turn
 lasts one generation (bounded by ``max_new_tokens`` and ``max_time_s``) and ends when the worker
@@ -257,7 +257,8 @@ class LocalCausalLM:
         try:
             model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
         except Exception as exc:  # noqa: BLE001
-            raise GenerationError(f"dialogue.local_lm.model_path: {path}: the model could not be loaded ({exc})") from exc
+            raise GenerationError(f"dialogue.local_lm.model_path: {path}: the model could not be loaded "
+                                  f"({exc})") from exc
         if self.config.adapter_path:
             model = self._apply_adapter(model, self._resolve(self.config.adapter_path))
         model.eval()
@@ -268,7 +269,8 @@ class LocalCausalLM:
     @staticmethod
     def _check_adapter_dir(adapter: Path) -> None:
         if not (adapter / "adapter_config.json").is_file():
-            what = "does not exist" if not adapter.exists() else "is not a LoRA adapter directory (no adapter_config.json)"
+            what = ("does not exist" if not adapter.exists()
+                    else "is not a LoRA adapter directory (no adapter_config.json)")
             raise GenerationError(f"dialogue.local_lm.adapter_path: {adapter} {what}; set it to a directory "
                                   "written by `botkit train`, or remove the key")
 

@@ -43,7 +43,8 @@ class ExtractiveResponder:
         if len(close) > 1:
             options = tuple(source_of(h) for h in close)
             listing = "\n".join(f"{i}. {h.title}" for i, h in enumerate(close, 1))
-            text = f"I can help with that. Which of these is closest to what you need?\n{listing}\n(Reply with a number or the topic.)"
+            text = (f"I can help with that. Which of these is closest to what you need?\n{listing}\n"
+                    "(Reply with a number or the topic.)")
             return Candidate("clarify", text, float(best.score), (), responder=self.name, options=options)
         return self.answer_with(best)
 

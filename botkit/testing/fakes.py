@@ -143,7 +143,8 @@ class InMemoryConversationStore:
         for t in turns:
             key = (t.conversation_id, t.seq)
             if key in seen or t.seq in self._turns.get(t.conversation_id, {}):
-                raise StoreError(f"turn {t.seq} of conversation {t.conversation_id!r} exists already; nothing was stored")
+                raise StoreError(f"turn {t.seq} of conversation {t.conversation_id!r} exists already; "
+                                 "nothing was stored")
             seen.add(key)
         # -- nothing below can fail --
         if answered is not None:

@@ -102,7 +102,8 @@ class RetrieverContract:
         again = await retriever.search(self.known_query)
         assert "tampered" not in again.extra
 
-    @pytest.mark.parametrize("query", ["", "   ", "\x00\x01\x02", "\n\t"], ids=["empty", "spaces", "control", "whitespace"])
+    @pytest.mark.parametrize("query", ["", "   ", "\x00\x01\x02", "\n\t"],
+                             ids=["empty", "spaces", "control", "whitespace"])
     async def test_a_query_with_nothing_to_search_is_a_botkit_error_or_finds_nothing(self, retriever: Retriever,
                                                                                       query: str) -> None:
         try:

@@ -92,7 +92,8 @@ class BusinessHoursConfig(StrictModel):
     @model_validator(mode="after")
     def _window(self) -> BusinessHoursConfig:
         if _parse_hhmm(self.open, False) == _parse_hhmm(self.close, True) % (24 * 60) and self.close != "24:00":
-            raise ValueError(f"open {self.open!r} and close {self.close!r} are the same time (use 00:00-24:00 for all day)")
+            raise ValueError(f"open {self.open!r} and close {self.close!r} are the same time "
+                             "(use 00:00-24:00 for all day)")
         return self
 
     def local_time(self, now: datetime) -> datetime:
