@@ -1,21 +1,44 @@
-"""The botkit exception tree.
+"""The botkit exception tree: every exception class in botkit/, connectors/, knowledge/ and
+training/, with the module that defines it (tests/test_error_tree.py keeps this list complete).
 
 ::
 
-    BotkitError                   root: catch this to handle any botkit failure
-    ├── ConfigError               bot.yaml is missing, malformed or has a bad key/value
-    ├── ProjectError              the project directory is missing or not a botkit project
-    ├── KnowledgeError            knowledge base failures
-    │   ├── ImportFailed          one or more input files were rejected (nothing was imported)
-    │   ├── ArticleNotFound       no article with that id (or revision)
-    │   └── IndexCorrupt          the persisted index is unreadable (it is rebuilt from the store)
-    ├── QueryError                a search query was rejected (empty, too long)
-    ├── EmbeddingError            the embedding model could not be loaded or run
-    ├── GenerationError           a language model could not be loaded, or a generation failed
-    ├── MessageRejected           a customer message was refused (empty, too long, not text)
-    └── StorageError              a database or file could not be written (nothing was written)
-        ├── DatabaseLocked        another process held the database's write lock too long (retry)
-        └── DiskFull              the disk (or the file size limit) is full
+    BotkitError                 botkit.errors                root: catch this to handle any botkit failure
+    ├── ConfigError             botkit.errors                bot.yaml is missing, malformed or has a bad key/value
+    ├── ProjectError            botkit.errors                the project directory is missing or not a botkit project
+    ├── KnowledgeError          botkit.errors                knowledge base failures
+    │   ├── ImportFailed        botkit.errors                input files were rejected (nothing was imported)
+    │   ├── ArticleNotFound     botkit.errors                no article with that id (or revision)
+    │   └── IndexCorrupt        botkit.errors                the persisted index is unreadable (rebuilt from the store)
+    ├── QueryError              botkit.errors                a search query was rejected (empty, too long)
+    ├── EmbeddingError          botkit.errors                the embedding model could not be loaded or run
+    ├── GenerationError         botkit.errors                a language model could not be loaded, or a generation failed
+    ├── MessageRejected         botkit.errors                a customer message was refused (empty, too long, not text)
+    ├── StorageError            botkit.errors                a database or file could not be written (nothing was written)
+    │   ├── DatabaseLocked      botkit.errors                another process held the write lock too long (retry)
+    │   └── DiskFull            botkit.errors                the disk (or the file size limit) is full
+    ├── StoreError              botkit.store                 a conversation-store operation failed or was refused
+    │   └── ConflictError       botkit.store                 it lost a race (another agent took the conversation first)
+    ├── AuthError               botkit.app.accounts          an account operation was refused (unknown user, weak password)
+    ├── TelegramChannelError    connectors.telegram          Telegram unreachable at start-up, or a message undeliverable
+    │   ├── MalformedUpdate     connectors.telegram          an update no handler can read: refused (400), not retried
+    │   └── TelegramDeliveryError connectors.telegram        a message could not be delivered (after the retries)
+    ├── TrainingError           training.config              a fine-tuning run could not start or failed
+    ├── TranscriptError         training.transcripts         transcripts could not be ingested
+    ├── RetrieverTrainingError  training.retriever           retriever training was refused (too few pairs, ...)
+    ├── RegistryError           training.registry            a model-registry operation was refused
+    │   └── GateRefused         training.registry            the evaluation gate refused to promote a version
+    └── ProposalError           training.gaps                a KB proposal cannot be reviewed as asked (its HTTP status)
+
+Internal control flow, deliberately not BotkitError: each is caught near where it is raised
+and turned into an answer, a retry or a BotkitError, so no user ever handles one::
+
+    Refused                     botkit.app.http              a staff API refuses a request: becomes its JSON answer
+    RequestBodyTimeout          botkit.app.server            (a TimeoutError) a request body arrived too slowly: 408
+    ProtocolError               connectors.webchat.protocol  a web chat frame cannot be accepted: an ``error`` frame
+    _Retry                      botkit.generation.openai     an API attempt failed in a way worth another try
+    _Closing                    knowledge.base               close() was called between embedding batches
+    _Problems                   knowledge.ingest             input problems collected on the way to ImportFailed
 
 Every message says what went wrong and what to do about it.
 """
