@@ -457,7 +457,8 @@ class KnowledgeBase:
         parts = [chunk.text]
         for nxt in self.store.article_chunks(chunk.article_id):
             if nxt.ord > chunk.ord and nxt.kind == "passage":
-                parts.append(f"{nxt.heading.split(' > ')[-1]}\n{nxt.text}" if nxt.heading != chunk.heading else nxt.text)
+                parts.append(f"{nxt.heading.split(' > ')[-1]}\n{nxt.text}" if nxt.heading != chunk.heading
+                             else nxt.text)
                 if sum(len(p) for p in parts) >= min_chars:
                     break
         return "\n\n".join(parts)

@@ -124,4 +124,5 @@ def make_embedder(model: str = "default", backend: str = "torch-fp32", *, batch_
 
         return OnnxEmbedder(path, quantized=backend == "onnx-int8", batch_size=batch_size, threads=threads,
                             cache_dir=cache_dir)
-    raise EmbeddingError(f"unknown embedding backend {backend!r} (allowed: torch-fp32, torch-bf16, onnx-fp32, onnx-int8)")
+    raise EmbeddingError(f"unknown embedding backend {backend!r} "
+                         "(allowed: torch-fp32, torch-bf16, onnx-fp32, onnx-int8)")

@@ -37,11 +37,13 @@ def load_queries(path: Path, known_ids: set[str] | None = None) -> list[EvalQuer
             problems.append(InputProblem(str(path), lineno, f"malformed JSON: {exc.msg}"))
             continue
         if not isinstance(obj, dict) or not isinstance(obj.get("query"), str) or not obj["query"].strip():
-            problems.append(InputProblem(str(path), lineno, 'each line needs {"query": "<text>", "expected": "<id>" | null}'))
+            problems.append(InputProblem(str(path), lineno,
+                                         'each line needs {"query": "<text>", "expected": "<id>" | null}'))
             continue
         expected = obj.get("expected")
         if expected is not None and not isinstance(expected, str):
-            problems.append(InputProblem(str(path), lineno, f"expected must be an article id or null, got {expected!r}"))
+            problems.append(InputProblem(str(path), lineno,
+                                         f"expected must be an article id or null, got {expected!r}"))
             continue
         if expected is not None and known_ids is not None and expected not in known_ids:
             problems.append(InputProblem(str(path), lineno, f"expected id {expected!r} is not in the knowledge base"))

@@ -51,7 +51,8 @@ def iter_files(paths: Iterable[Path]) -> Iterator[tuple[Path, InputProblem | Non
     for path in paths:
         if path.is_dir():
             for child in sorted(p for p in path.rglob("*") if p.is_file()):
-                if child.suffix.lower() in SUPPORTED and not any(part.startswith(".") for part in child.parts[len(path.parts):]):
+                hidden = any(part.startswith(".") for part in child.parts[len(path.parts):])
+                if child.suffix.lower() in SUPPORTED and not hidden:
                     yield child, None
         elif path.is_file():
             if path.suffix.lower() in SUPPORTED:
@@ -80,7 +81,8 @@ def read_text(path: Path, max_bytes: int) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise _Problems([InputProblem(str(path), line,
-            f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); re-save the file as UTF-8")]) from None
+            f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "re-save the file as UTF-8")]) from None
     if not text.strip():
         raise _Problems([InputProblem(str(path), None, "empty file")])
     return text
@@ -114,7 +116,8 @@ def make_draft(fields: dict[str, Any], source: str, default_id: str | None = Non
     if not art_id:
         raise ValueError("missing 'id'")
     if not ID_PATTERN.match(art_id):
-        raise ValueError(f"bad id {art_id!r}: use letters, digits, '.', '_' or '-' (at most 128, starting with a letter or digit)")
+        raise ValueError(f"bad id {art_id!r}: use letters, digits, '.', '_' or '-' "
+                         "(at most 128, starting with a letter or digit)")
     questions = _str_list(fields.get("questions", fields.get("question")), question_sep, "questions")
     if len(questions) > MAX_QUESTIONS:
         raise ValueError(f"{len(questions)} questions; at most {MAX_QUESTIONS} phrasings per FAQ entry")
@@ -174,7 +177,8 @@ def parse_markdown(path: Path, text: str) -> list[ArticleDraft]:
             raise _Problems([InputProblem(str(path), 2, f"malformed front matter: {exc}; put values that are "
                                           "not meant as dates or numbers in quotes")]) from None
         if meta is not None and not isinstance(meta, dict):
-            raise _Problems([InputProblem(str(path), 2, "front matter must be a mapping of keys (id, title, tags, questions)")])
+            raise _Problems([InputProblem(str(path), 2,
+                                          "front matter must be a mapping of keys (id, title, tags, questions)")])
         fields = dict(meta or {})
         if "body" in fields or "answer" in fields:
             raise _Problems([InputProblem(str(path), 2, "put the body below the front matter, not in it")])
@@ -297,10 +301,12 @@ def parse_csv(path: Path, text: str) -> list[ArticleDraft]:
         line = reader.line_num
         if None in row or any(v is None for v in row.values()):
             problems.append(InputProblem(str(path), start,
-                f"row has {len([v for v in row.values() if v is not None]) + len(row.get(None) or [])} fields, the header has {len(header)}"))
+                f"row has {len([v for v in row.values() if v is not None]) + len(row.get(None) or [])} fields, "
+                f"the header has {len(header)}"))
             continue
         try:
-            drafts.append(make_draft(dict(row), f"{path}:{start}", tag_sep=";" if ";" in (row.get("tags") or "") else ","))
+            drafts.append(make_draft(dict(row), f"{path}:{start}",
+                                     tag_sep=";" if ";" in (row.get("tags") or "") else ","))
         except ValueError as exc:
             problems.append(InputProblem(str(path), start, str(exc)))
     if problems:
@@ -326,7 +332,8 @@ def parse_jsonl(path: Path, text: str) -> list[ArticleDraft]:
             problems.append(InputProblem(str(path), lineno, f"unreadable JSON: {why}; write long values as strings"))
             continue
         if not isinstance(obj, dict):
-            problems.append(InputProblem(str(path), lineno, f"each line must be a JSON object, got {type(obj).__name__}"))
+            problems.append(InputProblem(str(path), lineno,
+                                         f"each line must be a JSON object, got {type(obj).__name__}"))
             continue
         try:
             drafts.append(make_draft(obj, f"{path}:{lineno}"))

@@ -215,7 +215,8 @@ class OnnxEmbedder:
             except EmbeddingError:
                 raise
             except ImportError as exc:
-                raise EmbeddingError(f"exporting the embedding model to ONNX needs {exc.name or exc}: {_INSTALL_HINT}") from exc
+                raise EmbeddingError(f"exporting the embedding model to ONNX needs {exc.name or exc}: "
+                                     f"{_INSTALL_HINT}") from exc
             except Exception as exc:  # noqa: BLE001 - wrap whatever export, quantisation or loading raised
                 raise EmbeddingError(
                     f"cannot prepare the ONNX embedding model for {self.model_path} in {self.cache_dir}: {exc}; "

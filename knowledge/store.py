@@ -167,7 +167,8 @@ class KnowledgeStore:
         for r in self.history(article_id):
             if r.rev == rev:
                 return r
-        raise ArticleNotFound(f"article {article_id!r} has no revision {rev}; `botkit kb history {article_id}` lists them")
+        raise ArticleNotFound(f"article {article_id!r} has no revision {rev}; "
+                              f"`botkit kb history {article_id}` lists them")
 
     def diff(self, article_id: str, from_rev: int, to_rev: int | None = None) -> str:
         """A unified diff of an article between two revisions (default: to the latest)."""
@@ -240,7 +241,8 @@ class KnowledgeStore:
             for start in range(0, len(hashes), 900):
                 part = list(hashes[start:start + 900])
                 for row in self._db.execute(
-                    f"SELECT text_hash, vector FROM embeddings WHERE model=? AND text_hash IN ({','.join('?' * len(part))})",
+                    "SELECT text_hash, vector FROM embeddings WHERE model=? "
+                    f"AND text_hash IN ({','.join('?' * len(part))})",
                     [model, *part],
                 ):
                     found[row[0]] = np.frombuffer(row[1], dtype=np.float32)
@@ -285,14 +287,15 @@ class KnowledgeStore:
         rev, at = self._next_rev(d.id), _now()
         tags, questions = json.dumps(list(d.tags)), json.dumps(list(d.questions))
         self._db.execute(
-            "INSERT INTO revisions (article_id, rev, kb_version, at, author, action, title, body, tags, questions, note) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO revisions (article_id, rev, kb_version, at, author, action, title, body, tags, questions, "
+            "note) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (d.id, rev, version, at, author, action, d.title, d.body, tags, questions, note),
         )
         self._db.execute(
-            "INSERT INTO articles (id, title, body, tags, questions, source, rev, content_hash, updated_at, updated_by) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET title=excluded.title, body=excluded.body, "
-            "tags=excluded.tags, questions=excluded.questions, source=excluded.source, rev=excluded.rev, "
+            "INSERT INTO articles (id, title, body, tags, questions, source, rev, content_hash, updated_at, "
+            "updated_by) VALUES (?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(id) DO UPDATE SET title=excluded.title, body=excluded.body, tags=excluded.tags, "
+            "questions=excluded.questions, source=excluded.source, rev=excluded.rev, "
             "content_hash=excluded.content_hash, updated_at=excluded.updated_at, updated_by=excluded.updated_by",
             (d.id, d.title, d.body, tags, questions, d.source, rev, d.hash, at, author),
         )
@@ -321,7 +324,8 @@ class KnowledgeStore:
                                  (c.ord, c.heading, c.text, ids.pop()))
             else:
                 self._db.execute(
-                    "INSERT INTO chunks (article_id, ord, kind, heading, text, embed_text, text_hash) VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO chunks (article_id, ord, kind, heading, text, embed_text, text_hash) "
+                    "VALUES (?,?,?,?,?,?,?)",
                     (d.id, c.ord, c.kind, c.heading, c.text, c.embed_text, c.hash),
                 )
 
@@ -358,8 +362,8 @@ class KnowledgeStore:
             article = self.get(article_id)
             version = self._bump_version(author, note or f"deleted {article_id}")
             self._db.execute(
-                "INSERT INTO revisions (article_id, rev, kb_version, at, author, action, title, body, tags, questions, note) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO revisions (article_id, rev, kb_version, at, author, action, title, body, tags, questions, "
+                "note) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (article_id, self._next_rev(article_id), version, _now(), author, "delete", article.title,
                  article.body, json.dumps(list(article.tags)), json.dumps(list(article.questions)), note),
             )

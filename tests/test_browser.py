@@ -131,7 +131,8 @@ async def test_customer_agent_and_operator_in_a_real_browser(browser, site, tmp_
     await agent.click("#return")
     await customer.get_by_text("You're back with the virtual assistant").first.wait_for(timeout=15_000)
     await ask(customer, "do you accept paypal payments?")
-    await customer.locator(".bkw-msg.bkw-bot .bkw-source", has_text="Can I pay with PayPal?").first.wait_for(timeout=30_000)
+    await customer.locator(".bkw-msg.bkw-bot .bkw-source",
+                           has_text="Can I pay with PayPal?").first.wait_for(timeout=30_000)
 
     # 6. An operator edits that FAQ answer in the KB editor; the customer's next question gets it.
     operator = await browser.new_page(viewport={"width": 1280, "height": 900})

@@ -224,7 +224,9 @@ async def test_the_engine_publishes_on_the_bus_and_holds_the_lock_it_is_given():
     bus = RecordingBus()
     locks = RecordingLock(bus)
     retriever = StaticRetriever({"how do refunds work": [hit("refunds", "Refunds reach your card within 5 days.")]})
-    engine = Engine(retriever=retriever, responder=ScriptedResponder(["Within 5 days.", "(drafted, replaced by the hand-off)", "Within 5 days."]),
+    engine = Engine(retriever=retriever,
+                    responder=ScriptedResponder(["Within 5 days.", "(drafted, replaced by the hand-off)",
+                                                 "Within 5 days."]),
                     store=InMemoryConversationStore(), rules=[("0:asks_for_human", asks_for_human)],
                     config=DialogueConfig(), clock=lambda: T0, bus=bus, locks=locks)
     heard: list[Event] = []

@@ -61,7 +61,8 @@ def test_search_json_has_scores_sources_and_version(project: Path, capsys):
 
 def test_edit_diff_rollback_delete_cycle(project: Path, capsys, tmp_path: Path):
     edited = tmp_path / "gift.md"
-    edited.write_text("---\nid: gift-cards\ntitle: Gift cards\ntags: [billing]\n---\nGift cards now expire after 90 days.\n")
+    edited.write_text("---\nid: gift-cards\ntitle: Gift cards\ntags: [billing]\n---\n"
+                      "Gift cards now expire after 90 days.\n")
     assert run(capsys, "kb", "import", str(edited), "--project", str(project))[0] == 0
     code, out, _ = run(capsys, "kb", "diff", "gift-cards", "--from", "1", "--project", str(project))
     assert "+Gift cards now expire after 90 days." in out

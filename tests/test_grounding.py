@@ -10,7 +10,8 @@ from botkit.generation.grounding import content_words, grounding_score, is_groun
 RETURNS = [kb_section("return-policy"), kb_section("return-policy", "What can be returned")]
 REFUNDS = [kb_section("refund-timing", "3. Your bank processes the refund")]
 # As the responder passes them: the section heading (where the codes are), then the text.
-PAYMENTS = [f"{h}\n{kb_section('payment-errors', h)}" for h in ("PAY-409: Duplicate charge hold", "PAY-402: Card declined")]
+PAYMENTS = [f"{h}\n{kb_section('payment-errors', h)}"
+            for h in ("PAY-409: Duplicate charge hold", "PAY-402: Card declined")]
 MIN = 0.6
 
 
@@ -27,7 +28,8 @@ def test_the_demo_sentences_are_what_the_tests_assume() -> None:
     ("Card refunds usually appear within 5–10 business days, depending on your bank. "
      "PayPal refunds are often faster, typically 3–5 business days.", REFUNDS),
     ("A PAY-409 error means your bank holds a pending authorisation from the first attempt [1]. "
-     "The extra hold is released automatically within 3–5 business days; please don't place the order again.", PAYMENTS),
+     "The extra hold is released automatically within 3–5 business days; please don't place the order again.",
+     PAYMENTS),
 ])
 def test_faithful_paraphrases_pass(reply: str, passages: list[str]) -> None:
     ok, reason = is_grounded(reply, passages, MIN)

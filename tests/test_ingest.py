@@ -23,11 +23,13 @@ def problems(paths, **kw) -> list[str]:
 
 def test_markdown_front_matter_article_and_faq(tmp_path: Path):
     write(tmp_path / "a.md", "---\nid: returns\ntitle: Returns\ntags: [returns, policy]\n---\n## Window\n30 days.\n")
-    write(tmp_path / "b.md", "---\nid: faq-hours\nquestions:\n  - When are you open?\n  - Support hours?\n---\nMon-Fri 8-18.\n")
+    write(tmp_path / "b.md",
+          "---\nid: faq-hours\nquestions:\n  - When are you open?\n  - Support hours?\n---\nMon-Fri 8-18.\n")
     a, b = sorted(read_sources([tmp_path]), key=lambda d: d.id)
     assert (b.id, b.title, b.tags, b.kind) == ("returns", "Returns", ("returns", "policy"), "article")
     assert "## Window" in b.body
-    assert a.kind == "faq" and a.title == "When are you open?" and a.questions == ("When are you open?", "Support hours?")
+    assert a.kind == "faq" and a.title == "When are you open?"
+    assert a.questions == ("When are you open?", "Support hours?")
     assert a.body == "Mon-Fri 8-18."
 
 
@@ -40,14 +42,18 @@ def test_markdown_without_front_matter_takes_h1_and_filename(tmp_path: Path):
 def test_text_html_csv_jsonl(tmp_path: Path):
     write(tmp_path / "t.txt", "Shipping to Mars\nWe do not ship to Mars yet.\n")
     write(tmp_path / "h.html", "<html><head><title>Lost parcel</title><script>alert('x')</script></head>"
-          "<body><h1>Lost parcel</h1><p>Wait 5 days.</p><h2>Then</h2><p>Contact&nbsp;us &amp; we help.</p></body></html>")
-    write(tmp_path / "f.csv", 'id,questions,answer,tags\nfaq-pp,"Do you take PayPal? | PayPal ok?","Yes, PayPal works.",billing;payment\n')
-    write(tmp_path / "j.jsonl", '{"id": "j1", "title": "J one", "body": "Body one"}\n\n{"id": "j2", "questions": ["Q?", "Q2?"], "answer": "A."}\n')
+          "<body><h1>Lost parcel</h1><p>Wait 5 days.</p><h2>Then</h2><p>Contact&nbsp;us &amp; we help.</p>"
+          "</body></html>")
+    write(tmp_path / "f.csv",
+          'id,questions,answer,tags\nfaq-pp,"Do you take PayPal? | PayPal ok?","Yes, PayPal works.",billing;payment\n')
+    write(tmp_path / "j.jsonl", '{"id": "j1", "title": "J one", "body": "Body one"}\n\n'
+          '{"id": "j2", "questions": ["Q?", "Q2?"], "answer": "A."}\n')
     drafts = {d.id: d for d in read_sources([tmp_path])}
     assert set(drafts) == {"t", "h", "faq-pp", "j1", "j2"}
     assert drafts["t"].title == "Shipping to Mars"
     h = drafts["h"]
-    assert h.title == "Lost parcel" and "alert" not in h.body and "## Then" in h.body and "Contact us & we help." in h.body
+    assert h.title == "Lost parcel" and "alert" not in h.body
+    assert "## Then" in h.body and "Contact us & we help." in h.body
     assert drafts["faq-pp"].questions == ("Do you take PayPal?", "PayPal ok?")
     assert drafts["faq-pp"].tags == ("billing", "payment") and drafts["faq-pp"].body == "Yes, PayPal works."
     assert drafts["j2"].kind == "faq" and drafts["j2"].source.endswith("j.jsonl:3")
@@ -109,5 +115,6 @@ def test_too_large_and_unsupported_and_missing(tmp_path: Path):
 
 def test_hostile_text_is_kept_as_text(tmp_path: Path):
     body = "<script>alert(1)</script> '; DROP TABLE articles; -- \u202e\u0000".replace("\u0000", "")
-    (d,) = read_sources([write(tmp_path / "x.jsonl", '{"id": "x", "title": "T", "body": %s}\n' % __import__("json").dumps(body))])
+    (d,) = read_sources([write(tmp_path / "x.jsonl",
+                               '{"id": "x", "title": "T", "body": %s}\n' % __import__("json").dumps(body))])
     assert d.body == body.strip()

@@ -46,7 +46,8 @@ def lm_config(model_path: Path | str, **kw: Any) -> LocalLMConfig:
 # --- without llama.cpp ----------------------------------------------------------------------
 
 def test_backend_is_validated_and_chosen_by_config(tiny_lm_dir: Path) -> None:
-    with pytest.raises(ConfigError, match=r"dialogue.local_lm.backend: bad value 'vllm' \(allowed: 'transformers' or 'llama-cpp'\)"):
+    with pytest.raises(ConfigError,
+                       match=r"dialogue.local_lm.backend: bad value 'vllm' \(allowed: 'transformers' or 'llama-cpp'\)"):
         parse_config({"dialogue": {"local_lm": {"model_path": "m", "backend": "vllm"}}})
     from botkit.generation.local import LocalCausalLM
 
@@ -102,8 +103,10 @@ def _gemma() -> Any:
 
 
 needs_gemma = [pytest.mark.slow,
-               pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed (pip install -e '.[llamacpp]')"),
-               pytest.mark.skipif(_gemma() is None, reason="Gemma 3 270M is not installed (botkit train base --pretrained gemma-3-270m)")]
+               pytest.mark.skipif(not HAVE_LLAMA,
+                                  reason="llama-cpp-python is not installed (pip install -e '.[llamacpp]')"),
+               pytest.mark.skipif(_gemma() is None,
+                                  reason="Gemma 3 270M is not installed (botkit train base --pretrained gemma-3-270m)")]
 
 
 @pytest.fixture(scope="module")

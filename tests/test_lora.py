@@ -152,7 +152,8 @@ def test_artefacts(trained, data_dir: Path) -> None:
     assert saved["lora"]["target_modules"] == ["c_attn"]  # auto-detected for GPT-2, recorded resolved
     assert TrainConfig.model_validate(saved).max_steps == 30
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-20", "checkpoint-30"]
-    print(f"\ntiny GPT-2 LoRA: {metrics['tokens_per_s']} tokens/s, {metrics['steps']} steps in {metrics['runtime_s']} s")
+    print(f"\ntiny GPT-2 LoRA: {metrics['tokens_per_s']} tokens/s, {metrics['steps']} steps in "
+          f"{metrics['runtime_s']} s")
 
 
 def test_resume_continues_the_step_count(tiny_lm_dir: Path, data_dir: Path, tmp_path: Path) -> None:  # noqa: F811
@@ -410,8 +411,8 @@ def test_progress_lines_and_dtype_in_metrics(base_dir: Path, data_dir: Path, tmp
     lines = [ln for ln in err.splitlines() if ln.startswith("step ") and "eval loss" not in ln]
     assert len(lines) == 3, err[-2000:]  # logging_first_step, then steps 2 and 4
     # One evaluation at the last step, reused as the final eval loss (not a second pass over the data).
-    assert len(re.findall(r"^step 4/4 \(100%\)  (?:final )?eval loss \d+\.\d{4}  elapsed \d+s$", err, re.MULTILINE)) == 1, \
-        err[-2000:]
+    final_evals = re.findall(r"^step 4/4 \(100%\)  (?:final )?eval loss \d+\.\d{4}  elapsed \d+s$", err, re.MULTILINE)
+    assert len(final_evals) == 1, err[-2000:]
     assert re.match(r"step 4/4 \(100%\)  epoch \d+\.\d\d  loss \d+\.\d{4}  lr \S+  \d+ tokens/s  elapsed \d+s  ETA 0s",
                     lines[-1]), lines[-1]
     assert lines[0].startswith("step 1/4 (25%)")

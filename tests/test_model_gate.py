@@ -163,7 +163,8 @@ def _fake(model: str, **metrics: float | None) -> ModelReport:
 
 
 def test_decide_tolerance_and_margin() -> None:
-    gate = GateConfig(primary="loss", min_improvement={"loss": 0.1}, tolerance={"rouge_l": 0.02, "grounding_rate": 0.05})
+    gate = GateConfig(primary="loss", min_improvement={"loss": 0.1},
+                      tolerance={"rouge_l": 0.02, "grounding_rate": 0.05})
     cur = _fake("cur")
     better = GateReport(_fake("cand", loss=1.8), cur, "t")
     assert decide(better, gate).promote

@@ -18,7 +18,8 @@ from knowledge.onnx_embedding import OnnxEmbedder  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-LONG = " ".join(f"Paragraph {i}: the customer asked about refunds, shipping times and warranty terms." for i in range(40))
+LONG = " ".join(f"Paragraph {i}: the customer asked about refunds, shipping times and warranty terms."
+                for i in range(40))
 SENTENCES = [
     "hi", "ok", "Thanks!!", "no", "refund policy",
     "How do I reset my password?",

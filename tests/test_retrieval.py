@@ -76,7 +76,8 @@ def test_other_instance_sees_edit_on_its_next_search(demo_kb, demo_dir: Path, em
     other.start()
     try:
         assert other.search("quasar teleport delivery").best.article_id != "teleport"
-        demo_kb.upsert([ArticleDraft("teleport", "Quasar teleport delivery", "We teleport parcels to Quasar City in one second.")])
+        demo_kb.upsert([ArticleDraft("teleport", "Quasar teleport delivery",
+                                     "We teleport parcels to Quasar City in one second.")])
         result = other.search("quasar teleport delivery")
         assert result.best.article_id == "teleport" and result.kb_version == demo_kb.store.kb_version()
     finally:

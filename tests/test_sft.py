@@ -54,7 +54,8 @@ def test_one_example_per_agent_reply_and_labels_only_on_replies(tokenizer) -> No
         assert tokenizer.decode(_unmasked(ex), skip_special_tokens=True).strip() == reply
         assert _unmasked(ex)[-1] == tokenizer.eos_token_id  # the model learns to stop
     # Customer and bot text is in the prompt, never in the target.
-    prompt = tokenizer.decode([i for i, lab in zip(examples[1]["input_ids"], examples[1]["labels"]) if lab == IGNORE_INDEX])
+    prompt = tokenizer.decode([i for i, lab in zip(examples[1]["input_ids"], examples[1]["labels"])
+                               if lab == IGNORE_INDEX])
     assert "Can I change the address?" in prompt and "Let me look that up." in prompt
     assert "chat assigned to Dana" not in prompt  # transcript system events are left out
 

@@ -117,7 +117,8 @@ def test_read_csv_groups_orders_and_counts(tmp_path: Path) -> None:
     ledger = Ledger()
     got = {t.id: t for t in read_csv(f, ledger)}
     assert [m.text for m in got["k1"].messages] == ["First", "Second"]
-    assert [m.role for m in got["k2"].messages] == ["customer", "bot"] and got["k2"].messages[1].text == "Hi, multi\nline"
+    assert [m.role for m in got["k2"].messages] == ["customer", "bot"]
+    assert got["k2"].messages[1].text == "Hi, multi\nline"
     assert "k3" not in got and ledger.dropped == {"has rejected rows": 1}
     assert ledger.rejected == {"unknown role": 1, "malformed CSV row": 1}
     assert ":9:" in ledger.examples["malformed CSV row"][0]  # physical line of the bad row

@@ -51,7 +51,8 @@ class TrainConfig(_Strict):
     max_length: int = Field(1024, ge=16, le=1_000_000, description="tokens per example; prompts are cut from the left")
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
     seed: int = 42
-    with_passages: bool = Field(False, description="put the KB passages retrieval would have given into the system prompt")
+    with_passages: bool = Field(False,
+                                description="put the KB passages retrieval would have given into the system prompt")
     bot_name: str = Field("Support", description="the bot name used in the system prompt (as in bot.yaml)")
     eval_steps: int = Field(50, ge=1)
     save_steps: int = Field(50, ge=1)
@@ -94,7 +95,8 @@ def parse_train_config(data: Any, source: str = "train.yaml") -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise TrainingError("\n".join(f"{source}: {describe_validation_error(e, TrainConfig)}" for e in exc.errors())) from None
+        raise TrainingError("\n".join(f"{source}: {describe_validation_error(e, TrainConfig)}"
+                                      for e in exc.errors())) from None
 
 
 def load_train_config(yaml_path: Path | str | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

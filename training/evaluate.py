@@ -63,7 +63,8 @@ METRICS: tuple[str, ...] = ("loss", "perplexity", "cosine", "rouge_l", "groundin
 LOWER_IS_BETTER = frozenset({"loss", "perplexity", "invented_rate"})
 HANDOFF_PATTERN = re.compile(
     r"\b(transfer(?:ring)? you|connect(?:ing)? you (?:with|to)|put(?:ting)? you through|hand(?:ing)? you over"
-    r"|pass(?:ing)? (?:you|this) (?:on )?to|escalat\w*|a (?:colleague|specialist|supervisor|human|member of (?:the|our) team)"
+    r"|pass(?:ing)? (?:you|this) (?:on )?to|escalat\w*"
+    r"|a (?:colleague|specialist|supervisor|human|member of (?:the|our) team)"
     r"|human agent|live agent)\b", re.IGNORECASE)
 _ESCALATED_META = ("escalated", "transferred", "handoff", "handed_off")
 

@@ -90,7 +90,8 @@ def find_converter(explicit: str | Path | None = None) -> Path:
     raise TrainingError(
         f"llama.cpp's {CONVERTER} was not found ({'; '.join(tried)}). The llama-cpp-python wheel does not "
         f"include it; its source package does: `pip download --no-deps --no-binary :all: "
-        f"llama-cpp-python=={version} -d /tmp/lcpp && tar xzf /tmp/lcpp/llama_cpp_python-{version}.tar.gz -C /tmp/lcpp`, "
+        f"llama-cpp-python=={version} -d /tmp/lcpp && "
+        f"tar xzf /tmp/lcpp/llama_cpp_python-{version}.tar.gz -C /tmp/lcpp`, "
         f"then pass --converter /tmp/lcpp/llama_cpp_python-{version}/vendor/llama.cpp/{CONVERTER} "
         "(or set BOTKIT_LLAMA_CPP_CONVERTER)")
 
@@ -202,7 +203,9 @@ def check_gguf(path: Path) -> dict[str, object]:
         if f is None:
             return None
         value = f.parts[f.data[0]]
-        return bytes(value).decode("utf-8", "replace") if value.dtype.kind == "u" and value.itemsize == 1 else value[0].item()
+        if value.dtype.kind == "u" and value.itemsize == 1:
+            return bytes(value).decode("utf-8", "replace")
+        return value[0].item()
 
     return {"architecture": field("general.architecture"), "tensors": len(reader.tensors),
             "file_type": field("general.file_type"), "bytes": path.stat().st_size}

@@ -6,7 +6,8 @@
                                                      (full_finetune: config.json + model weights)
     tokenizer files                                   the base model's tokenizer, for merging/serving
     train_config.yaml                                 the resolved config (target modules filled in)
-    metrics.json                                      losses, perplexity, tokens/s, steps, runtime, memory, dtype, data hash
+    metrics.json                                      losses, perplexity, tokens/s, steps, runtime, memory, dtype,
+                                                      data hash
     loss.png                                          train and eval loss curves
     checkpoints/checkpoint-N/                         Trainer checkpoints; a rerun resumes from the newest
 
@@ -310,7 +311,8 @@ def choose_bf16(setting: bool | str, cuda: bool) -> tuple[bool, str]:
         native = has_native_bf16()
         where = f"CPU {describe()}"
     if setting == "auto":
-        return native, f"bf16: auto -> {'bf16' if native else 'fp32'} ({'native' if native else 'no native'} bf16 on {where})"
+        return native, (f"bf16: auto -> {'bf16' if native else 'fp32'} "
+                        f"({'native' if native else 'no native'} bf16 on {where})")
     if setting and not native:
         log.warning("bf16: true, but the %s has no native bf16: it is emulated and training will be much slower "
                     "than fp32 (many times on AVX2-only CPUs); set bf16: auto or false", where)
@@ -397,7 +399,8 @@ def train(config: TrainConfig, train_dir: Path | str, *, retrieve: Retrieve | No
     check_causal_lm(base)
     train_file, val_file = train_dir / "train.jsonl", train_dir / "validation.jsonl"
     if not train_file.is_file():
-        raise TrainingError(f"{train_dir}: no train.jsonl; run `botkit train prepare` (or point at a prepared data set)")
+        raise TrainingError(f"{train_dir}: no train.jsonl; run `botkit train prepare` "
+                            "(or point at a prepared data set)")
     if config.with_passages and retrieve is None:
         raise TrainingError("with_passages: true needs a retriever (the knowledge base) to find the passages")
     if config.threads > 0:
@@ -569,5 +572,6 @@ def merge_adapter(adapter_dir: Path | str, out_dir: Path | str, base_model: Path
     return out_dir
 
 
-__all__ = ["TrainResult", "check_causal_lm", "choose_bf16", "data_hash", "default_target_modules", "label_positions_loss",
-           "merge_adapter", "output_head", "plot_loss", "progress_callback", "sliced_loss_trainer", "train"]
+__all__ = ["TrainResult", "check_causal_lm", "choose_bf16", "data_hash", "default_target_modules",
+           "label_positions_loss", "merge_adapter", "output_head", "plot_loss", "progress_callback",
+           "sliced_loss_trainer", "train"]

@@ -380,7 +380,8 @@ def _gazetteer_names(text: str) -> list[tuple[int, int]]:
     while i < len(toks):
         tok = toks[i].group()
         chinese = _fold(tok) in CHINESE_SURNAMES or _fold(tok) in FAMILY_FIRST_SURNAMES
-        if not (_is_given(tok) or chinese) or tok.lower() in STOP_WORDS or _SAINT.search(text, max(0, toks[i].start() - 10), toks[i].start()):
+        if (not (_is_given(tok) or chinese) or tok.lower() in STOP_WORDS
+                or _SAINT.search(text, max(0, toks[i].start() - 10), toks[i].start())):
             i += 1
             continue
         j = i

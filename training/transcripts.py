@@ -591,7 +591,8 @@ def _redact_meta(value: Any, redactor: Redactor, counts: Counter[str]) -> Any:
     return value
 
 
-def redact_transcript(t: Transcript, redactor: Redactor, counts: Counter[str]) -> tuple[Transcript, list[dict[str, str]]]:
+def redact_transcript(t: Transcript, redactor: Redactor,
+                      counts: Counter[str]) -> tuple[Transcript, list[dict[str, str]]]:
     """Redact every message, string meta value and, if needed, the id. Returns examples too."""
     messages, examples = [], []
     for m in t.messages:
@@ -758,7 +759,8 @@ def prepare(paths: Iterable[Path | str], out_dir: Path | str, *, redactor: Redac
     steps.append({"step": "near duplicates", "in": len(unique), "out": len(distinct)})
 
     if not distinct:
-        reasons = ", ".join(f"{k} {v}" for k, v in (ledger.files_rejected + ledger.rejected + ledger.dropped).most_common())
+        reasons = ", ".join(f"{k} {v}"
+                            for k, v in (ledger.files_rejected + ledger.rejected + ledger.dropped).most_common())
         raise TranscriptError(
             f"nothing to prepare: {ledger.records} record(s) read from {len(paths) + (store_db is not None)} "
             f"input(s) and none is usable ({reasons or 'no input'}); nothing was written",

@@ -160,7 +160,8 @@ def hash_cost(stored: str) -> tuple[int, int, int] | None:
 def needs_rehash(stored: str, n: int) -> bool:
     """Whether a hash was made at a lower cost than N=n (r=8, p=1); never a downgrade."""
     cost = hash_cost(stored)
-    return cost is not None and cost != (n, SCRYPT_R, SCRYPT_P) and cost[0] * cost[1] * cost[2] < n * SCRYPT_R * SCRYPT_P
+    return (cost is not None and cost != (n, SCRYPT_R, SCRYPT_P)
+            and cost[0] * cost[1] * cost[2] < n * SCRYPT_R * SCRYPT_P)
 
 
 def check_password(password: str, stored: str) -> bool:
@@ -331,7 +332,8 @@ class Auth:
     def set_password(self, name: str, password: str | None = None) -> str:
         """Set a new password (generated when None) and end the account's sessions."""
         password = self._check_new_password(password)
-        changed = self._write("UPDATE users SET password_hash=? WHERE name=?", (hash_password(password, self.scrypt_n), name))
+        changed = self._write("UPDATE users SET password_hash=? WHERE name=?",
+                              (hash_password(password, self.scrypt_n), name))
         if changed != 1:
             raise AuthError(f"no account named {name!r}; `botkit users list` shows them")
         self._write("DELETE FROM sessions WHERE name=?", (name,))
