@@ -141,11 +141,11 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_handoffs(args: argparse.Namespace) -> int:
     import asyncio
 
-    from botkit.app.compose import CONVERSATIONS_DB
-    from botkit.store import SQLiteConversationStore
+    from botkit.app.compose import CONVERSATIONS_DB, build_store
 
     async def go() -> Any:
-        store = SQLiteConversationStore(_project(args).state_dir / CONVERSATIONS_DB)
+        project = _project(args)
+        store = build_store(project.config.storage, project.state_dir / CONVERSATIONS_DB)
         await store.start()
         try:
             return await store.handoffs(None if args.all else "waiting")
