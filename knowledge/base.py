@@ -34,6 +34,7 @@ import numpy as np
 
 from botkit.config import KnowledgeConfig
 from botkit.errors import ConfigError, IndexCorrupt, QueryError, StorageError
+from botkit.project import Project
 from botkit.seams import Embedder
 from knowledge.embedding import make_embedder
 from knowledge.index import IndexKind, VectorIndex
@@ -106,7 +107,7 @@ class KnowledgeBase:
         self._catch_up_thread: threading.Thread | None = None
 
     @classmethod
-    def open(cls, project: "Project", *, progress: bool | None = None,  # noqa: F821
+    def open(cls, project: Project, *, progress: bool | None = None,
              model: str | None = None) -> "KnowledgeBase":
         """The project's KB, not started. ``model`` overrides ``knowledge.embedding.model`` (the
         application layer passes the registry's promoted retriever here; see

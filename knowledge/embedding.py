@@ -21,6 +21,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from botkit.cpu import describe, has_native_bf16
 from botkit.errors import EmbeddingError
 from botkit.seams import Embedder  # the protocol; importable from here as before
 from knowledge.models import model_label, resolve_model_path
+
+if TYPE_CHECKING:  # loaded lazily in start(): importing torch costs seconds
+    from sentence_transformers import SentenceTransformer
 
 log = logging.getLogger(__name__)
 _warned_emulated_bf16 = False
@@ -56,7 +60,7 @@ class SentenceTransformerEmbedder:
         self.bf16 = bf16
         self.batch_size = batch_size
         self.threads = threads
-        self._model = None
+        self._model: SentenceTransformer | None = None
         self._dim = 0
         self._lock = threading.Lock()  # one forward pass at a time: torch already uses all cores
 
@@ -89,8 +93,12 @@ class SentenceTransformerEmbedder:
                 model = SentenceTransformer(str(self.model_path), device="cpu", local_files_only=True)
             except Exception as exc:  # noqa: BLE001 - wrap whatever the loader raised
                 raise EmbeddingError(f"cannot load the embedding model from {self.model_path}: {exc}") from exc
-            self._dim = int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
-                            else model.get_sentence_embedding_dimension())
+            dim = (model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
+                   else model.get_sentence_embedding_dimension())
+            if dim is None:
+                raise EmbeddingError(f"the embedding model in {self.model_path} does not say its vector size; "
+                                     "use a sentence-transformers model with a pooling layer")
+            self._dim = int(dim)
             self._model = model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -99,14 +107,16 @@ class SentenceTransformerEmbedder:
             return np.zeros((0, self._dim), dtype=np.float32)
         import torch
 
+        model = self._model
+        assert model is not None  # start() loaded it or raised
         with self._lock, torch.inference_mode():
             if self.bf16:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
-                    out = self._model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=False,
+                    out = model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=False,
                                              convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
                 vectors = out.float().numpy()
             else:
-                vectors = self._model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                vectors = model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
                                              normalize_embeddings=True, show_progress_bar=False)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -95,7 +95,7 @@ def evaluate_retrieval(kb: KnowledgeBase, queries: list[EvalQuery], k: int = 5,
                                "got": ids[0] if ids else None, "score": top})
     answerable = [r for r in ranks if r is not None]
     expected_none = [p for p, q in zip(no_answer_pred, queries) if q.expected is None]
-    predicted_none = [q.expected is None for p, q in zip(no_answer_pred, queries) if p]
+    declined_right = [q.expected is None for p, q in zip(no_answer_pred, queries) if p]  # per declined query
     n_ans = len(answerable)
     return {
         "n": len(queries),
@@ -107,7 +107,7 @@ def evaluate_retrieval(kb: KnowledgeBase, queries: list[EvalQuery], k: int = 5,
         "accuracy_at_1": sum(r == 1 for r in answerable) / n_ans if n_ans else None,
         "recall_at_k": sum(r > 0 for r in answerable) / n_ans if n_ans else None,
         "mrr": sum(1 / r for r in answerable if r) / n_ans if n_ans else None,
-        "no_answer_precision": sum(predicted_none) / len(predicted_none) if predicted_none else None,
+        "no_answer_precision": sum(declined_right) / len(declined_right) if declined_right else None,
         "no_answer_recall": sum(expected_none) / len(expected_none) if expected_none else None,
         "end_to_end_accuracy": correct_end_to_end / len(queries),
         "latency_ms_p50": round(statistics.median(latencies), 3),

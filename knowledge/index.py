@@ -22,7 +22,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import faiss
 import numpy as np
@@ -121,16 +121,18 @@ class VectorIndex:
         """The live ids, sorted."""
         if self._index is None or self._index.ntotal == 0:
             return np.zeros(0, dtype=np.int64)
-        if self.kind == "ivf":
-            invlists = self._index.invlists
+        if self.kind == "ivf":  # the kind says which faiss class _index is (the stubs type it as Index)
+            ivf = cast(faiss.IndexIVF, self._index)
+            invlists = ivf.invlists
+            assert invlists is not None  # an IVF index owns its inverted lists
             parts = []
-            for list_no in range(self._index.nlist):
+            for list_no in range(ivf.nlist):
                 size = invlists.list_size(list_no)
                 if size:
                     parts.append(faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy())
             all_ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         else:
-            all_ids = faiss.vector_to_array(self._index.id_map)
+            all_ids = faiss.vector_to_array(cast(faiss.IndexIDMap2, self._index).id_map)
         if self.tombstones:
             all_ids = all_ids[~np.isin(all_ids, np.fromiter(self.tombstones, dtype=np.int64))]
         return np.sort(all_ids)
@@ -143,9 +145,10 @@ class VectorIndex:
             return np.zeros((len(queries), 0), dtype=np.float32), np.zeros((len(queries), 0), dtype=np.int64)
         fetch = min(k + len(self.tombstones), int(self._index.ntotal))
         if self.kind == "hnsw":
-            faiss.downcast_index(self._index.index).hnsw.efSearch = max(self.ef_search, fetch)
+            hnsw = cast(faiss.IndexHNSW, faiss.downcast_index(cast(faiss.IndexIDMap2, self._index).index))
+            hnsw.hnsw.efSearch = max(self.ef_search, fetch)
         elif self.kind == "ivf":
-            self._index.nprobe = self.nprobe
+            cast(faiss.IndexIVF, self._index).nprobe = self.nprobe
         # One OpenMP thread is faster for a single query (2 threads gave 8-32 ms outliers here);
         # batches keep the library default.
         threads = faiss.omp_get_max_threads()

@@ -9,6 +9,7 @@ checking the index against the store (``live_chunk_ids``) sufficient.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import difflib
 import json
@@ -154,7 +155,7 @@ class KnowledgeStore:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM articles").fetchone()[0])
 
-    def history(self, article_id: str) -> list[Revision]:
+    def history(self, article_id: str) -> builtins.list[Revision]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM revisions WHERE article_id=? ORDER BY rev", (article_id,)
@@ -193,7 +194,7 @@ class KnowledgeStore:
             rows = self._db.execute("SELECT id, content_hash FROM articles").fetchall()
         return {r[0]: r[1] for r in rows}
 
-    def chunk(self, draft: ArticleDraft) -> list[ChunkDraft]:
+    def chunk(self, draft: ArticleDraft) -> builtins.list[ChunkDraft]:
         """The chunks :meth:`upsert` would store for a draft (their hashes key the embedding cache)."""
         return self._chunker(draft)
 
@@ -202,7 +203,7 @@ class KnowledgeStore:
             rows = self._db.execute("SELECT chunk_id FROM chunks ORDER BY chunk_id").fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def chunks(self, chunk_ids: Iterable[int] | None = None) -> list[Chunk]:
+    def chunks(self, chunk_ids: Iterable[int] | None = None) -> builtins.list[Chunk]:
         with self._lock:
             if chunk_ids is None:
                 rows = self._db.execute("SELECT * FROM chunks ORDER BY chunk_id").fetchall()
@@ -216,7 +217,7 @@ class KnowledgeStore:
                     ).fetchall()
         return [_chunk(r) for r in rows]
 
-    def article_chunks(self, article_id: str) -> list[Chunk]:
+    def article_chunks(self, article_id: str) -> builtins.list[Chunk]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM chunks WHERE article_id=? ORDER BY ord", (article_id,)

@@ -23,6 +23,7 @@ rollback: v1 serves again); the event log keeps the whole history.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
@@ -257,7 +258,7 @@ class ModelRegistry:
         status = "promoted" if mv.version == serving else "retired"
         return ModelVersion(mv.kind, mv.version, mv.path, {**mv.metadata, "status": status})
 
-    def _list(self, kdir: Path) -> list[ModelVersion]:
+    def _list(self, kdir: Path) -> builtins.list[ModelVersion]:
         found = []
         for d in kdir.iterdir():
             m = _VERSION_DIR.match(d.name)
@@ -301,12 +302,12 @@ class ModelRegistry:
             return None
         return self.get(kind, int(pointer["version"]))
 
-    def history(self, kind: str) -> list[RegistryEvent]:
+    def history(self, kind: str) -> builtins.list[RegistryEvent]:
         """Every change ever made, oldest first."""
         return self._history(self._kind_dir(kind))
 
     @staticmethod
-    def _history(kdir: Path) -> list[RegistryEvent]:
+    def _history(kdir: Path) -> builtins.list[RegistryEvent]:
         path = kdir / EVENTS
         if not path.exists():
             return []
