@@ -17,12 +17,14 @@ The layers, lowest first; each may import only itself and the layers it lists::
     connectors    connectors.*                      -> botkit core
     app           botkit.app.*, botkit.__main__     -> everything
 
-Three checks:
+Four checks:
 
 * **layers**: an import that goes against the table above;
 * **file cycles**: modules that import each other, directly or through others;
 * **package cycles**: sibling packages (folders) that import each other, e.g.
-  ``botkit.responders`` <-> ``botkit.generation`` (a package and its own parent don't count).
+  ``botkit.responders`` <-> ``botkit.generation`` (a package and its own parent don't count);
+* **private names**: ``from a.b import _name`` where ``a.b`` is in another layer: a name with a
+  leading underscore is free to change, so nothing outside its layer may rely on it.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Graph:
     modules: dict[str, Path] = field(default_factory=dict)
     edges: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     lines: dict[tuple[str, str], int] = field(default_factory=dict)  # (importer, imported) -> first line
+    private: list[tuple[str, str, str, int]] = field(default_factory=list)  # importer, module, name, line
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -94,6 +97,10 @@ def build_graph(root: Path = ROOT, packages: Iterable[str] = PACKAGES) -> Graph:
                 if target in graph.modules and target != module:
                     graph.edges[module].add(target)
                     graph.lines.setdefault((module, target), getattr(node, "lineno", 0))
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module in graph.modules:
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        graph.private.append((module, node.module, alias.name, node.lineno))
     return graph
 
 
@@ -166,6 +173,12 @@ def layer_violations(graph: Graph) -> list[str]:
     return problems
 
 
+def private_imports(graph: Graph) -> list[str]:
+    return [f"{_relative(graph.modules[importer])}:{line}: {importer} ({layer_of(importer)}) imports the private "
+            f"{name} of {source} ({layer_of(source)}); make it public or keep it inside its layer"
+            for importer, source, name, line in sorted(graph.private) if layer_of(importer) != layer_of(source)]
+
+
 def file_cycles(graph: Graph) -> list[list[str]]:
     return strongly_connected(graph.modules, graph.edges)
 
@@ -193,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     layers = layer_violations(graph)
     cycles = file_cycles(graph)
     pkg_cycles = package_cycles(graph)
+    private = private_imports(graph)
     n_edges = sum(len(v) for v in graph.edges.values())
     print(f"{len(graph.modules)} modules, {n_edges} imports between them")
     between: dict[str, set[str]] = defaultdict(set)
@@ -204,14 +218,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {layer:<11} -> {', '.join(sorted(between.get(layer, ()))) or '(nothing)'}")
     for problem in layers:
         print(f"LAYER  {problem}")
+    for problem in private:
+        print(f"PRIVATE  {problem}")
     for cycle in cycles:
         print(f"CYCLE  files: {' <-> '.join(cycle)}")
     for cycle in pkg_cycles:
         print(f"CYCLE  packages: {' <-> '.join(cycle)}")
-    if layers or cycles or pkg_cycles:
-        print(f"{len(layers)} layer violation(s), {len(cycles)} file cycle(s), {len(pkg_cycles)} package cycle(s)")
+    if layers or cycles or pkg_cycles or private:
+        print(f"{len(layers)} layer violation(s), {len(cycles)} file cycle(s), {len(pkg_cycles)} package cycle(s), "
+              f"{len(private)} private import(s) across layers")
         return 1
-    print("no layer violations, no import cycles")
+    print("no layer violations, no import cycles, no private names across layers")
     return 0
 
 

@@ -29,6 +29,7 @@ def test_imports_follow_the_layers_without_cycles():
     assert check.layer_violations(graph) == []
     assert check.file_cycles(graph) == []
     assert check.package_cycles(graph) == []
+    assert check.private_imports(graph) == []
 
 
 def test_nothing_outside_the_app_layer_imports_it():
@@ -57,7 +58,7 @@ def test_the_checker_finds_a_lazy_cycle_a_layer_breach_and_a_package_cycle(tmp_p
         "botkit/generation/prompt.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
                                        "    from botkit.responders.base import R\nP = 1\n",
         "knowledge/__init__.py": "",
-        "knowledge/base.py": "from training.registry import ModelRegistry\n",
+        "knowledge/base.py": "from training.registry import ModelRegistry\nfrom botkit.engine import _CONTROL\n",
         "training/__init__.py": "",
         "training/registry.py": "from knowledge import base\n",
         "connectors/__init__.py": "",
@@ -70,6 +71,8 @@ def test_the_checker_finds_a_lazy_cycle_a_layer_breach_and_a_package_cycle(tmp_p
     assert ["botkit.generation", "botkit.responders"] in check.package_cycles(graph)
     (breach,) = check.layer_violations(graph)
     assert "knowledge.base (knowledge) imports training.registry (training)" in breach
+    (private,) = check.private_imports(graph)
+    assert "imports the private _CONTROL of botkit.engine (core)" in private
 
 
 def test_importing_the_core_loads_no_server_bot_index_or_tensor_library():
