@@ -17,12 +17,14 @@ anyone could send them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 
 class Headers(Protocol):
-    def get(self, key: str, default: Any = None) -> Any: ...
+    """Request headers: aiohttp's CIMultiDictProxy (whose ``getall`` gives every line) or a plain mapping."""
+
+    def get(self, key: str, /) -> str | None: ...
 
 
 def forwarded(headers: Headers, name: str) -> str | None:

@@ -34,7 +34,7 @@ _BUILTIN: dict[str, str] = {
 def _load(target: str) -> ConnectorFactory:
     module_name, _, attr = target.partition(":")
     module = __import__(module_name, fromlist=[attr])
-    return getattr(module, attr)  # type: ignore[no-any-return]
+    return getattr(module, attr)
 
 
 def available() -> dict[str, str]:
@@ -49,7 +49,7 @@ def factory(name: str) -> ConnectorFactory:
     """The factory for a channel name; installed packages can add and override names."""
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
-            return ep.load()  # type: ignore[no-any-return]
+            return ep.load()
     if name in _BUILTIN:
         return _load(_BUILTIN[name])
     raise ConfigError(f"channels.{name}: no connector named {name!r} (available: {', '.join(sorted(available()))}); "

@@ -280,7 +280,7 @@ class _PerChatOrder(BaseUpdateProcessor):
         """Nothing to release."""
 
 
-class _StoringQueue(asyncio.Queue):  # type: ignore[type-arg]
+class _StoringQueue(asyncio.Queue[object]):  # PTB's update queue carries any object
     """The Application's update queue: ``put`` stores a question in the inbox first.
 
     ``retry``: keep trying while the store fails (polling: the updater must not confirm the
@@ -528,7 +528,8 @@ class TelegramConnector:
         attributes: dict[str, object] = {}
         if user is not None and user.language_code:
             attributes["language"] = user.language_code
-        incoming = IncomingMessage(conversation_id=self._conversation_id(chat), text=message.text if message else "",
+        text = (message.text or "") if message else ""  # only text updates come here
+        incoming = IncomingMessage(conversation_id=self._conversation_id(chat), text=text,
                                    channel=self.name, customer_id=str(user.id if user else chat),
                                    attributes=attributes)
         return incoming, str(message.message_id if message else update.update_id)
@@ -628,9 +629,10 @@ class TelegramConnector:
             if current is None or current.state in ("delivered", "undeliverable"):
                 return
             await self._send_reply(self._chat_of(item.conversation_id), current, reply)
-        except TelegramChannelError as exc:
+        except TelegramChannelError as exc:  # only a delivery error says whether it is for good
+            permanent = isinstance(exc, TelegramDeliveryError) and exc.permanent
             log.error("channel %s: %s%s", self.name, exc,
-                      "" if exc.permanent else " (it is tried again at the next start)")
+                      "" if permanent else " (it is tried again at the next start)")
         finally:
             self._claimed.discard(key)
 

@@ -105,6 +105,8 @@ class KnowledgeBase:
         self._closing = threading.Event()
         self._worker_lock = threading.Lock()
         self._catch_up_thread: threading.Thread | None = None
+        # what start() found (loaded, repaired, rebuilt); set by whoever started it, e.g. the CLI's status
+        self.start_report: SyncReport | None = None
 
     @classmethod
     def open(cls, project: Project, *, progress: bool | None = None,

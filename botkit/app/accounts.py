@@ -267,7 +267,7 @@ class Auth:
         self.clock = clock
         self.throttle = throttle or Throttle()
         self.scrypt_n = scrypt_n or scrypt_cost()
-        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._failures: dict[tuple[str, ...], list[float]] = {}
         # Password hashes: the helper creates the file 0600 before SQLite opens it (its -wal too).
         # SQLite's default synchronous (FULL), as it always had.
         self._sql = SQLiteDatabase(self.path, SCHEMA, what="the accounts database")

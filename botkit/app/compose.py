@@ -8,7 +8,7 @@ only sees their protocols.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +21,10 @@ from botkit.project import Project
 from botkit.store import ConversationStore, SQLiteConversationStore
 
 if TYPE_CHECKING:
+    from botkit.generation.base import Generator
+    from botkit.generation.prompt import ChatMessage
+    from botkit.responders.base import Responder
+    from botkit.responders.reloading import ReloadingResponder
     from knowledge.base import KnowledgeBase
 
 CONVERSATIONS_DB = "conversations.sqlite3"
@@ -78,7 +82,7 @@ def build_store(storage: StorageConfig, path: Path) -> ConversationStore:
     return backend(path)
 
 
-def _registry_responder(project: Project):  # type: ignore[no-untyped-def]
+def _registry_responder(project: Project) -> ReloadingResponder:
     """The local LM as the model registry says: the promoted version, followed live."""
     from botkit.responders.factory import make_responder
     from botkit.responders.generative import GenerativeResponder
@@ -91,7 +95,7 @@ def _registry_responder(project: Project):  # type: ignore[no-untyped-def]
     assert base is not None
     first = True
 
-    def build(_version: object):  # type: ignore[no-untyped-def]
+    def build(_version: object) -> Responder:
         # dialogue.local_lm.backend picks the generator (transformers or llama-cpp) in make_responder.
         nonlocal first
         lm = current_lm_config(registry, base)
@@ -110,7 +114,7 @@ class _LoadOrFallBack:
     """A generator whose failure to start is logged instead of raised; every stream then fails at
     once with the reason, so GenerativeResponder sends the extractive reply (``note`` says why)."""
 
-    def __init__(self, inner):  # type: ignore[no-untyped-def]
+    def __init__(self, inner: Generator) -> None:
         self.inner = inner
         self.name = inner.name
         self.failed: str | None = None
@@ -129,7 +133,7 @@ class _LoadOrFallBack:
     async def close(self) -> None:
         await self.inner.close()
 
-    async def stream(self, messages: list) -> AsyncIterator[str]:  # type: ignore[type-arg]
+    async def stream(self, messages: list[ChatMessage]) -> AsyncGenerator[str, None]:
         if self.failed is not None:
             raise GenerationError(f"{self.name} did not start: {self.failed}", code="not_started")
         async with aclosing(self.inner.stream(messages)) as deltas:  # closing us stops the model at once

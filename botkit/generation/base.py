@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
 from botkit.generation.prompt import ChatMessage
@@ -24,6 +24,7 @@ class Generator(Protocol):
 
     async def close(self) -> None: ...
 
-    def stream(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
-        """Yield the reply as text deltas, in order; their concatenation is the reply."""
+    def stream(self, messages: list[ChatMessage]) -> AsyncGenerator[str, None]:
+        """Yield the reply as text deltas, in order; their concatenation is the reply. An async
+        generator (not just an iterator): consumers ``aclose()`` it to stop the model."""
         ...

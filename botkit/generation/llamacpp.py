@@ -33,7 +33,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +52,7 @@ GGUF_PREFERENCE = ("q4_k_m", "q8_0", "bf16", "f16", "f32")
 
 
 def _error(message: str, code: str | None = None) -> GenerationError:
-    err = GenerationError(message)
-    err.code = code  # type: ignore[attr-defined]
-    return err
+    return GenerationError(message, code=code)
 
 
 def find_gguf(model_dir: Path) -> Path | None:
@@ -286,7 +284,7 @@ class LlamaCppLM:
                          "lower dialogue.local_lm.max_prompt_tokens", "prompt_too_long")
         return ids, new
 
-    async def stream(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+    async def stream(self, messages: list[ChatMessage]) -> AsyncGenerator[str, None]:
         """Generate a reply and yield it as text deltas, one per token (held back while a token
         ends inside a UTF-8 character).
 

@@ -25,9 +25,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botkit.config import LocalLMConfig
 from botkit.errors import GenerationError
@@ -159,10 +159,9 @@ class TurnQueue:
                 except ValueError:
                     pass
             if isinstance(exc, TimeoutError):
-                err = GenerationError(f"{what}: no turn on the model within max_queue_s={max_wait_s}s "
-                                      f"({ahead} request(s) were ahead; dialogue.local_lm.max_queue_s)")
-                err.code = "busy"  # type: ignore[attr-defined]
-                raise err from None
+                raise GenerationError(f"{what}: no turn on the model within max_queue_s={max_wait_s}s "
+                                      f"({ahead} request(s) were ahead; dialogue.local_lm.max_queue_s)",
+                                      code="busy") from None
             raise
         self.served += 1
         return Turn(self, time.perf_counter() - started)
@@ -304,7 +303,7 @@ class LocalCausalLM:
                                   "lower dialogue.local_lm.max_prompt_tokens", code="prompt_too_long")
         return ids, new
 
-    async def stream(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+    async def stream(self, messages: list[ChatMessage]) -> AsyncGenerator[str, None]:
         """Generate a reply and yield it as text deltas (whole words, as the streamer flushes them).
 
         Raises:
@@ -359,7 +358,8 @@ class LocalCausalLM:
 
         class Cancelled(StoppingCriteria):
             def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+                done = torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+                return cast(torch.BoolTensor, done)  # a bool tensor; torch types torch.full as Tensor
 
         class TimeBound(MaxTimeCriteria):
             fired = False

@@ -28,7 +28,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # aiohttp loads at start(), so importing botkit's core never pulls in a web client
@@ -114,7 +114,7 @@ class OpenAICompatible:
             return min(max(hint, 0.0), self.max_backoff_s)
         return min(self.backoff_s * (2**attempt), self.max_backoff_s)
 
-    async def stream(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+    async def stream(self, messages: list[ChatMessage]) -> AsyncGenerator[str, None]:
         """Yield the server's reply as text deltas.
 
         Raises:

@@ -23,7 +23,11 @@ class Responder(Protocol):
     :class:`StreamingResponder`): the engine looks for it with ``getattr`` when a channel
     streams (``Engine.handle_stream``) and calls ``respond`` otherwise."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Shown in logs and /healthz; read-only here, so a responder may compute it (a
+        ReloadingResponder names the one serving now)."""
+        ...
 
     async def start(self) -> None:
         """Load models / open connections. Fails here, not at the first customer message."""

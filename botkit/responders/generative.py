@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 from botkit.config import DialogueConfig
@@ -86,7 +86,7 @@ class GenerativeResponder:
         assert final is not None  # respond_stream always ends with one
         return final
 
-    async def respond_stream(self, request: ResponderRequest) -> AsyncIterator[str | Candidate]:
+    async def respond_stream(self, request: ResponderRequest) -> AsyncGenerator[str | Candidate, None]:
         """Yield text deltas as the model writes, then exactly one final :class:`Candidate`.
 
         When the final candidate's text differs from the streamed text (fallback), a channel

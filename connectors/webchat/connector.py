@@ -48,12 +48,12 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+import connectors.webchat.protocol as proto
 from botkit import net
 from botkit.channels import ConnectorContext, OutgoingMessage
 from botkit.errors import MessageRejected
 from botkit.store import StoreError
 from botkit.types import Conversation, InboxItem, IncomingMessage, Reply
-import connectors.webchat.protocol as proto
 from connectors.webchat.config import WebChatConfig
 from connectors.webchat.limits import KeyedBuckets, TokenBucket, take_all
 from connectors.webchat.sessions import SESSIONS_DB, SessionStore
