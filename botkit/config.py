@@ -154,6 +154,10 @@ class StorageConfig(StrictModel):
         "conversations.sqlite3). PostgreSQL is planned, for several servers sharing one store")
 
 
+def _default_channels() -> dict[str, dict[str, Any] | None]:
+    return {"webchat": {}}  # a new dict each time: a config may change its sections
+
+
 class BotConfig(StrictModel):
     name: str = Field("botkit bot", min_length=1, max_length=200)
     language: str = Field("en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
@@ -164,7 +168,7 @@ class BotConfig(StrictModel):
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
     channels: dict[str, dict[str, Any] | None] = Field(
-        default_factory=lambda: {"webchat": {}},
+        default_factory=_default_channels,
         description="enabled channels by connector name; each section is validated by its connector")
 
 

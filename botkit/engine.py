@@ -33,11 +33,11 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import AsyncIterator, Literal
+from typing import Any, AsyncIterator, Literal
 
 from botkit.config import DialogueConfig
 from botkit.context import resolve_choice, resolve_followup
@@ -50,6 +50,7 @@ from botkit.responders.extractive import ExtractiveResponder
 from botkit.seams import Retriever  # the protocol; importable from here as before
 from botkit.store import ConversationStore
 from botkit.types import (
+    Action,
     Candidate,
     Conversation,
     ConversationState,
@@ -57,6 +58,7 @@ from botkit.types import (
     Handoff,
     Hit,
     InboxItem,
+    InboxState,
     IncomingMessage,
     Reply,
     ResponderRequest,
@@ -76,6 +78,13 @@ _CONTROL[0x7F] = None
 
 
 Deliver = Callable[[InboxItem, Reply], Awaitable[None]]
+
+
+def _stored_options(meta: Mapping[str, object]) -> list[Mapping[str, Any]]:
+    """The options a clarifying bot turn offered, as its meta stores them (JSON: a list of
+    ``{"id", "title", "score"}``); none when the turn offered none."""
+    raw = meta.get("options")
+    return [o for o in raw if isinstance(o, Mapping)] if isinstance(raw, list) else []
 
 
 def utcnow() -> datetime:
@@ -257,7 +266,7 @@ class Engine:
     async def pending(self, channel: str | None = None, *, conversation_id: str | None = None,
                       undelivered: bool = False) -> list[InboxItem]:
         """Accepted messages not answered yet (``undelivered``: or answered, not delivered), oldest first."""
-        states = ("pending", "answered") if undelivered else ("pending",)
+        states: tuple[InboxState, ...] = ("pending", "answered") if undelivered else ("pending",)
         return await self.store.pending(channel=channel, conversation_id=conversation_id, states=states)
 
     async def answer_pending(self, conversation_id: str, deliver: Deliver, *, undelivered: bool = False) -> int:
@@ -265,7 +274,7 @@ class Engine:
         for each (``undelivered``: also answered ones the channel has not delivered; their reply
         is the stored one). The conversation's lock is held throughout, so a message accepted
         meanwhile is answered after these. Returns how many were delivered."""
-        states = ("pending", "answered") if undelivered else ("pending",)
+        states: tuple[InboxState, ...] = ("pending", "answered") if undelivered else ("pending",)
         done = 0
         async with self._conversation_lock(conversation_id):
             for item in await self.store.pending(conversation_id=conversation_id, states=states):
@@ -290,8 +299,7 @@ class Engine:
         turn = await self.store.turn(conv_id, item.reply_seq) if item.reply_seq is not None else None
         if turn is None:  # the bot stayed silent: a human had the conversation
             return Reply(conv_id, "handoff", "", turn_seq=None, repeat=True)
-        options = tuple(Source(str(o["id"]), str(o["title"]), float(o["score"]))  # type: ignore[arg-type]
-                        for o in turn.meta.get("options", ()))  # type: ignore[union-attr]
+        options = tuple(Source(str(o["id"]), str(o["title"]), float(o["score"])) for o in _stored_options(turn.meta))
         return Reply(conv_id, turn.action, turn.text, turn.confidence, turn.sources, turn.kb_version,  # type: ignore[arg-type]
                      turn.escalation, turn.seq, turn.resolved_query, turn.author, options, fallback=turn.fallback,
                      fallback_detail=turn.fallback_detail or "", repeat=True)
@@ -327,6 +335,7 @@ class Engine:
         if candidate.options:
             meta["options"] = [{"id": o.id, "title": o.title, "score": o.score} for o in candidate.options]
         handoff = None
+        action: Action
         if escalation is not None:
             offline = escalation.reason == "outside_business_hours"
             text = self.config.handoff_offline_message if offline else self.config.handoff_message
@@ -354,8 +363,8 @@ class Engine:
     async def _candidate(self, message: IncomingMessage, history: list[Turn],
                          on_delta: Callable[[str], None] | None = None) -> tuple[Candidate, SearchResult | None, str]:
         last_bot = next((t for t in reversed(history) if t.role == "bot"), None)
-        options = list(last_bot.meta.get("options", [])) if last_bot and last_bot.action == "clarify" else []
-        choice = resolve_choice(message.text, options) if options else None  # type: ignore[arg-type]
+        options = _stored_options(last_bot.meta) if last_bot and last_bot.action == "clarify" else []
+        choice = resolve_choice(message.text, options) if options else None
         query = str(choice["title"]) if choice else resolve_followup(message.text, history,
                                                                      self.config.followup_max_words)
         try:
@@ -418,8 +427,8 @@ class Engine:
                 from botkit.store import ConflictError
 
                 owner = f"agent {handoff.agent}" if handoff and handoff.agent else "nobody"
-                raise ConflictError(f"conversation {conversation_id!r} is not assigned to {agent} (it is with {owner}); "
-                                    "take it first")
+                raise ConflictError(f"conversation {conversation_id!r} is not assigned to {agent} "
+                                    f"(it is with {owner}); take it first")
             turns = await self.store.turns(conversation_id, limit=1)
             seq = (turns[-1].seq if turns else 0) + 1
             role = "system" if internal else "agent"

@@ -303,13 +303,14 @@ class SQLiteConversationStore:
         m = item.message
         if m.at is None:
             raise ValueError("an accepted message needs its time (IncomingMessage.at)")
+        received_at = _ts(m.at)
 
         def op(db: sqlite3.Connection) -> InboxItem:
             cur = db.execute(
                 "INSERT OR IGNORE INTO inbox (conversation_id, message_id, channel, customer_id, text, attributes, "
                 "received_at, meta) VALUES (?,?,?,?,?,?,?,?)",
                 (m.conversation_id, item.message_id, m.channel, m.customer_id, m.text,
-                 json.dumps(dict(m.attributes), default=str), _ts(m.at), json.dumps(dict(item.meta), default=str)))
+                 json.dumps(dict(m.attributes), default=str), received_at, json.dumps(dict(item.meta), default=str)))
             row = db.execute("SELECT * FROM inbox WHERE conversation_id=? AND message_id=?",
                              (m.conversation_id, item.message_id)).fetchone()
             return _inbox_item(row, new=cur.rowcount == 1)

@@ -11,10 +11,11 @@ from aiohttp import web
 from botkit.app.accounts import Auth, Identity
 from botkit.engine import Engine
 from botkit.project import Project
+from connectors.base import Connector
 
 ENGINE = web.AppKey("engine", Engine)
 PROJECT = web.AppKey("project", Project)
-CONNECTORS = web.AppKey("connectors", dict)  # name -> Connector
+CONNECTORS = web.AppKey("connectors", dict[str, Connector])  # name -> Connector
 METRICS = web.AppKey("metrics", object)
 KB = web.AppKey("kb", object)  # the engine's KnowledgeBase, for the editor
 AUTH = web.AppKey("auth", Auth)

@@ -14,6 +14,7 @@ from botkit.schema import StrictModel
 from botkit.types import ConversationState, Escalation
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
 _DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _FULL_DAYS = {
     "monday": "mon", "tuesday": "tue", "wednesday": "wed", "thursday": "thu",
@@ -37,6 +38,11 @@ def _zone(name: str) -> tzinfo:
     return ZoneInfo(name)
 
 
+def _weekdays() -> list[Day]:
+    """The default opening days (a new list each time)."""
+    return ["mon", "tue", "wed", "thu", "fri"]
+
+
 class BusinessHoursConfig(StrictModel):
     """Fires when ``state.now`` falls outside business hours.
 
@@ -55,7 +61,7 @@ class BusinessHoursConfig(StrictModel):
 
     type: Literal["business_hours"] = "business_hours"
     timezone: str = "UTC"
-    days: list[Day] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"], min_length=1)
+    days: list[Day] = Field(default_factory=_weekdays, min_length=1)
     open: str = "09:00"
     close: str = "17:00"
     holidays: list[date] = Field(default_factory=list)

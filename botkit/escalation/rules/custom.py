@@ -56,7 +56,7 @@ def _resolve(target: str, name: str) -> RuleFactory:
                           "check the function's name") from None
     if not callable(found):
         raise ConfigError(f"escalation rule {name}: factory {target!r} is not a function")
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def _build_custom(cfg: CustomRuleConfig, name: str) -> Rule:
