@@ -12,15 +12,15 @@ training/, with the module that defines it (tests/test_error_tree.py keeps this 
     │   └── IndexCorrupt        botkit.errors                the persisted index is unreadable (rebuilt from the store)
     ├── QueryError              botkit.errors                a search query was rejected (empty, too long)
     ├── EmbeddingError          botkit.errors                the embedding model could not be loaded or run
-    ├── GenerationError         botkit.errors                a language model could not be loaded, or a generation failed
+    ├── GenerationError         botkit.errors                a language model could not be loaded, or generating failed
     ├── MessageRejected         botkit.errors                a customer message was refused (empty, too long, not text)
-    ├── StorageError            botkit.errors                a database or file could not be written (nothing was written)
+    ├── StorageError            botkit.errors                a database or file could not be written (nothing was)
     │   ├── DatabaseLocked      botkit.errors                another process held the write lock too long (retry)
     │   └── DiskFull            botkit.errors                the disk (or the file size limit) is full
     ├── StoreError              botkit.store                 a conversation-store operation failed or was refused
     │   └── ConflictError       botkit.store                 it lost a race (another agent took the conversation first)
-    ├── AuthError               botkit.app.accounts          an account operation was refused (unknown user, weak password)
-    ├── TelegramChannelError    connectors.telegram          Telegram unreachable at start-up, or a message undeliverable
+    ├── AuthError               botkit.app.accounts          an account change was refused (unknown user, weak password)
+    ├── TelegramChannelError    connectors.telegram          Telegram unreachable at start-up or a message undeliverable
     │   ├── MalformedUpdate     connectors.telegram          an update no handler can read: refused (400), not retried
     │   └── TelegramDeliveryError connectors.telegram        a message could not be delivered (after the retries)
     ├── TrainingError           training.config              a fine-tuning run could not start or failed

@@ -12,8 +12,8 @@ import botkit.errors
 
 PACKAGES = ("botkit", "connectors", "knowledge", "training")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-LINE = re.compile(r"^    (?P<lead>[ │├└─]*?)(?P<name>[A-Za-z_]\w*)\s+(?P<module>(?:botkit|connectors|knowledge|training)"
-                  r"(?:\.\w+)*)\s")
+LINE = re.compile(r"^    (?P<lead>[ │├└─]*?)(?P<name>[A-Za-z_]\w*)\s+"
+                  r"(?P<module>(?:botkit|connectors|knowledge|training)(?:\.\w+)*)\s")
 
 
 def _modules() -> list[str]:
