@@ -324,8 +324,8 @@ def evaluate_candidate(candidate: LocalLMConfig, current: LocalLMConfig | None, 
     kwargs = dict(passages_for=passages_for, max_conversations=max_conversations, max_new_tokens=max_new_tokens,
                   embedder=embedder, project_root=root, min_grounding=min_grounding, bot_name=bot_name,
                   history_turns=history_turns, max_turns=max_turns)
-    cand = score_model(candidate, validation, **kwargs)  # type: ignore[arg-type]
-    cur = score_model(current, validation, **kwargs) if current is not None else None  # type: ignore[arg-type]
+    cand = score_model(candidate, validation, **kwargs)
+    cur = score_model(current, validation, **kwargs) if current is not None else None
     settings = {"max_conversations": max_conversations, "max_turns": max_turns, "max_new_tokens": max_new_tokens,
                 "min_grounding": min_grounding, "embedder": getattr(embedder, "name", type(embedder).__name__),
                 "validation_conversations": len(validation)}

@@ -179,8 +179,12 @@ def quantize(src: Path, out: Path, quant: str, threads: int = 0) -> Path:
         llama_cpp = import_llama_cpp()
     except Exception as exc:  # noqa: BLE001 - GenerationError; here it is a training step
         raise TrainingError(f"quantising to {quant} needs llama-cpp-python: {exc}") from exc
+    ftype = QUANTS.get(quant)
+    if ftype is None:  # f16 is what convert() writes: nothing to quantise
+        raise TrainingError(f"cannot quantise to {quant!r}: quantize() makes q8_0 or q4_k_m; "
+                            "f16 comes from convert()")
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, QUANTS[quant])
+    params.ftype = getattr(llama_cpp, ftype)
     params.nthread = threads or (os.cpu_count() or 1)
     with _atomic(out) as tmp:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)

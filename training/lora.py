@@ -273,7 +273,7 @@ def sliced_loss_trainer() -> type:
     from transformers import Trainer
 
     class SlicedLossTrainer(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if inputs.get("labels") is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             inputs = dict(inputs)

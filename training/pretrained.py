@@ -233,10 +233,10 @@ def _dequantise(gguf: Path, dest: Path, architecture: str, info: dict[str, Any],
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for unsupported files
         raise TrainingError(f"{gguf}: transformers could not dequantise it ({type(exc).__name__}: {exc})") from None
     # A GGUF-loaded model refuses save_pretrained while it still looks quantised.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # torch's Module.__getattr__ types it Tensor | Module
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.config.torch_dtype = "float32"
+    model.config.torch_dtype = "float32"  # type: ignore[misc]  # transformers 5 has a (deprecated) setter mypy misses
     template = CHAT_TEMPLATES.get(architecture)
     if template and not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = template
@@ -348,7 +348,11 @@ def install(name: str = "gemma-3-270m", *, gguf_file: Path | None = None, root: 
             if arch != spec.architecture:
                 raise TrainingError(f"{gguf}: architecture {arch!r}, expected {spec.architecture!r}")
             _check_disk(directory, spec.fp32_bytes + 100_000_000, f"dequantising {spec.name}")
-            pkg_dir = Path(__import__(spec.package).__file__).parent / "data"
+            pkg_file = __import__(spec.package).__file__
+            if pkg_file is None:
+                raise TrainingError(f"the {spec.package} package has no files (a namespace package?); "
+                                    f"reinstall it: pip install --force-reinstall {spec.package.replace('_', '-')}")
+            pkg_dir = Path(pkg_file).parent / "data"
             info = {"name": name, "source": f"PyPI {spec.package.replace('_', '-')}", "gguf_file": spec.gguf_file,
                     "sha256": spec.sha256, "license": spec.license,
                     "license_file": str(pkg_dir / spec.license_file)}

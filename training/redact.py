@@ -424,10 +424,17 @@ class _Stage:
         while self.todo:
             start, end = self.todo.pop()
             lo = max(0, end - _CONTEXT)  # a match just after the span, with its left context
-            self._take_from(lo, min(n, end + self.reach), lambda s, e, p=end: p <= s <= p + 3)
+
+            def just_after(s: int, e: int, p: int = end) -> bool:
+                return p <= s <= p + 3
+
+            self._take_from(lo, min(n, end + self.reach), just_after)
             lo = max(0, start - self.reach - _CONTEXT)  # a match just before it
-            self._take_from(lo, min(n, start + 8),
-                            lambda s, e, p=start, lo=lo: p - 3 <= e <= p and (lo == 0 or s - lo >= _CONTEXT))
+
+            def just_before(s: int, e: int, p: int = start, lo: int = lo) -> bool:
+                return p - 3 <= e <= p and (lo == 0 or s - lo >= _CONTEXT)
+
+            self._take_from(lo, min(n, start + 8), just_before)
         return self.found
 
     def _take_from(self, lo: int, hi: int, wanted: Callable[[int, int], bool]) -> None:

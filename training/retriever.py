@@ -205,7 +205,7 @@ def train_retriever(pairs: Sequence[Pair], base_model_dir: Path | str, out_dir: 
     try:
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     except ImportError:  # older layout
-        from sentence_transformers.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.losses import MultipleNegativesRankingLoss  # type: ignore[no-redef]
 
     t0 = time.perf_counter()
     if threads:
