@@ -170,23 +170,25 @@ class TestBatchingEmbedderOverMiniLM(EmbedderContract):
 
 
 @pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("onnx-cache")
+def onnx_embedder(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One ONNX export for the whole class (a module fixture: class-scoped instance-method fixtures
+    are deprecated in pytest)."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: `pip install onnxruntime onnx`")
+    from knowledge.models import default_model_path
+    from knowledge.onnx_embedding import OnnxEmbedder
+
+    e = OnnxEmbedder(default_model_path(), cache_dir=tmp_path_factory.mktemp("onnx-cache"))
+    e.start()
+    return e
 
 
 @pytest.mark.slow
 class TestOnnxEmbedder(EmbedderContract):
     min_batch_cosine = 0.999  # fp32 kernels, but padded batches sum in another order than torch
 
-    @pytest.fixture(scope="class")
-    def embedder(self, onnx_cache: Path) -> Any:
-        pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: `pip install onnxruntime onnx`")
-        from knowledge.models import default_model_path
-        from knowledge.onnx_embedding import OnnxEmbedder
-
-        e = OnnxEmbedder(default_model_path(), cache_dir=onnx_cache)
-        e.start()
-        return e
+    @pytest.fixture
+    def embedder(self, onnx_embedder: Any) -> Any:
+        return onnx_embedder
 
 
 # -- connectors ---------------------------------------------------------------------------------
