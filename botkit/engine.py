@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, AsyncIterator, Literal
 
 from botkit.config import DialogueConfig
-from botkit.context import resolve_choice, resolve_followup
+from botkit.context import read_in_context, resolve_choice
 from botkit.errors import BotkitError, MessageRejected
 from botkit.escalation import Rule, evaluate
 from botkit.events import Event, EventBus, EventKind, InProcessEventBus, Listener
@@ -365,10 +365,14 @@ class Engine:
         last_bot = next((t for t in reversed(history) if t.role == "bot"), None)
         options = _stored_options(last_bot.meta) if last_bot and last_bot.action == "clarify" else []
         choice = resolve_choice(message.text, options) if options else None
-        query = str(choice["title"]) if choice else resolve_followup(message.text, history,
-                                                                     self.config.followup_max_words)
+        query = str(choice["title"]) if choice else message.text
         try:
-            retrieval = await self.retriever.search(query)
+            if choice is None:  # alone, or with the previous question when that retrieves more clearly
+                query, retrieval = await read_in_context(query, history, self.retriever.search,
+                                                         max_words=self.config.followup_max_words,
+                                                         unclear_margin=self.config.clarify_margin)
+            else:
+                retrieval = await self.retriever.search(query)
         except BotkitError as exc:
             log.warning("retrieval failed for conversation %s: %s", message.conversation_id, exc)
             return (Candidate("answer", self.fallback.dont_know, 0.0, (), grounded=False,
