@@ -40,6 +40,7 @@ from knowledge.embedding import make_embedder
 from knowledge.index import IndexKind, VectorIndex
 from knowledge.ingest import read_sources
 from knowledge.lexical import LexicalIndex
+from knowledge.passages import refine_passage
 from knowledge.store import ChangeSummary, KnowledgeStore
 from knowledge.types import ArticleDraft, Chunk, Hit, SearchResult
 
@@ -525,4 +526,6 @@ class KnowledgeBase:
             passage = body if chunk.kind == "question" else self._expand(chunk)
             hits.append(Hit(article_id, title, kind, round(score, 6), round(d, 6), round(lx, 6),  # type: ignore[arg-type]
                             chunk.chunk_id, chunk.heading, passage))
+        # -- the right passage (knowledge/passages.py): each article's section that answers this query --
+        hits = [refine_passage(query, qvec[0], h, self.store, self.embedder.name) for h in hits]
         return SearchResult(query, tuple(hits), version, rc.threshold, (time.perf_counter() - t0) * 1000)
