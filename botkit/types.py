@@ -4,14 +4,25 @@ escalation rules and stores exchange. No vendor objects and no loose dicts cross
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 Role = Literal["customer", "bot", "agent", "system"]
-Action = Literal["answer", "clarify", "escalate", "handoff", "agent"]
+# ``no_answer``: the bot declined (nothing in the knowledge base cleared the threshold, or the
+# search failed) and said so, citing nothing; see docs/confidence.md.
+Action = Literal["answer", "no_answer", "clarify", "escalate", "handoff", "agent"]
 Status = Literal["bot", "handed_off", "closed"]
+
+
+def probability(value: float | None) -> float:
+    """``value`` as a probability: clamped to [0, 1], 0 for NaN or None. A confidence shown to
+    customers, agents and rules must read as "how likely this is right", never 1.2153."""
+    if value is None or math.isnan(value):
+        return 0.0
+    return min(1.0, max(0.0, float(value)))
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,16 @@ class SearchResult:
         return self.hits[0] if self.hits else None
 
 
+def confidence_of(result: SearchResult | None) -> float:
+    """How likely ``result``'s best hit answers the query, in [0, 1], for ``Candidate.confidence``:
+    its calibrated ``confidence`` when the retriever computed one, else the best hit's score
+    clamped to [0, 1] (a raw score is no probability; see docs/confidence.md); 0 without hits."""
+    if result is None or not result.hits:
+        return 0.0
+    calibrated = getattr(result, "confidence", None)  # until SearchResult carries the calibrated one
+    return probability(calibrated if calibrated is not None else result.hits[0].score)
+
+
 @dataclass(frozen=True)
 class Source:
     """A knowledge-base entry a reply was grounded in."""
@@ -134,15 +155,18 @@ def fallback_from_note(note: str) -> str | None:
 class Candidate:
     """What a responder proposes before escalation rules have their say."""
 
-    action: Literal["answer", "clarify"]
+    action: Literal["answer", "no_answer", "clarify"]  # no_answer: declined, says so, cites nothing
     text: str
-    confidence: float  # best retrieval score behind the reply
+    confidence: float  # how likely the reply is right, in [0, 1] (clamped: a raw score may exceed 1)
     sources: tuple[Source, ...] = ()
     grounded: bool = True  # False when nothing cleared the threshold ("I don't know")
     responder: str = "extractive"
     options: tuple[Source, ...] = ()  # for clarify: the candidates the customer chooses between
     note: str = ""  # why a generated reply was replaced, etc. (readable detail)
     fallback: str | None = None  # a FALLBACK_CODES code when the responder's own text was replaced
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "confidence", probability(self.confidence))
 
 
 @dataclass(frozen=True)
@@ -164,7 +188,7 @@ class Turn:
     role: Role
     text: str
     at: datetime
-    action: str = ""  # for bot turns: answer | clarify | escalate | agent ...
+    action: str = ""  # for bot turns: answer | no_answer | clarify | escalate | agent ...
     confidence: float | None = None
     sources: tuple[Source, ...] = ()
     kb_version: int | None = None
@@ -278,6 +302,10 @@ class Reply:
     fallback_detail: str = ""
     repeat: bool = False  # the message had been answered before: this is the stored reply, not a new one
     channel: str = ""  # the conversation's channel ("webchat", "telegram"); "" where unknown
+
+    def __post_init__(self) -> None:
+        if self.confidence is not None:  # a turn stored before clamping may hold 1.2153
+            object.__setattr__(self, "confidence", probability(self.confidence))
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -124,7 +124,7 @@ async def test_a_failing_responder_or_search_still_answers_the_customer(store: I
         crashed = await engine.handle(msg("how do refunds work"))
         broken = await engine.handle(msg("search is broken"))
     assert crashed.fallback == "error" and crashed.text.startswith("Refunds reach your card")  # the extractive reply
-    assert broken.fallback == "retrieval_failed" and broken.action == "answer"
+    assert broken.fallback == "retrieval_failed" and broken.action == "no_answer" and broken.sources == ()
 
 
 async def test_a_streamed_reply_yields_deltas_then_the_stored_reply(store: InMemoryConversationStore):
@@ -178,8 +178,8 @@ async def test_an_unknown_question_is_admitted_not_invented(store: InMemoryConve
     async with engine_on(store, {"boiling point of tungsten": [weak]}, ExtractiveResponder()) as engine:
         reply = await engine.handle(msg("boiling point of tungsten"))
         (bot,) = [t for t in await engine.history("c1") if t.role == "bot"]
-    assert reply.action == "answer" and reply.sources == () and "couldn't find an answer" in reply.text
-    assert bot.meta["grounded"] is False and bot.sources == ()
+    assert reply.action == "no_answer" and reply.sources == () and "couldn't find an answer" in reply.text
+    assert bot.meta["grounded"] is False and bot.sources == () and bot.action == "no_answer"
 
 
 @pytest.mark.parametrize("pick", ["2", "the second one", "tracking and order status"])
