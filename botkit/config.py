@@ -52,6 +52,9 @@ class RetrievalConfig(StrictModel):
     top_k: int = Field(5, ge=1, le=100)
     hybrid: bool = Field(True, description="add BM25 lexical matching to dense retrieval")
     lexical_weight: float = Field(0.3, ge=0.0, le=1.0)
+    tokenizer: Literal["auto", "whitespace"] = Field(
+        "auto", description="BM25 words: auto = Chinese cut into words by jieba (the languages extra), other text "
+        "by its spaces and punctuation; whitespace = all text by spaces and punctuation only (docs/languages.md)")
     max_query_chars: int = Field(4000, ge=16, le=1_000_000)
 
 
@@ -65,6 +68,9 @@ class KnowledgeConfig(StrictModel):
     embedding: EmbeddingConfig = EmbeddingConfig()
     index: IndexConfig = IndexConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    detect_latin: bool = Field(
+        False, description="tell Latin-script languages apart (Spanish, German...) with langdetect (the languages "
+        "extra); off: a Latin-script message is in the project's language (docs/languages.md)")
 
 
 class LocalLMConfig(StrictModel):

@@ -91,6 +91,11 @@ class SearchResult:
     threshold: float
     latency_ms: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
+    # the query's language (botkit/language.py; "" = not detected) and whether the KB has entries in it;
+    # False: the hits are in the KB's other languages, and the reply says so (docs/languages.md)
+    language: str = ""
+    in_language: bool = True
+    kb_languages: tuple[str, ...] = ()
 
     @property
     def answered(self) -> bool:

@@ -34,11 +34,13 @@ import numpy as np
 
 from botkit.config import KnowledgeConfig
 from botkit.errors import ConfigError, IndexCorrupt, QueryError, StorageError
+from botkit.language import detect_language
 from botkit.project import Project
 from botkit.seams import Embedder
 from knowledge.embedding import make_embedder
 from knowledge.index import IndexKind, VectorIndex
 from knowledge.ingest import read_sources
+from knowledge.languages import LanguageMap
 from knowledge.lexical import LexicalIndex
 from knowledge.passages import refine_passage
 from knowledge.store import ChangeSummary, KnowledgeStore
@@ -89,12 +91,14 @@ class SyncReport:
 
 class KnowledgeBase:
     def __init__(self, store: KnowledgeStore, embedder: Embedder, index_dir: Path,
-                 config: KnowledgeConfig | None = None, *, progress: bool | None = None):
+                 config: KnowledgeConfig | None = None, *, progress: bool | None = None, language: str = "en"):
         self.store = store
         self.embedder = embedder
         self.index_path = Path(index_dir) / INDEX_FILE
         self.config = config or KnowledgeConfig()
         self.progress = progress
+        self.language = language  # of entries that say none (bot.yaml's language); docs/languages.md
+        self._languages: LanguageMap | None = None
         self.index: VectorIndex | None = None
         self.lexical: LexicalIndex | None = None
         self.indexed_version = -1
@@ -124,7 +128,8 @@ class KnowledgeBase:
         embedder = make_embedder(model, cfg.embedding.backend, batch_size=cfg.embedding.batch_size,
                                  threads=cfg.embedding.threads, project_root=project.root,
                                  cache_dir=project.state_dir / "models")
-        return cls(KnowledgeStore(project.db_path), embedder, project.index_dir, cfg, progress=progress)
+        return cls(KnowledgeStore(project.db_path), embedder, project.index_dir, cfg, progress=progress,
+                   language=project.config.language.split("-")[0])
 
     def __enter__(self) -> "KnowledgeBase":
         self.start()
@@ -350,7 +355,8 @@ class KnowledgeBase:
 
     def _make_lexical(self) -> LexicalIndex:
         chunks = self.store.chunks()
-        return LexicalIndex(np.array([c.chunk_id for c in chunks], dtype=np.int64), [c.embed_text for c in chunks])
+        return LexicalIndex(np.array([c.chunk_id for c in chunks], dtype=np.int64), [c.embed_text for c in chunks],
+                            cjk=self.config.retrieval.tokenizer == "auto")
 
     def _lexical_worker(self) -> None:
         while self._lexical_dirty.is_set():
@@ -492,7 +498,10 @@ class KnowledgeBase:
         self.refresh()
         qvec = self.embedder.embed([query])
         rc = self.config.retrieval
-        fetch = max(4 * k, 20)
+        langs = self._language_map()
+        spoken = detect_language(query, self.language, latin=self.config.detect_latin).language
+        exclude = langs.other_than(spoken) if langs.has(spoken) else frozenset()  # answer in the customer's language
+        fetch = langs.widen(max(4 * k, 20), exclude)
         with self._lock:
             assert self.index is not None
             version = self.indexed_version
@@ -502,7 +511,7 @@ class KnowledgeBase:
             if self.lexical is not None and rc.lexical_weight > 0:
                 lex_s, lex_i = self.lexical.search(query, fetch)
                 lexical = {int(i): float(s) for s, i in zip(lex_s, lex_i)}
-        chunks = {c.chunk_id: c for c in self.store.chunks(set(dense) | set(lexical))}
+        chunks = {c.chunk_id: c for c in self.store.chunks(set(dense) | set(lexical)) if c.article_id not in exclude}
         missing_dense = [c for cid, c in chunks.items() if cid not in dense]
         if missing_dense:  # lexical-only candidates: their cosine from the cached vectors
             cached = self.store.cached_embeddings(self.embedder.name, [c.text_hash for c in missing_dense])
@@ -528,4 +537,13 @@ class KnowledgeBase:
                             chunk.chunk_id, chunk.heading, passage))
         # -- the right passage (knowledge/passages.py): each article's section that answers this query --
         hits = [refine_passage(query, qvec[0], h, self.store, self.embedder.name) for h in hits]
-        return SearchResult(query, tuple(hits), version, rc.threshold, (time.perf_counter() - t0) * 1000)
+        return SearchResult(query, tuple(hits), version, rc.threshold, (time.perf_counter() - t0) * 1000,
+                            language=spoken, in_language=langs.has(spoken) or not langs.languages,
+                            kb_languages=langs.available())
+
+    def _language_map(self) -> LanguageMap:
+        """Each entry's language at the indexed KB version (rebuilt once per version)."""
+        langs, version = self._languages, self.indexed_version
+        if langs is None or langs.version != version:
+            langs = self._languages = LanguageMap.build(version, self.store.list(), self.language)
+        return langs

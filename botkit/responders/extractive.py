@@ -6,6 +6,9 @@ metrics can tell a decline from an answer (docs/confidence.md)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from botkit import language
 from botkit.responders.base import source_of
 from botkit.text import clean_markdown, trim_passage
 from botkit.types import Candidate, Hit, ResponderRequest, SearchResult, confidence_of, probability
@@ -40,8 +43,19 @@ class ExtractiveResponder:
     def decline(self, result: SearchResult | None) -> Candidate:
         """The ``no_answer`` candidate: the "couldn't find" text, no sources, not grounded; its
         confidence is how likely the best hit would have been right (low, or 0 without hits)."""
-        return Candidate("no_answer", self.dont_know, confidence_of(result), (), grounded=False,
+        text = self.dont_know
+        if result is not None and result.in_language and self.dont_know == DONT_KNOW:
+            text = language.DONT_KNOW.get(result.language, text)  # the customer's language, where we have it
+        return Candidate("no_answer", self.in_language(text, result), confidence_of(result), (), grounded=False,
                          responder=self.name)
+
+    @staticmethod
+    def in_language(text: str, result: SearchResult | None) -> str:
+        """``text``, after a fixed English sentence when the KB has nothing in the customer's language
+        (a Thai question to an English help centre: the reply says so, then answers in English)."""
+        if result is None or result.in_language or not result.language:
+            return text
+        return f"{language.not_in_language(result.language, result.kb_languages)}\n\n{text}"
 
     async def respond(self, request: ResponderRequest) -> Candidate:
         result = request.retrieval
@@ -54,8 +68,12 @@ class ExtractiveResponder:
             listing = "\n".join(f"{i}. {h.title}" for i, h in enumerate(close, 1))
             text = (f"I can help with that. Which of these is closest to what you need?\n{listing}\n"
                     "(Reply with a number or the topic.)")
-            return Candidate("clarify", text, confidence_of(result), (), responder=self.name, options=options)
-        return self.answer_with(best, confidence_of(result))
+            if result.in_language and result.language in language.CLARIFY:
+                text = language.CLARIFY[result.language].format(listing=listing)
+            return Candidate("clarify", self.in_language(text, result), confidence_of(result), (), responder=self.name,
+                             options=options)
+        answer = self.answer_with(best, confidence_of(result))
+        return replace(answer, text=self.in_language(answer.text, result))
 
     def answer_with(self, hit: Hit, confidence: float | None = None) -> Candidate:
         """An answer with ``hit``'s passage; ``confidence`` defaults to its score as a probability
