@@ -151,6 +151,25 @@ def test_a_section_split_by_size_keeps_a_neighbour_that_scores_nearly_as_well() 
     assert [c.ord for c in chosen] == [0, 1]  # not the weak third part, never the other section
 
 
+def test_a_short_lead_in_never_stands_for_the_article() -> None:
+    chunks = [chunk(0, "", "Here's how cancelling works at each stage.", 0.80),
+              chunk(1, "Within the first hour", "Cancel it yourself under Account > Orders. " * 5, 0.60),
+              chunk(2, "Once it has shipped", "Return it instead. " * 12, 0.70)]
+    best, text = best_passage("cancel after it shipped", chunks)
+    assert best.ord == 2 and text.startswith("Return it instead.")
+    assert "at each stage" not in text
+    only_intro = [chunk(0, "", "Gift cards never expire.", 0.5)]
+    assert best_passage("do gift cards expire", only_intro) == (only_intro[0], "Gift cards never expire.")
+
+
+def test_a_capitalised_acronym_matches_a_spelt_out_heading() -> None:
+    chunks = [chunk(0, "Canada", "Orders ship from our US warehouse; duties are paid at checkout.", 0.62),
+              chunk(1, "United States", "Orders ship from Reno and no duties apply.", 0.60)]
+    assert winner("do i pay duties in the US", chunks) == 1
+    assert winner("do i pay duties in the US", chunks, without("heading")) == 0
+    assert winner("can you tell us about duties", chunks) == 0  # the pronoun is not the country
+
+
 def test_best_passage_of_nothing_is_none() -> None:
     assert best_passage("anything", []) is None
 
