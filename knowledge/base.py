@@ -496,7 +496,8 @@ class KnowledgeBase:
         if k < 1 or k > 1000:
             raise QueryError(f"k must be between 1 and 1000, got {k}")
         self.refresh()
-        qvec = self.embedder.embed([query])
+        # An embedder trained with query/passage prefixes (e5) embeds queries apart: embed_queries, if it has one.
+        qvec = getattr(self.embedder, "embed_queries", self.embedder.embed)([query])
         rc = self.config.retrieval
         langs = self._language_map()
         spoken = detect_language(query, self.language, latin=self.config.detect_latin).language
