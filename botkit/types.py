@@ -91,6 +91,10 @@ class SearchResult:
     threshold: float
     latency_ms: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
+    # P(the best hit answers the query), calibrated per KB (knowledge/confidence.py); None when
+    # whoever built the result did not compute one (then the threshold decides, as before)
+    confidence: float | None = None
+    min_confidence: float = 0.5
     # the query's language (botkit/language.py; "" = not detected) and whether the KB has entries in it;
     # False: the hits are in the KB's other languages, and the reply says so (docs/languages.md)
     language: str = ""
@@ -99,8 +103,13 @@ class SearchResult:
 
     @property
     def answered(self) -> bool:
-        """True when the best hit clears the project's threshold."""
-        return bool(self.hits) and self.hits[0].score >= self.threshold
+        """True when the best hit is likely enough to answer: calibrated confidence >= min_confidence
+        (without a confidence: the best hit's score >= threshold)."""
+        if not self.hits:
+            return False
+        if self.confidence is not None:
+            return self.confidence >= self.min_confidence
+        return self.hits[0].score >= self.threshold
 
     @property
     def best(self) -> Hit | None:
@@ -113,8 +122,7 @@ def confidence_of(result: SearchResult | None) -> float:
     clamped to [0, 1] (a raw score is no probability; see docs/confidence.md); 0 without hits."""
     if result is None or not result.hits:
         return 0.0
-    calibrated = getattr(result, "confidence", None)  # until SearchResult carries the calibrated one
-    return probability(calibrated if calibrated is not None else result.hits[0].score)
+    return probability(result.confidence if result.confidence is not None else result.hits[0].score)
 
 
 @dataclass(frozen=True)
