@@ -166,6 +166,15 @@ async def test_a_custom_responder_cannot_report_more_than_certainty(store: InMem
     assert Reply("c", "answer", "x", 1.5).confidence == 1.0 and Reply("c", "handoff", "").confidence is None
 
 
+async def test_a_calibrated_confidence_from_the_retriever_is_what_the_reply_carries(
+        store: InMemoryConversationStore):
+    calibrated = SearchResult("how do refunds work", (hit("refunds", "Refunds reach your card.", 1.21),), 3, 0.45,
+                              confidence=0.87)
+    async with engine_on(store, {"how do refunds work": calibrated}) as engine:
+        reply = await engine.handle(msg("how do refunds work"))
+    assert reply.action == "answer" and reply.confidence == pytest.approx(0.87)
+
+
 def test_confidence_of_and_probability():
     assert probability(None) == 0.0 and probability(2) == 1.0 and probability(0.25) == 0.25
     assert confidence_of(None) == 0.0 and confidence_of(SearchResult("q", (), 1, 0.5)) == 0.0
