@@ -35,6 +35,30 @@ MISSES_AS_NEGATIVES = False
 _SENTENCE = re.compile(r"(?<=[.!?])\s")
 
 
+_NAME = re.compile(r"\b[A-Z][a-z]+(?: (?:&|and|of) [A-Z][a-z]+| [A-Z][a-z]+)+\b")
+BRAND_TEMPLATES = (
+    "who founded {b}", "when was {b} founded", "who is the ceo of {b}", "is {b} hiring right now",
+    "where is {b}'s head office", "how many people work at {b}", "is {b} a public company",
+    "who owns {b}", "what does the name {b} mean", "how much money does {b} make",
+)
+
+
+def brand_questions(titles: dict[str, str], chunks: Sequence[Chunk], names: int = 3) -> list[str]:
+    """Questions about the company and its named things that a help centre does not answer
+    ("who founded X", "who is the CEO of X"): near-domain negatives made from the KB.
+
+    X: the multi-word proper names (company, programme, product) found in the most entries,
+    two at least; their words match BM25 in many chunks, so without these negatives a question
+    that merely names them looked answered.
+    """
+    seen: dict[str, set[str]] = defaultdict(set)
+    for c in chunks:
+        for name in set(_NAME.findall(c.text)):
+            seen[name].add(c.article_id)
+    common = sorted((kv for kv in seen.items() if len(kv[1]) >= 2), key=lambda kv: (-len(kv[1]), kv[0]))[:names]
+    return [t.format(b=name) for name, _ in common for t in BRAND_TEMPLATES]
+
+
 def _lead(text: str) -> str:
     """A passage's first sentence (at most 200 characters): how an article's content is asked about."""
     first = _SENTENCE.split(text.strip(), maxsplit=1)[0]
@@ -93,7 +117,7 @@ def fit_models(chunks: Sequence[Chunk], vectors: np.ndarray, titles: dict[str, s
     classes = sorted(titles)
     title_list = [titles[a] for a in classes]
     headings = sorted({c.heading.split(" > ")[-1] for c in chunks if c.kind == "passage" and " > " in c.heading})
-    ood = out_of_domain_questions()
+    ood = out_of_domain_questions() + brand_questions(titles, chunks)
     extra = embed(title_list + headings + ood) if (title_list or headings or ood) else np.zeros((0, vectors.shape[1]))
     t_vec, h_vec, o_vec = (extra[:len(title_list)], extra[len(title_list):len(title_list) + len(headings)],
                            extra[len(title_list) + len(headings):])
