@@ -75,11 +75,11 @@ def fuse(dense: dict[int, float], lexical: dict[int, float], lexical_weight: flo
         if chunk.article_id not in best or score > best[chunk.article_id].score:
             best[chunk.article_id] = Candidate(chunk.article_id, score, d, lx, 0.0, chunk)
     if router is not None and router_p is not None:
-        for aid, c in list(best.items()):
+        for aid, cand in list(best.items()):
             col = router.column(aid)
             p = float(router_p[col]) if col is not None else 0.0
-            best[aid] = Candidate(aid, c.score + router_weight * p, c.dense, c.lexical, p, c.chunk)
-    ranked = sorted(best.values(), key=lambda c: -c.score)
+            best[aid] = Candidate(aid, cand.score + router_weight * p, cand.dense, cand.lexical, p, cand.chunk)
+    ranked = sorted(best.values(), key=lambda cand: -cand.score)
 
     def top(scores: dict[int, float]) -> str | None:
         ids = [cid for cid in scores if cid in chunks]
