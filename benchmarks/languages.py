@@ -71,7 +71,7 @@ def main() -> None:
         "thresholds chosen on the English demo's 70 queries, per embedder",
         f"zh queries detected as zh: {sum(detect_language(q.query).language == 'zh' for q in zh_queries)}"
         f"/{len(zh_queries)}"])
-    tmp = workdir("botkit-langs-")
+    tmp = args.cache if args.cache is not None else workdir("botkit-langs-")  # --cache: embeddings kept
     rows = []
     for model in args.embedders.split(","):
         try:
@@ -82,15 +82,17 @@ def main() -> None:
         threshold = _best_threshold(en, en_queries)
         thai = en.search("ฉันจะคืนสินค้าได้อย่างไร", 5)  # "how do I return an item?"
         en.close()
+        kb = _kb(model, ROOT / "demo/zh/kb", "zh", tmp / model / "zh", {"hybrid": True})
         for label, retrieval in (("dense only", {"hybrid": False}),
                                  ("+ BM25 whitespace", {"hybrid": True, "tokenizer": "whitespace"}),
                                  ("+ BM25 jieba", {"hybrid": True, "tokenizer": "auto"})):
-            kb = _kb(model, ROOT / "demo/zh/kb", "zh", tmp / model / f"zh-{label}", {**retrieval,
-                                                                                    "threshold": threshold})
+            # one KB (one embedding of its chunks); each variant swaps the retrieval settings and rebuilds BM25
+            kb.config = kb.config.model_copy(update={"retrieval": kb.config.retrieval.model_copy(update=retrieval)})
+            kb._build_lexical()
             m = evaluate_retrieval(kb, zh_queries, k=5, threshold=threshold)
-            kb.close()
             rows.append([model, label, fmt(threshold), fmt(m["accuracy_at_1"]), fmt(m["recall_at_k"]),
                          fmt(m["no_answer_precision"]), fmt(m["no_answer_recall"]), fmt(m["end_to_end_accuracy"])])
+        kb.close()
         rows.append([model, "Thai query, English KB", "", f"in_language={thai.in_language}",
                      f"lang={thai.language}", "", "", ""])
     print_table(["embedder", "retrieval", "threshold (en)", "acc@1", "recall@5", "no-ans P", "no-ans R",

@@ -108,10 +108,10 @@ def _bilingual_kb(tmp_path: Path) -> KnowledgeBase:
     return kb
 
 
-async def _reply(kb: KnowledgeBase, text: str) -> str:
+async def _reply(kb: KnowledgeBase, text: str, responder: ExtractiveResponder | None = None) -> str:
     result = kb.search(text)
     request = ResponderRequest(result.query, IncomingMessage("c", text), (), result)
-    return (await ExtractiveResponder().respond(request)).text
+    return (await (responder or ExtractiveResponder()).respond(request)).text
 
 
 async def test_a_chinese_question_is_answered_from_chinese_articles_only(tmp_path: Path) -> None:
@@ -164,8 +164,12 @@ async def test_the_zh_demo_answers_a_chinese_question_from_a_chinese_article(tmp
         result = kb.search("退货寄回去一周了，钱什么时候退给我")
         assert result.language == "zh" and result.in_language and result.answered
         assert result.hits[0].article_id == "refund-timing"
-        text = await _reply(kb, "退货寄回去一周了，钱什么时候退给我")
-        assert "工作日" in text and "not available" not in text
+        question = "退货寄回去一周了，钱什么时候退给我"
+        text = await _reply(kb, question, ExtractiveResponder(clarify_margin=0.0))  # the answer itself
+        assert "工作日" in text and text.split("。")[0] in kb.store.get("refund-timing").body  # its own words
+        # e5's scores sit close together: with the default margin the bot may ask which one, in Chinese
+        text = await _reply(kb, question)
+        assert "not available" not in text and ("工作日" in text or text.startswith("我可以帮您"))
 
 
 def test_the_zh_demo_is_a_valid_project_with_labelled_queries_for_its_entries() -> None:
