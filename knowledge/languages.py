@@ -13,7 +13,6 @@ else the project's ``language`` (bot.yaml), the language of everything else.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from botkit.language import detect_language
 from knowledge.types import ArticleDraft
@@ -34,12 +33,17 @@ def article_language(article: ArticleDraft, default: str) -> str:
     return detect_language(sample, default).language
 
 
-@dataclass(frozen=True)
 class LanguageMap:
-    """Article id -> language, for one KB version."""
+    """Article id -> language, for one KB version; what a search asks is computed once per language."""
 
-    version: int
-    languages: dict[str, str]
+    def __init__(self, version: int, languages: dict[str, str]):
+        self.version = version
+        self.languages = languages
+        counts: dict[str, int] = {}
+        for lang in languages.values():
+            counts[lang] = counts.get(lang, 0) + 1
+        self._counts = counts
+        self._others: dict[str, frozenset[str]] = {}
 
     @classmethod
     def build(cls, version: int, articles: Iterable[ArticleDraft], default: str) -> LanguageMap:
@@ -47,13 +51,10 @@ class LanguageMap:
 
     def available(self) -> tuple[str, ...]:
         """The languages the KB has entries in, most entries first."""
-        counts: dict[str, int] = {}
-        for lang in self.languages.values():
-            counts[lang] = counts.get(lang, 0) + 1
-        return tuple(sorted(counts, key=lambda x: (-counts[x], x)))
+        return tuple(sorted(self._counts, key=lambda x: (-self._counts[x], x)))
 
     def has(self, language: str) -> bool:
-        return language in self.languages.values()
+        return language in self._counts
 
     def widen(self, fetch: int, exclude: frozenset[str]) -> int:
         """How many dense neighbours to fetch so that about ``fetch`` of them are not excluded
@@ -65,4 +66,7 @@ class LanguageMap:
 
     def other_than(self, language: str) -> frozenset[str]:
         """The entries not in ``language`` (those a search in that language leaves out)."""
-        return frozenset(a for a, lang in self.languages.items() if lang != language)
+        others = self._others.get(language)
+        if others is None:  # a race computes it twice, harmlessly
+            others = self._others[language] = frozenset(a for a, x in self.languages.items() if x != language)
+        return others
