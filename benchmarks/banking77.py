@@ -95,6 +95,12 @@ def open_kb(project):
     return kb, report
 
 
+def no_router(cfg: dict) -> dict:
+    """The rows before the router: router off (auto would turn it on for this FAQ-heavy KB)."""
+    cfg["retrieval"]["router"] = "off"
+    return cfg
+
+
 # -- main -----------------------------------------------------------------------------------
 def main() -> None:
     p = common.parser(__doc__.split("\n\n")[0])
@@ -127,7 +133,7 @@ def main() -> None:
     notes: list[str] = []
 
     # dense only: this run builds the KB (embeds every phrasing once)
-    project = common.make_project(common.knowledge_config(hybrid=False), state_dir=state)
+    project = common.make_project(no_router(common.knowledge_config(hybrid=False)), state_dir=state)
     log("building the KB (embedding all phrasings)...")
     kb, build_s, n_embedded = build_kb(project, arts)
     n_chunks = kb.index.ntotal
@@ -143,7 +149,8 @@ def main() -> None:
     kb.close()
 
     for w in weights:
-        project = common.make_project(common.knowledge_config(hybrid=True, lexical_weight=w), state_dir=state)
+        project = common.make_project(no_router(common.knowledge_config(hybrid=True, lexical_weight=w)),
+                                      state_dir=state)
         kb, report = open_kb(project)
         log(f"hybrid w={w}: index {report.status} in {report.seconds:.1f}s; evaluating...")
         r = evaluate_retrieval(kb, qs, args.k)

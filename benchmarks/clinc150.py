@@ -37,7 +37,7 @@ if __package__ in (None, ""):
 import numpy as np
 
 from benchmarks import common
-from benchmarks.banking77 import build_kb, humanise, open_kb
+from benchmarks.banking77 import build_kb, humanise, no_router, open_kb
 from benchmarks.common import log
 
 DEFAULT_THRESHOLD = 0.45  # botkit's default knowledge.retrieval.threshold
@@ -149,8 +149,9 @@ def main() -> None:
 
     state = common.state_dir(args, "clinc150-torch-fp32")
     configs: list[tuple[str, dict, tuple[str, ...]]] = [
-        ("KB dense", common.knowledge_config(hybrid=False), ("score",)),
-        (f"KB hybrid w={args.weight}", common.knowledge_config(hybrid=True, lexical_weight=args.weight), ("score",))]
+        ("KB dense", no_router(common.knowledge_config(hybrid=False)), ("score",)),
+        (f"KB hybrid w={args.weight}", no_router(common.knowledge_config(hybrid=True, lexical_weight=args.weight)),
+         ("score",))]
     if not args.no_router:  # its router_weight is chosen on val (in scope) once the KB is built, below
         configs.append(("KB + router", common.knowledge_config(hybrid=True, lexical_weight=args.weight),
                         ("score", "confidence")))
