@@ -32,8 +32,10 @@ dev split of benchmarks/data/passages.jsonl, and the overlap weight to 0.2, the 
 0.1/0.2/0.3 that keeps the demo's conversation test "I forgot my password" on the Resetting
 section (benchmarks/passages.py; docs/confidence.md says what each split chose).
 
-A short intro above the sections (a lead-in such as "Here's how cancellation works at each
-stage") never stands for the article when a section can: it answers nothing alone.
+A short intro above the sections that states no fact (a lead-in such as "Here's how
+cancellation works at each stage") never stands for the article when a section can: it answers
+nothing alone. An intro that does state one (a number, price or code: "you can return it within
+30 days of delivery") competes like any section.
 
 Only the shown passage changes (``Hit.chunk_id``, ``heading``, ``passage``); the hit's scores
 stay the article's retrieval evidence, so article ranking, the threshold and calibration are
@@ -173,9 +175,11 @@ def acronyms(text: str) -> set[str]:
 
 
 def is_lead_in(candidate: Candidate, candidates: Sequence[Candidate]) -> bool:
-    """A short intro above the article's sections ("Here's how it works at each stage."): it
-    answers nothing alone, so it never stands for the article when a section can."""
+    """A short intro above the article's sections that states no fact ("Here's how it works at
+    each stage."): it answers nothing alone, so it never stands for the article when a section
+    can. One with a number, price or code ("return it within 30 days") is a summary that can."""
     return (not section_path(candidate.heading) and len(candidate.text) < MIN_PASSAGE_CHARS
+            and not exact_tokens(candidate.text)
             and any(section_path(c.heading) for c in candidates))
 
 
