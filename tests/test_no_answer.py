@@ -336,3 +336,17 @@ async def test_bad_queries_on_the_demo_kb_decline_or_quote_the_kb(demo_engine: E
         assert words(injected.text) <= words(article.title + " " + article.body) | {"…"}
     with pytest.raises(MessageRejected, match="limit is 4000"):
         await demo_engine.handle(msg("refund " * 1500, "long"))
+
+
+def test_a_calibrated_answer_under_the_raw_threshold_still_gives_the_model_its_passage():
+    """The decision is the calibrated confidence: when it answers, the best hit is generated from
+    even if its raw score sits under the old threshold (else the model would get no context)."""
+    from botkit.generation.prompt import select_passages
+    from botkit.testing import hit
+    from botkit.types import SearchResult
+
+    best, second = hit("a", "Returns", 0.40), hit("b", "Refunds", 0.30)
+    answered = SearchResult("q", (best, second), 1, threshold=0.45, confidence=0.8, min_confidence=0.5)
+    assert [h.article_id for h in select_passages(answered)] == ["a"]
+    declined = SearchResult("q", (best, second), 1, threshold=0.45, confidence=0.2, min_confidence=0.5)
+    assert select_passages(declined) == []

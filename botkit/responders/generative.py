@@ -26,7 +26,7 @@ from botkit.config import DialogueConfig
 from botkit.errors import GenerationError
 from botkit.generation.base import Generator
 from botkit.generation.grounding import is_grounded
-from botkit.generation.prompt import build_messages, passage_evidence
+from botkit.generation.prompt import build_messages, passage_evidence, select_passages
 from botkit.responders.base import source_of
 from botkit.responders.extractive import ExtractiveResponder
 from botkit.types import Candidate, Hit, ResponderRequest, confidence_of
@@ -72,9 +72,8 @@ class GenerativeResponder:
         await self.close()
 
     def passages_for(self, request: ResponderRequest) -> list[Hit]:
-        """The hits a reply may be generated from: above the threshold, best first, at most 3."""
-        result = request.retrieval
-        return [h for h in result.hits if h.score >= result.threshold][:MAX_PASSAGES]
+        """The hits a reply may be generated from (:func:`botkit.generation.prompt.select_passages`)."""
+        return select_passages(request.retrieval, MAX_PASSAGES)
 
     async def respond(self, request: ResponderRequest) -> Candidate:
         """The final candidate of :meth:`respond_stream`, without the deltas."""
