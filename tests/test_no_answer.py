@@ -299,8 +299,8 @@ async def test_a_conversation_test_can_expect_a_decline(store: InMemoryConversat
 
 # -- the real demo knowledge base (slow) -----------------------------------------------------------
 
-OFF_TOPIC = ["Who founded Tallow & Pine, and in what year?", "Do you sell dog beds?",
-             "will it rain in seattle tomorrow"]
+FOUNDED = "Who founded Tallow & Pine, and in what year?"
+OFF_TOPIC = ["Do you sell dog beds?", "will it rain in seattle tomorrow"]
 
 
 @pytest.fixture
@@ -316,11 +316,18 @@ async def demo_engine(demo_kb, tmp_path: Path) -> AsyncIterator[Engine]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="calibrated abstention lands with knowledge/confidence.py")
 async def test_off_topic_questions_of_the_issue_are_declined_on_the_demo_kb(demo_engine: Engine):
     replies = [await demo_engine.handle(msg(q, f"off-{i}")) for i, q in enumerate(OFF_TOPIC)]
     got = {q: (r.action, [s.id for s in r.sources]) for q, r in zip(OFF_TOPIC, replies)}
     assert got == {q: ("no_answer", []) for q in OFF_TOPIC}
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="a question naming the company still scores 0.72 (docs/confidence.md): "
+                   "when this passes, drop the xfail")
+async def test_a_question_about_the_company_itself_is_declined_on_the_demo_kb(demo_engine: Engine):
+    reply = await demo_engine.handle(msg(FOUNDED, "founded"))
+    assert reply.action == "no_answer" and reply.sources == ()
 
 
 @pytest.mark.slow
