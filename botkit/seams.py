@@ -65,6 +65,10 @@ class Embedder(Protocol):
     the same vector for the same text whatever else is in the batch (to ~1e-5 for float
     kernels; quantised backends to a cosine of ~0.95), and ``(0, dim)`` for no texts.
     Failures raise :class:`~botkit.errors.EmbeddingError`.
+
+    Optionally, a model trained with separate query and passage prefixes (e5) also has
+    ``embed_queries(texts)``, with the same promises, for the customer's side; ``embed`` is then
+    the passage side (what is indexed and cached). ``KnowledgeBase.search`` uses it where present.
     """
 
     @property

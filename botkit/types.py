@@ -4,14 +4,25 @@ escalation rules and stores exchange. No vendor objects and no loose dicts cross
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 Role = Literal["customer", "bot", "agent", "system"]
-Action = Literal["answer", "clarify", "escalate", "handoff", "agent"]
+# ``no_answer``: the bot declined (nothing in the knowledge base cleared the threshold, or the
+# search failed) and said so, citing nothing; see docs/confidence.md.
+Action = Literal["answer", "no_answer", "clarify", "escalate", "handoff", "agent"]
 Status = Literal["bot", "handed_off", "closed"]
+
+
+def probability(value: float | None) -> float:
+    """``value`` as a probability: clamped to [0, 1], 0 for NaN or None. A confidence shown to
+    customers, agents and rules must read as "how likely this is right", never 1.2153."""
+    if value is None or math.isnan(value):
+        return 0.0
+    return min(1.0, max(0.0, float(value)))
 
 
 @dataclass(frozen=True)
@@ -80,15 +91,38 @@ class SearchResult:
     threshold: float
     latency_ms: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
+    # P(the best hit answers the query), calibrated per KB (knowledge/confidence.py); None when
+    # whoever built the result did not compute one (then the threshold decides, as before)
+    confidence: float | None = None
+    min_confidence: float = 0.5
+    # the query's language (botkit/language.py; "" = not detected) and whether the KB has entries in it;
+    # False: the hits are in the KB's other languages, and the reply says so (docs/languages.md)
+    language: str = ""
+    in_language: bool = True
+    kb_languages: tuple[str, ...] = ()
 
     @property
     def answered(self) -> bool:
-        """True when the best hit clears the project's threshold."""
-        return bool(self.hits) and self.hits[0].score >= self.threshold
+        """True when the best hit is likely enough to answer: calibrated confidence >= min_confidence
+        (without a confidence: the best hit's score >= threshold)."""
+        if not self.hits:
+            return False
+        if self.confidence is not None:
+            return self.confidence >= self.min_confidence
+        return self.hits[0].score >= self.threshold
 
     @property
     def best(self) -> Hit | None:
         return self.hits[0] if self.hits else None
+
+
+def confidence_of(result: SearchResult | None) -> float:
+    """How likely ``result``'s best hit answers the query, in [0, 1], for ``Candidate.confidence``:
+    its calibrated ``confidence`` when the retriever computed one, else the best hit's score
+    clamped to [0, 1] (a raw score is no probability; see docs/confidence.md); 0 without hits."""
+    if result is None or not result.hits:
+        return 0.0
+    return probability(result.confidence if result.confidence is not None else result.hits[0].score)
 
 
 @dataclass(frozen=True)
@@ -134,15 +168,18 @@ def fallback_from_note(note: str) -> str | None:
 class Candidate:
     """What a responder proposes before escalation rules have their say."""
 
-    action: Literal["answer", "clarify"]
+    action: Literal["answer", "no_answer", "clarify"]  # no_answer: declined, says so, cites nothing
     text: str
-    confidence: float  # best retrieval score behind the reply
+    confidence: float  # how likely the reply is right, in [0, 1] (clamped: a raw score may exceed 1)
     sources: tuple[Source, ...] = ()
     grounded: bool = True  # False when nothing cleared the threshold ("I don't know")
     responder: str = "extractive"
     options: tuple[Source, ...] = ()  # for clarify: the candidates the customer chooses between
     note: str = ""  # why a generated reply was replaced, etc. (readable detail)
     fallback: str | None = None  # a FALLBACK_CODES code when the responder's own text was replaced
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "confidence", probability(self.confidence))
 
 
 @dataclass(frozen=True)
@@ -164,7 +201,7 @@ class Turn:
     role: Role
     text: str
     at: datetime
-    action: str = ""  # for bot turns: answer | clarify | escalate | agent ...
+    action: str = ""  # for bot turns: answer | no_answer | clarify | escalate | agent ...
     confidence: float | None = None
     sources: tuple[Source, ...] = ()
     kb_version: int | None = None
@@ -278,6 +315,10 @@ class Reply:
     fallback_detail: str = ""
     repeat: bool = False  # the message had been answered before: this is the stored reply, not a new one
     channel: str = ""  # the conversation's channel ("webchat", "telegram"); "" where unknown
+
+    def __post_init__(self) -> None:
+        if self.confidence is not None:  # a turn stored before clamping may hold 1.2153
+            object.__setattr__(self, "confidence", probability(self.confidence))
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,17 +34,26 @@ import numpy as np
 
 from botkit.config import KnowledgeConfig
 from botkit.errors import ConfigError, IndexCorrupt, QueryError, StorageError
+from botkit.language import detect_language
 from botkit.project import Project
 from botkit.seams import Embedder
+from knowledge.calibrate import fit_models
+from knowledge.confidence import MIN_POSITIVES, Calibration, fingerprint
 from knowledge.embedding import make_embedder
 from knowledge.index import IndexKind, VectorIndex
 from knowledge.ingest import read_sources
+from knowledge.languages import LanguageMap
 from knowledge.lexical import LexicalIndex
+from knowledge.passages import refine_passage
+from knowledge.ranking import fuse
+from knowledge.router import Router
 from knowledge.store import ChangeSummary, KnowledgeStore
-from knowledge.types import ArticleDraft, Chunk, Hit, SearchResult
+from knowledge.types import ArticleDraft, Chunk, ChunkDraft, Hit, SearchResult
 
 log = logging.getLogger(__name__)
 INDEX_FILE = "vectors.faiss"
+CALIBRATION_FILE = "confidence.json"  # the fitted calibration, beside the index (refitted when the KB changes)
+ROUTER_FILE = "router.npz"
 # Rebuilding BM25 costs ~40 us per chunk; above this many chunks an edit rebuilds it in a
 # background thread (dense search sees the edit at once, lexical matching a moment later).
 LEXICAL_SYNC_MAX = 5_000
@@ -88,14 +97,19 @@ class SyncReport:
 
 class KnowledgeBase:
     def __init__(self, store: KnowledgeStore, embedder: Embedder, index_dir: Path,
-                 config: KnowledgeConfig | None = None, *, progress: bool | None = None):
+                 config: KnowledgeConfig | None = None, *, progress: bool | None = None, language: str = "en"):
         self.store = store
         self.embedder = embedder
         self.index_path = Path(index_dir) / INDEX_FILE
         self.config = config or KnowledgeConfig()
         self.progress = progress
+        self.language = language  # of entries that say none (bot.yaml's language); docs/languages.md
+        self._languages: LanguageMap | None = None
         self.index: VectorIndex | None = None
         self.lexical: LexicalIndex | None = None
+        self.router: Router | None = None  # the learned router (None: off, or not fitted yet)
+        self.calibration: Calibration | None = None  # None: the default mapping (knowledge/confidence.py)
+        self.models_version = -1  # the KB version the router and calibration were fitted on
         self.indexed_version = -1
         self.embedded_total = 0  # texts embedded by this instance (chunks and queries excluded)
         self._lock = threading.RLock()  # held briefly: searches read the index, syncs swap changes in
@@ -123,7 +137,8 @@ class KnowledgeBase:
         embedder = make_embedder(model, cfg.embedding.backend, batch_size=cfg.embedding.batch_size,
                                  threads=cfg.embedding.threads, project_root=project.root,
                                  cache_dir=project.state_dir / "models")
-        return cls(KnowledgeStore(project.db_path), embedder, project.index_dir, cfg, progress=progress)
+        return cls(KnowledgeStore(project.db_path), embedder, project.index_dir, cfg, progress=progress,
+                   language=project.config.language.split("-")[0])
 
     def __enter__(self) -> "KnowledgeBase":
         self.start()
@@ -334,13 +349,13 @@ class KnowledgeBase:
                           seconds=time.perf_counter() - t0)
 
     def _build_lexical(self, background: bool = False) -> None:
-        if not self.config.retrieval.hybrid:
-            self.lexical = None
-            return
+        """Rebuild BM25, then refit the router and calibration (which search through it); for a
+        big KB both run in a background thread and searches use the previous ones meanwhile."""
         if not background or self.index is None or self.index.ntotal <= LEXICAL_SYNC_MAX:
-            lexical = self._make_lexical()
+            lexical = self._make_lexical() if self.config.retrieval.hybrid else None
             with self._lock:
                 self.lexical = lexical
+            self._refresh_models()
             return
         self._lexical_dirty.set()
         if self._lexical_thread is None or not self._lexical_thread.is_alive():
@@ -349,14 +364,91 @@ class KnowledgeBase:
 
     def _make_lexical(self) -> LexicalIndex:
         chunks = self.store.chunks()
-        return LexicalIndex(np.array([c.chunk_id for c in chunks], dtype=np.int64), [c.embed_text for c in chunks])
+        return LexicalIndex(np.array([c.chunk_id for c in chunks], dtype=np.int64), [c.embed_text for c in chunks],
+                            cjk=self.config.retrieval.tokenizer == "auto")
 
     def _lexical_worker(self) -> None:
         while self._lexical_dirty.is_set():
             self._lexical_dirty.clear()
-            lexical = self._make_lexical()  # stale ids in an old index are harmless: hits are looked up in the store
+            # stale ids in an old index are harmless: hits are looked up in the store
+            lexical = self._make_lexical() if self.config.retrieval.hybrid else None
             with self._lock:
                 self.lexical = lexical
+            try:
+                self._refresh_models()
+            except Exception:  # noqa: BLE001 - searches keep the previous router and calibration
+                log.exception("refitting the router and confidence calibration failed; searches use the previous "
+                              "ones until the next change")
+
+    def settle(self) -> None:
+        """Wait for a background BM25 rebuild and model refit (benchmarks and tests that measure right after
+        an import of a big KB call this; a server never needs to)."""
+        thread = self._lexical_thread
+        if thread is not None:
+            thread.join()
+
+    # -- the router and the confidence calibration -------------------------------------------
+    def _models_fingerprint(self, version: int) -> str:
+        rc = self.config.retrieval
+        return fingerprint([version, self.embedder.name, rc.hybrid, rc.lexical_weight, rc.top_k, rc.threshold,
+                            rc.router, rc.router_weight, rc.router_min_entries])
+
+    def _refresh_models(self) -> None:
+        """Fit the router and calibration for the indexed KB version, or load them from the index
+        dir when they were fitted for exactly this version and these settings (a restart)."""
+        with self._lock:
+            version, lexical = self.indexed_version, self.lexical
+        if version == self.models_version:
+            return
+        fp = self._models_fingerprint(version)
+        cal_path, router_path = self.index_path.with_name(CALIBRATION_FILE), self.index_path.with_name(ROUTER_FILE)
+        calibration = Calibration.load(cal_path)
+        if calibration is not None and calibration.fingerprint == fp:
+            router = Router.load(router_path) if router_path.exists() else None
+            if router is None or router.fingerprint == fp:
+                with self._lock:
+                    self.router, self.calibration, self.models_version = router, calibration, version
+                return
+        chunks = self.store.chunks()
+        n_articles = len({c.article_id for c in chunks})
+        if sum(c.kind == "question" for c in chunks) + n_articles < MIN_POSITIVES:  # too small to calibrate:
+            with self._lock:  # the default mapping, and nothing embedded for it
+                self.router, self.calibration, self.models_version = None, None, version
+            return
+        vectors, _ = self._vectors(chunks)
+        titles = {a: t for a, (t, _, _) in self.store.titles({c.article_id for c in chunks}).items()}
+        fitted = fit_models(chunks, vectors, titles, lexical, self.config.retrieval, self._embed_queries,
+                            fingerprint=fp)
+        with self._lock:
+            self.router, self.calibration, self.models_version = fitted.router, fitted.calibration, version
+        log.info("router %s, confidence calibration %s (%d examples) for KB version %d in %.1fs",
+                 "trained" if fitted.router else "off",
+                 "fitted" if fitted.calibration.fitted else "default (too little data)", fitted.examples, version,
+                 fitted.seconds)
+        try:
+            cal_path.parent.mkdir(parents=True, exist_ok=True)
+            fitted.calibration.save(cal_path)
+            if fitted.router is not None:
+                fitted.router.save(router_path)
+            else:
+                router_path.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only or full index dir: this process still uses the fit
+            log.warning("could not store the confidence calibration in %s (%s); the next start refits it",
+                        cal_path.parent, exc)
+
+    def _embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Vectors for calibration queries (titles, headings, off-topic questions), through the embedding cache."""
+        drafts = [ChunkDraft(0, "question", "", t, t) for t in texts]
+        hashes = [d.hash for d in drafts]
+        cached = self.store.cached_embeddings(self.embedder.name, list(set(hashes)))
+        todo = {h: d.embed_text for h, d in zip(hashes, drafts) if h not in cached}
+        keys = list(todo)
+        for start in range(0, len(keys), EMBED_BATCH):  # not counted in embedded_total (that counts chunks)
+            batch = dict(zip(keys[start:start + EMBED_BATCH], self.embedder.embed([todo[h] for h in
+                                                                                keys[start:start + EMBED_BATCH]])))
+            self.store.cache_embeddings(self.embedder.name, batch)
+            cached.update(batch)
+        return np.stack([cached[h] for h in hashes]).astype(np.float32)
 
     def refresh(self) -> None:
         """Catch up if the store changed since the index was last brought up to date (one SQL query).
@@ -482,16 +574,21 @@ class KnowledgeBase:
         return query
 
     def search(self, query: str, k: int | None = None) -> SearchResult:
-        """The best k articles for a query, each with its best passage and score."""
+        """The best k articles for a query, each with its best passage and score, and the calibrated
+        confidence that the best one answers it (``SearchResult.answered`` decides on that)."""
         t0 = time.perf_counter()
         query = self.clean_query(query)
         k = k or self.config.retrieval.top_k
         if k < 1 or k > 1000:
             raise QueryError(f"k must be between 1 and 1000, got {k}")
         self.refresh()
-        qvec = self.embedder.embed([query])
+        # An embedder trained with query/passage prefixes (e5) embeds queries apart: embed_queries, if it has one.
+        qvec = getattr(self.embedder, "embed_queries", self.embedder.embed)([query])
         rc = self.config.retrieval
-        fetch = max(4 * k, 20)
+        langs = self._language_map()
+        spoken = detect_language(query, self.language, latin=self.config.detect_latin).language
+        exclude = langs.other_than(spoken) if langs.has(spoken) else frozenset()  # answer in the customer's language
+        fetch = langs.widen(max(4 * k, 20), exclude)
         with self._lock:
             assert self.index is not None
             version = self.indexed_version
@@ -501,28 +598,53 @@ class KnowledgeBase:
             if self.lexical is not None and rc.lexical_weight > 0:
                 lex_s, lex_i = self.lexical.search(query, fetch)
                 lexical = {int(i): float(s) for s, i in zip(lex_s, lex_i)}
-        chunks = {c.chunk_id: c for c in self.store.chunks(set(dense) | set(lexical))}
-        missing_dense = [c for cid, c in chunks.items() if cid not in dense]
-        if missing_dense:  # lexical-only candidates: their cosine from the cached vectors
-            cached = self.store.cached_embeddings(self.embedder.name, [c.text_hash for c in missing_dense])
-            for c in missing_dense:
-                vec = cached.get(c.text_hash)
-                dense[c.chunk_id] = float(vec @ qvec[0]) if vec is not None else 0.0
-        w = rc.lexical_weight if self.lexical is not None else 0.0
-        best: dict[str, tuple[float, float, float, Chunk]] = {}
-        for cid, chunk in chunks.items():
-            d, lx = dense.get(cid, 0.0), lexical.get(cid, 0.0)
-            score = d + w * lx
-            if chunk.article_id not in best or score > best[chunk.article_id][0]:
-                best[chunk.article_id] = (score, d, lx, chunk)
-        ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
-        info = self.store.titles(a for a, _ in ranked)
+            router, calibration = self.router, self.calibration
+            w = rc.lexical_weight if self.lexical is not None else 0.0
+        router_p = router.proba(qvec)[0] if router is not None else None
+        ranking = fuse(dense, lexical, w, _StoreLookup(self), qvec[0], router, router_p, rc.router_weight,
+                       exclude_articles=exclude)
+        ranked = ranking.ranked[:k]
+        info = self.store.titles(c.article_id for c in ranked)
         hits = []
-        for article_id, (score, d, lx, chunk) in ranked:
-            if article_id not in info:  # deleted between search and lookup
+        for c in ranked:
+            if c.article_id not in info:  # deleted between search and lookup
                 continue
-            title, kind, body = info[article_id]
+            title, kind, body = info[c.article_id]
+            chunk = c.chunk
             passage = body if chunk.kind == "question" else self._expand(chunk)
-            hits.append(Hit(article_id, title, kind, round(score, 6), round(d, 6), round(lx, 6),  # type: ignore[arg-type]
-                            chunk.chunk_id, chunk.heading, passage))
-        return SearchResult(query, tuple(hits), version, rc.threshold, (time.perf_counter() - t0) * 1000)
+            hits.append(Hit(c.article_id, title, kind, round(c.score, 6), round(c.dense, 6),  # type: ignore[arg-type]
+                            round(c.lexical, 6), chunk.chunk_id, chunk.heading, passage))
+        # -- the right passage (knowledge/passages.py): each article's section that answers this query --
+        hits = [refine_passage(query, qvec[0], h, self.store, self.embedder.name) for h in hits]
+        confidence = None
+        if hits:
+            x = ranking.features(query)
+            confidence = round((calibration or Calibration.default(rc.threshold)).confidence(x), 6)
+        extra = {"router_p": round(ranked[0].router, 6)} if ranked and router is not None else {}
+        return SearchResult(query, tuple(hits), version, rc.threshold, (time.perf_counter() - t0) * 1000, extra,
+                            confidence, rc.min_confidence, language=spoken,
+                            in_language=langs.has(spoken) or not langs.languages, kb_languages=langs.available())
+
+    def _language_map(self) -> LanguageMap:
+        """Each entry's language at the indexed KB version (rebuilt once per version)."""
+        langs, version = self._languages, self.indexed_version
+        if langs is None or langs.version != version:
+            langs = self._languages = LanguageMap.build(version, self.store.list(), self.language)
+        return langs
+
+
+class _StoreLookup:
+    """Chunks and their cached vectors from the store (a live search)."""
+
+    def __init__(self, kb: KnowledgeBase):
+        self.kb = kb
+
+    def chunks(self, ids: Iterable[int]) -> dict[int, Chunk]:
+        return {c.chunk_id: c for c in self.kb.store.chunks(set(ids))}
+
+    def cosines(self, chunks: list[Chunk], qvec: np.ndarray) -> dict[int, float]:
+        cached = self.kb.store.cached_embeddings(self.kb.embedder.name, [c.text_hash for c in chunks])
+        return {c.chunk_id: float(cached[c.text_hash] @ qvec) if c.text_hash in cached else 0.0 for c in chunks}
+
+    def article_chunks(self, article_id: str) -> list[Chunk]:
+        return self.kb.store.article_chunks(article_id)

@@ -38,6 +38,11 @@ class BatchingEmbedder:
     def start(self) -> None:
         self.inner.start()
 
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """The inner embedder's ``embed_queries`` (unbatched), or batched ``embed`` where it has none."""
+        inner = getattr(self.inner, "embed_queries", None)
+        return inner(texts) if inner is not None else self.embed(texts)
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) != 1:  # bulk work (indexing) goes straight through
             return self.inner.embed(texts)

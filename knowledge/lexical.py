@@ -5,6 +5,16 @@ Scores are normalised to [0, 1) per query: the BM25 score divided by the most th
 terms could score (the sum of their idf; an unknown term counts as the rarest possible).
 So 0.5 means "this chunk matches about half the query's weight", whatever the query's
 length, which is what lets a fixed weight and threshold work across queries.
+
+Chinese writes no spaces between words, so the word pattern would make a whole Chinese
+sentence one token, which no query ever matches. With ``cjk=True`` (the default;
+``knowledge.retrieval.tokenizer: auto``) every run of Han characters is first cut into words
+by jieba (the ``languages`` extra; MIT, pure Python, its dictionary ships in the package, no
+download), in search mode (long words also yield their parts: 退货政策 -> 退货 政策 退货政策),
+and a few Chinese function words are dropped like English stop words. Everything else is
+tokenised as before, so English chunks index exactly as they did, and mixed text (a Chinese
+sentence naming "Pine Points") gets both. Without jieba installed, Han runs stay whole (the
+old behaviour) and a warning says how to install it.
 """
 
 from __future__ import annotations
@@ -12,6 +22,8 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
+from typing import Any
 
 import bm25s
 import numpy as np
@@ -21,6 +33,49 @@ from bm25s.tokenization import Tokenizer
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG and logs every index build
 
 _SPLIT = r"(?u)\b\w\w+\b"
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+# Chinese function words of two or more characters (single characters never become terms:
+# the word pattern needs two), the counterpart of bm25s's English stop words.
+STOPWORDS_ZH = frozenset(
+    "什么 怎么 怎样 如何 为什么 可以 能否 是否 我们 你们 他们 您好 你好 请问 一下 一个 这个 那个 "
+    "哪个 哪些 这些 那些 没有 还是 或者 如果 因为 所以 但是 已经 现在 需要 应该 的话 吗 呢 吧".split())
+_jieba_lock = threading.Lock()
+_jieba: Any = None  # a jieba.Tokenizer once loaded; False when jieba is not installed
+
+
+def _segmenter() -> Any:
+    """jieba's tokenizer, loaded once (~1 s the first time, then from its cache); None without jieba."""
+    global _jieba
+    with _jieba_lock:
+        if _jieba is None:
+            try:
+                import jieba
+            except ImportError:
+                logging.getLogger(__name__).warning(
+                    "Chinese text is in the knowledge base but jieba is not installed, so BM25 cannot match "
+                    "Chinese words: pip install -e '.[languages]' (or set knowledge.retrieval.tokenizer: whitespace)")
+                _jieba = False
+            else:
+                jieba.setLogLevel(logging.WARNING)
+                tokenizer = jieba.Tokenizer()
+                tokenizer.initialize()
+                _jieba = tokenizer
+    return _jieba or None
+
+
+def segment(text: str) -> str:
+    """``text`` with every run of Han characters cut into space-separated words (jieba search mode)."""
+    if not _HAN.search(text):
+        return text
+    seg = _segmenter()
+    if seg is None:
+        return text
+
+    def cut(m: re.Match[str]) -> str:
+        words = [w for w in seg.cut_for_search(m.group(0)) if w not in STOPWORDS_ZH]
+        return " " + " ".join(words) + " "
+
+    return _HAN.sub(cut, text)
 
 
 def _stemmer():  # PyStemmer is optional: without it, terms are matched unstemmed
@@ -33,8 +88,12 @@ def _stemmer():  # PyStemmer is optional: without it, terms are matched unstemme
 
 
 class LexicalIndex:
-    def __init__(self, chunk_ids: np.ndarray, texts: list[str], k1: float = 1.2, b: float = 0.75):
+    def __init__(self, chunk_ids: np.ndarray, texts: list[str], k1: float = 1.2, b: float = 0.75, *,
+                 cjk: bool = True):
         self.chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
+        self.cjk = cjk
+        if cjk:
+            texts = [segment(t) for t in texts]
         self._stem = _stemmer()
         self._stop = set(STOPWORDS_EN)
         self._tokenizer = Tokenizer(splitter=_SPLIT, stopwords="en", stemmer=self._stem)
@@ -57,6 +116,8 @@ class LexicalIndex:
         return len(self.chunk_ids)
 
     def terms(self, query: str) -> list[str]:
+        if self.cjk:
+            query = segment(query)
         words = [w for w in re.findall(_SPLIT, query.lower()) if w not in self._stop]
         stems = [self._stem(w) for w in words] if self._stem else words
         return list(dict.fromkeys(stems))

@@ -9,7 +9,7 @@
         turns:
           - user: how long does a refund take?
             expect:
-              action: answer          # answer | clarify | escalate | handoff
+              action: answer          # answer | no_answer | clarify | escalate | handoff
               cites: refund-timing    # an article id among the reply's sources (or a list)
               contains: business days # text the reply must contain (or a list)
               not_contains: [sorry]
@@ -43,12 +43,13 @@ def _as_list(value: object) -> object:
 
 
 class Expect(StrictModel):
-    action: Literal["answer", "clarify", "escalate", "handoff"] | None = None
+    # no_answer: the bot declined ("couldn't find an answer"), citing nothing
+    action: Literal["answer", "no_answer", "clarify", "escalate", "handoff"] | None = None
     cites: list[str] = Field(default_factory=list)
     contains: list[str] = Field(default_factory=list)
     not_contains: list[str] = Field(default_factory=list)
     escalation: str | None = None
-    min_confidence: float | None = None
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0)  # confidence is a probability
 
     _lists = field_validator("cites", "contains", "not_contains", mode="before")(_as_list)
 

@@ -120,12 +120,17 @@ class HasRoleText(Protocol):
 
 
 def select_passages(result: SearchResult, limit: int = MAX_PASSAGES) -> list[Hit]:
-    """The hits a reply may be generated from: above the threshold, best first, at most ``limit``.
+    """The hits a reply may be generated from: above the threshold, best first, at most ``limit``;
+    when the calibrated decision answers (``result.answered``), its best hit always is one, even
+    if its raw score is under the threshold.
 
     Serving (the generative responder), training (:mod:`training.sft`) and the evaluation gate
     all choose passages with this, so a model is trained on the passages it will be shown.
     """
-    return [h for h in result.hits if h.score >= result.threshold][:limit]
+    above = [h for h in result.hits if h.score >= result.threshold]
+    if result.answered and result.hits and (not above or above[0] is not result.hits[0]):
+        above = [result.hits[0]] + [h for h in above if h is not result.hits[0]]
+    return above[:limit]
 
 
 def conversation_messages(bot_name: str, passages: Sequence[Hit], history: Sequence[HasRoleText], question: str,

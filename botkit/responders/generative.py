@@ -5,7 +5,7 @@ Policy (why each step exists):
 1. No generation when retrieval found nothing above the threshold, or when the extractive
    responder would ask which of several close articles is meant: a model must not invent an
    answer where the knowledge base has none, nor pick one of two candidates for the customer.
-   The extractive candidate ("I don't know" / "which of these?") is returned as it is.
+   The extractive candidate (the ``no_answer`` decline / "which of these?") is returned as it is.
 2. Otherwise the model sees the best passages that clear the threshold (up to 3) and recent
    history, and writes a reply.
 3. The reply is sent only if it is grounded in those passages (:func:`is_grounded` with
@@ -26,10 +26,10 @@ from botkit.config import DialogueConfig
 from botkit.errors import GenerationError
 from botkit.generation.base import Generator
 from botkit.generation.grounding import is_grounded
-from botkit.generation.prompt import build_messages, passage_evidence
+from botkit.generation.prompt import build_messages, passage_evidence, select_passages
 from botkit.responders.base import source_of
 from botkit.responders.extractive import ExtractiveResponder
-from botkit.types import Candidate, Hit, ResponderRequest
+from botkit.types import Candidate, Hit, ResponderRequest, confidence_of
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,8 @@ class GenerativeResponder:
         await self.close()
 
     def passages_for(self, request: ResponderRequest) -> list[Hit]:
-        """The hits a reply may be generated from: above the threshold, best first, at most 3."""
-        result = request.retrieval
-        return [h for h in result.hits if h.score >= result.threshold][:MAX_PASSAGES]
+        """The hits a reply may be generated from (:func:`botkit.generation.prompt.select_passages`)."""
+        return select_passages(request.retrieval, MAX_PASSAGES)
 
     async def respond(self, request: ResponderRequest) -> Candidate:
         """The final candidate of :meth:`respond_stream`, without the deltas."""
@@ -108,7 +107,7 @@ class GenerativeResponder:
             reason = str(exc) or type(exc).__name__
             log.warning("conversation %s: %s failed, extractive fallback: %s",
                         request.message.conversation_id, self.generator.name, reason)
-            yield self._fallback(result.hits[0], fallback_code(exc), f"generation failed: {reason}")
+            yield self._fallback(request, fallback_code(exc), f"generation failed: {reason}")
             return
         text = "".join(pieces).strip()
         # Checked against exactly what the model saw: headings plus trimmed, de-marked passages.
@@ -116,13 +115,15 @@ class GenerativeResponder:
         if not ok:
             log.info("conversation %s: generated reply not grounded (%s), extractive fallback",
                      request.message.conversation_id, reason)
-            yield self._fallback(result.hits[0], "ungrounded", f"generated reply not grounded: {reason}")
+            yield self._fallback(request, "ungrounded", f"generated reply not grounded: {reason}")
             return
-        yield Candidate("answer", text, float(passages[0].score), tuple(source_of(h) for h in passages),
+        yield Candidate("answer", text, confidence_of(result), tuple(source_of(h) for h in passages),
                         responder=self.generator.name)
 
-    def _fallback(self, best: Hit, code: str, note: str) -> Candidate:
-        return dataclasses.replace(self.fallback.answer_with(best), fallback=code, note=note)
+    def _fallback(self, request: ResponderRequest, code: str, note: str) -> Candidate:
+        result = request.retrieval
+        return dataclasses.replace(self.fallback.answer_with(result.hits[0], confidence_of(result)), fallback=code,
+                                   note=note)
 
 
 def fallback_code(exc: BaseException) -> str:

@@ -38,6 +38,9 @@ def _format_reply(reply: Any) -> str:
         lines.append(f"[handed to a human: {reply.escalation.reason}: {reply.escalation.detail}]")
     if reply.action == "handoff":
         lines.append("[a human agent has this conversation; your message was passed on]")
+    if reply.action == "no_answer":
+        why = "" if reply.fallback else ": nothing in the knowledge base cleared the threshold"
+        lines.append(f"[no answer{why} (confidence {reply.confidence or 0.0:.2f})]")
     if reply.fallback:
         lines.append(f"[fallback: {reply.fallback}"
                      + (f" ({reply.fallback_detail})]" if reply.fallback_detail else "]"))

@@ -119,14 +119,17 @@ def cmd_kb_search(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({
             "query": result.query, "kb_version": result.kb_version, "threshold": result.threshold,
-            "answered": result.answered, "latency_ms": round(result.latency_ms, 3),
+            "answered": result.answered, "confidence": result.confidence, "min_confidence": result.min_confidence,
+            "latency_ms": round(result.latency_ms, 3),
             "hits": [{"id": h.article_id, "title": h.title, "kind": h.kind, "score": h.score,
                       "dense_score": h.dense_score, "lexical_score": h.lexical_score, "heading": h.heading,
                       "passage": h.passage} for h in result.hits],
         })
         return 0
     if not result.answered:
-        print(f"no good answer (best score {result.hits[0].score:.3f} < threshold {result.threshold})"
+        print(f"no good answer (confidence {result.confidence:.2f} < min_confidence {result.min_confidence})"
+              if result.hits and result.confidence is not None else
+              f"no good answer (best score {result.hits[0].score:.3f} < threshold {result.threshold})"
               if result.hits else "no good answer (the knowledge base is empty)")
     for i, h in enumerate(result.hits, 1):
         print(f"{i}. [{h.score:.3f}] {h.title}  ({h.article_id})")

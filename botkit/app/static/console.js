@@ -100,11 +100,17 @@
   }
 
   function turnNode(t) {
+    const declined = t.kind === "bot" && t.action === "no_answer"; // the bot said it couldn't find an answer
     const node = el(
       "li",
-      { class: "turn turn-" + t.kind, "data-seq": t.seq },
+      { class: "turn turn-" + t.kind + (declined ? " turn-no-answer" : ""), "data-seq": t.seq,
+        "data-action": t.action || null },
       el("div", { class: "turn-head" }, el("span", { class: "who", text: turnLabel(t) }),
         t.responder ? el("span", { class: "responder", title: t.author || null, text: t.responder }) : null,
+        declined ? el("span", { class: "no-answer", text: "no answer" }) : null,
+        t.kind === "bot" && typeof t.confidence === "number"
+          ? el("span", { class: "confidence", title: "confidence (a probability)", text: t.confidence.toFixed(2) })
+          : null,
         el("time", { text: clock(t.at) })),
       el("div", { class: "turn-text", text: t.text }),
     );

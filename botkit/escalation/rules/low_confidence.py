@@ -16,7 +16,8 @@ class LowConfidenceConfig(StrictModel):
 
     Groundedness of past bot turns is read from ``turn.meta["grounded"]`` (a bool the engine
     stores); a bot turn without that key counts as grounded, which ends the streak (unknown is
-    not evidence of failure). With fewer earlier bot turns than needed it does not fire.
+    not evidence of failure), unless it is a ``no_answer`` decline, which is never grounded.
+    A proposed decline counts too. With fewer earlier bot turns than needed it does not fire.
     Reason ``low_confidence``.
     """
 
@@ -24,13 +25,18 @@ class LowConfidenceConfig(StrictModel):
     turns: int = Field(2, ge=1, le=100)
 
 
+def _ungrounded(turn: Turn) -> bool:
+    """A bot turn the bot could not ground: a decline, or stored with ``grounded: False``."""
+    return turn.action == "no_answer" or turn.meta.get("grounded") is False
+
+
 def _build_low_confidence(cfg: LowConfidenceConfig, name: str) -> Rule:
     def low_confidence(state: ConversationState) -> Escalation | None:
-        if state.candidate.grounded:
+        if state.candidate.grounded and state.candidate.action != "no_answer":
             return None
         earlier = cfg.turns - 1
         past: tuple[Turn, ...] = state.bot_turns[-earlier:] if earlier else ()
-        if len(past) < earlier or any(t.meta.get("grounded") is not False for t in past):
+        if len(past) < earlier or not all(_ungrounded(t) for t in past):
             return None
         score = f"best score {state.candidate.confidence:.2f}"
         if not past:

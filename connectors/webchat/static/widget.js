@@ -274,6 +274,12 @@
   function fillBot(row, f) {
     setText(row, f.text);
     if (f.turn) { row.setAttribute("data-turn", String(f.turn)); }
+    if (f.action) { row.setAttribute("data-action", f.action); }
+    // A decline ("couldn't find an answer"): styled apart and labelled, so it never reads as an answer.
+    if (f.action === "no_answer" && !row.classList.contains("bkw-no-answer")) {
+      row.classList.add("bkw-no-answer");
+      row.appendChild(el("span", "bkw-no-answer-label", "No answer found in our help centre"));
+    }
     addSources(row, f.sources);
     addOptions(row, f.options);
     addFeedback(row, f.turn, f.feedback);
