@@ -57,6 +57,8 @@ ROUTER_FILE = "router.npz"
 # Rebuilding BM25 costs ~40 us per chunk; above this many chunks an edit rebuilds it in a
 # background thread (dense search sees the edit at once, lexical matching a moment later).
 LEXICAL_SYNC_MAX = 5_000
+# the embedding cache key of calibration queries: <model>|query (chunk vectors are under <model>)
+QUERY_CACHE_SUFFIX = "|query"
 # Texts per embedding call: each batch goes into the cache in its own transaction, and a query
 # waiting for the model waits for at most one batch.
 EMBED_BATCH = 32
@@ -115,6 +117,7 @@ class KnowledgeBase:
         self._lock = threading.RLock()  # held briefly: searches read the index, syncs swap changes in
         self._sync_lock = threading.RLock()  # one sync at a time (held while embedding; searches never wait on it)
         self._lexical_dirty = threading.Event()
+        self._lexical_stale = threading.Event()  # the worker rebuilds BM25 too (a big KB), not only the models
         self._lexical_thread: threading.Thread | None = None
         self._closing = threading.Event()
         self._worker_lock = threading.Lock()
@@ -348,19 +351,29 @@ class KnowledgeBase:
         return SyncReport(status, len(ids), len(plan.stale), embedded, plan.version,
                           seconds=time.perf_counter() - t0)
 
-    def _build_lexical(self, background: bool = False) -> None:
-        """Rebuild BM25, then refit the router and calibration (which search through it); for a
-        big KB both run in a background thread and searches use the previous ones meanwhile."""
-        if not background or self.index is None or self.index.ntotal <= LEXICAL_SYNC_MAX:
+    def _build_lexical(self, background: bool = False, refit_inline: bool = True) -> None:
+        """Rebuild BM25, then refit the router and calibration (which search through it).
+
+        For a big KB (``background``) both run in a background thread and searches use the previous
+        ones meanwhile. ``refit_inline=False`` (a catch-up picked up by a search) rebuilds a small
+        BM25 at once but always refits in the background: a search never waits on a refit.
+        """
+        small = self.index is None or self.index.ntotal <= LEXICAL_SYNC_MAX
+        if not background or small:
             lexical = self._make_lexical() if self.config.retrieval.hybrid else None
             with self._lock:
                 self.lexical = lexical
-            self._refresh_models()
-            return
-        self._lexical_dirty.set()
-        if self._lexical_thread is None or not self._lexical_thread.is_alive():
-            self._lexical_thread = threading.Thread(target=self._lexical_worker, name="bm25-rebuild", daemon=True)
-            self._lexical_thread.start()
+            if refit_inline or not background:
+                self._refresh_models()
+                return
+        else:
+            self._lexical_stale.set()
+        with self._worker_lock:  # the worker checks for more work under this lock before it exits
+            self._lexical_dirty.set()
+            if self._lexical_thread is None:
+                self._lexical_thread = threading.Thread(target=self._lexical_worker, name="bm25-rebuild",
+                                                        daemon=True)
+                self._lexical_thread.start()
 
     def _make_lexical(self) -> LexicalIndex:
         chunks = self.store.chunks()
@@ -368,24 +381,31 @@ class KnowledgeBase:
                             cjk=self.config.retrieval.tokenizer == "auto")
 
     def _lexical_worker(self) -> None:
-        while self._lexical_dirty.is_set():
-            self._lexical_dirty.clear()
-            # stale ids in an old index are harmless: hits are looked up in the store
-            lexical = self._make_lexical() if self.config.retrieval.hybrid else None
-            with self._lock:
-                self.lexical = lexical
+        while True:
+            with self._worker_lock:
+                if not self._lexical_dirty.is_set() or self._closing.is_set():
+                    self._lexical_thread = None
+                    return
+                self._lexical_dirty.clear()
             try:
+                if self._lexical_stale.is_set():
+                    self._lexical_stale.clear()
+                    # stale ids in an old index are harmless: hits are looked up in the store
+                    lexical = self._make_lexical() if self.config.retrieval.hybrid else None
+                    with self._lock:
+                        self.lexical = lexical
                 self._refresh_models()
-            except Exception:  # noqa: BLE001 - searches keep the previous router and calibration
-                log.exception("refitting the router and confidence calibration failed; searches use the previous "
-                              "ones until the next change")
+            except Exception:  # noqa: BLE001 - searches keep the previous BM25, router and calibration
+                log.exception("rebuilding BM25 or refitting the router and confidence calibration failed; searches "
+                              "use the previous ones until the next change")
 
     def settle(self) -> None:
         """Wait for a background BM25 rebuild and model refit (benchmarks and tests that measure right after
         an import of a big KB call this; a server never needs to)."""
-        thread = self._lexical_thread
-        if thread is not None:
+        while (thread := self._lexical_thread) is not None and thread is not threading.current_thread():
             thread.join()
+            if self._lexical_thread is thread:  # it stopped without clearing itself (closing)
+                break
 
     # -- the router and the confidence calibration -------------------------------------------
     def _models_fingerprint(self, version: int) -> str:
@@ -437,16 +457,20 @@ class KnowledgeBase:
                         cal_path.parent, exc)
 
     def _embed_queries(self, texts: list[str]) -> np.ndarray:
-        """Vectors for calibration queries (titles, headings, off-topic questions), through the embedding cache."""
+        """Vectors for calibration queries (titles, headings, off-topic questions), embedded as queries
+        (``embed_queries`` where the embedder has one, as a search embeds the customer's message) and
+        cached under their own key, ``<model>|query``, apart from the chunk vectors."""
         drafts = [ChunkDraft(0, "question", "", t, t) for t in texts]
         hashes = [d.hash for d in drafts]
-        cached = self.store.cached_embeddings(self.embedder.name, list(set(hashes)))
+        key = f"{self.embedder.name}{QUERY_CACHE_SUFFIX}"
+        embed = getattr(self.embedder, "embed_queries", self.embedder.embed)
+        cached = self.store.cached_embeddings(key, list(set(hashes)))
         todo = {h: d.embed_text for h, d in zip(hashes, drafts) if h not in cached}
         keys = list(todo)
         for start in range(0, len(keys), EMBED_BATCH):  # not counted in embedded_total (that counts chunks)
-            batch = dict(zip(keys[start:start + EMBED_BATCH], self.embedder.embed([todo[h] for h in
-                                                                                keys[start:start + EMBED_BATCH]])))
-            self.store.cache_embeddings(self.embedder.name, batch)
+            part = keys[start:start + EMBED_BATCH]
+            batch = dict(zip(part, embed([todo[h] for h in part])))
+            self.store.cache_embeddings(key, batch)
             cached.update(batch)
         return np.stack([cached[h] for h in hashes]).astype(np.float32)
 
@@ -475,7 +499,7 @@ class KnowledgeBase:
         finally:
             self._sync_lock.release()
         if report.added or report.removed:
-            self._build_lexical(background=True)
+            self._build_lexical(background=True, refit_inline=False)
 
     def _start_catch_up(self) -> None:
         """Start the background catch-up unless it runs (the caller holds the sync lock)."""
@@ -493,7 +517,7 @@ class KnowledgeBase:
                         return  # store newer after this starts a new worker
                     report = self._sync_held(persist=True)
                 if report.added or report.removed:
-                    self._build_lexical(background=True)
+                    self._build_lexical(background=True, refit_inline=False)
                 log.info("caught up with knowledge base version %d in the background: +%d -%d chunks, "
                          "%d embedded, %.1fs", report.kb_version, report.added, report.removed, report.embedded,
                          report.seconds)

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from botkit.project import Project
-from knowledge.base import EMBED_BATCH
+from knowledge.base import EMBED_BATCH, QUERY_CACHE_SUFFIX
 from knowledge.store import KnowledgeStore
 from knowledge.types import ArticleDraft
 from tests.conftest import REPO, open_kb
@@ -86,7 +86,9 @@ def finish(child: subprocess.Popen[str]) -> tuple[int, int, float]:
 def cached_count(project: Path) -> int:
     db = sqlite3.connect(f"file:{Project.load(project).db_path}?mode=ro", uri=True, timeout=30)
     try:
-        return int(db.execute("SELECT count(*) FROM embeddings").fetchone()[0])
+        # chunk texts only: the confidence calibration caches its practice queries as <model>|query
+        return int(db.execute("SELECT count(*) FROM embeddings WHERE model NOT LIKE ?",
+                              (f"%{QUERY_CACHE_SUFFIX}",)).fetchone()[0])
     finally:
         db.close()
 
