@@ -19,6 +19,7 @@ training/, with the module that defines it (tests/test_error_tree.py keeps this 
     │   └── DiskFull            botkit.errors                the disk (or the file size limit) is full
     ├── StoreError              botkit.store                 a conversation-store operation failed or was refused
     │   └── ConflictError       botkit.store                 it lost a race (another agent took the conversation first)
+    ├── ReportRangeError        botkit.analytics             a report's range or bucket was refused (bad date, ...)
     ├── AuthError               botkit.app.accounts          an account change was refused (unknown user, weak password)
     ├── TelegramChannelError    connectors.telegram          Telegram unreachable at start-up or a message undeliverable
     │   ├── MalformedUpdate     connectors.telegram          an update no handler can read: refused (400), not retried
