@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from botkit import __version__
 
 # Every group module imports common first, which sets the OpenMP thread policy before torch loads.
-from botkit.app.cli import dialogue, kb, staff, train
+from botkit.app.cli import dialogue, kb, report, staff, train
 from botkit.app.cli.common import _serves_llama_cpp
 from botkit.errors import BotkitError
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     dialogue.add_commands(sub, common)
     staff.add_commands(sub, common)
     train.add_commands(sub, common)
+    report.add_commands(sub, common)
 
     ev = sub.add_parser("eval", help="measure the bot").add_subparsers(dest="eval_command", required=True,
                                                                        metavar="WHAT")
