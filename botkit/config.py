@@ -280,29 +280,3 @@ def load_config(path: Path) -> BotConfig:
         where = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     return parse_config(data, str(path))
-
-
-DEFAULT_BOT_YAML = """\
-# botkit project configuration. Every key is optional; unknown keys are errors.
-name: {name}
-language: en
-state_dir: .botkit            # SQLite database and vector index live here
-
-storage:
-  backend: sqlite             # the conversation store: sqlite (PostgreSQL is planned)
-
-knowledge:
-  sources: [kb]               # what `botkit kb import` reads when given no path
-  chunk_max_chars: 900        # chunks split at headings and paragraphs, at most this long
-  max_file_bytes: 10485760    # larger input files are rejected
-  embedding:
-    model: default            # all-MiniLM-L6-v2 (shipped offline), or a local model directory
-    backend: torch-fp32       # torch-fp32 | torch-bf16 | onnx-fp32 | onnx-int8
-  index:
-    type: auto                # auto | flat | hnsw | ivf
-  retrieval:
-    threshold: 0.45           # best score under which the bot reports "no good answer"
-    top_k: 5
-    hybrid: true              # dense (MiniLM) + lexical (BM25) matching
-    lexical_weight: 0.3
-"""

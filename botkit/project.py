@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from botkit.config import CONFIG_FILE, DEFAULT_BOT_YAML, BotConfig, load_config
+from pydantic import BaseModel
+
+from botkit.config import CONFIG_FILE, BotConfig, load_config
+from botkit.config_template import render_bot_yaml
 from botkit.errors import ProjectError
 from botkit.files import secure_state_dir
 
@@ -47,14 +50,16 @@ class Project:
         return project
 
 
-def init_project(root: str | Path, name: str | None = None) -> Project:
-    """Create a new project directory with a commented bot.yaml, an empty kb/ and a state dir."""
+def init_project(root: str | Path, name: str | None = None,
+                 channel_models: Mapping[str, type[BaseModel]] | None = None) -> Project:
+    """Create a new project directory with a bot.yaml that shows every key with its default and
+    meaning (``channel_models``: channels whose keys it shows too), an empty kb/ and a state dir."""
     root = Path(root).resolve()
     cfg = root / CONFIG_FILE
     if cfg.exists():
         raise ProjectError(f"{cfg} already exists; refusing to overwrite it")
     root.mkdir(parents=True, exist_ok=True)
     (root / "kb").mkdir(exist_ok=True)
-    cfg.write_text(DEFAULT_BOT_YAML.format(name=json.dumps(name or root.name)), encoding="utf-8")
+    cfg.write_text(render_bot_yaml(name or root.name, channel_models), encoding="utf-8")
     (root / ".gitignore").write_text(".botkit/\n", encoding="utf-8")
     return Project.load(root)

@@ -2,9 +2,16 @@
 # Set up (if needed), import the shipped demo help centre, take a short tour of the dialogue
 # core on the command line (an answer with its source, a hand-off to a human), then serve the
 # demo bot: web chat, agent console and KB editor, with demo accounts. Ctrl-C stops it.
-# DEMO_TOUR=0 skips the tour; DEMO_SERVE=0 skips serving.
+# DEMO_TOUR=0 skips the tour; DEMO_SERVE=0 skips serving; PORT=8081 serves on another port (default 8080).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PORT="${PORT:-8080}"
+case "$PORT" in ''|*[!0-9]*) echo "error: PORT=$PORT is not a port number (e.g. PORT=8081)" >&2; exit 1 ;; esac
+if [ "${DEMO_SERVE:-1}" != 0 ] && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  echo "error: port $PORT on 127.0.0.1 is already in use (another botkit serve, or another program);" \
+       "choose another port: PORT=$((PORT + 1)) bash scripts/demo.sh (or stop what is using it)" >&2
+  exit 1
+fi
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 BOTKIT=.venv/bin/botkit
@@ -27,5 +34,5 @@ fi
 
 if [ "${DEMO_SERVE:-1}" != 0 ]; then
   say "serving the demo bot (Ctrl-C to stop)"
-  exec $BOTKIT --project demo serve --demo-accounts
+  exec $BOTKIT --project demo serve --port "$PORT" --demo-accounts
 fi

@@ -400,7 +400,8 @@ class ModelRegistry:
             stack = list(pointer.get("stack", [])) if pointer else []
             if len(stack) < 2:
                 what = "nothing is promoted" if not stack else f"v{stack[-1]:04d} is the first promoted version"
-                raise RegistryError(f"cannot roll back {kind}: {what}, so there is no previous version")
+                raise RegistryError(f"cannot roll back {kind}: {what}, so there is no previous version"
+                                    + self._rollback_hint(kdir, kind, stack[-1] if stack else None))
             bad = stack.pop()
             mv = self.get(kind, stack[-1])
             event = RegistryEvent(_now(), "rollback", kind, mv.version, bad, reason, by)
@@ -411,6 +412,18 @@ class ModelRegistry:
             self._append_event(kdir, event)
         log.info("rolled back %s from v%04d to %s", kind, bad, mv.label)
         return self.get(kind, mv.version)
+
+    def _rollback_hint(self, kdir: Path, kind: str, serving: int | None) -> str:
+        """What there is instead of a rollback: the registered versions, and how to serve one."""
+        others = [mv for mv in self._list(kdir) if mv.version != serving]
+        if not others:
+            return (f" to go back to, and no other {kind} version is registered (train one first; "
+                    "`botkit models list` shows them)")
+        shown = ", ".join(f"{mv.label} ({mv.status}" + (", the gate refused it" if gate_refusal(mv) is not None
+                                                         else "") + ")" for mv in others)
+        back = f" (a later rollback then returns to v{serving:04d})" if serving is not None else ""
+        return (f" to go back to. Other {kind} versions: {shown}; to serve one of them: "
+                f"`botkit models promote VERSION --kind {kind}`{back}")
 
     # --- serving ----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -31,38 +32,101 @@ def _new_conversation_id() -> str:
 
 
 def _format_reply(reply: Any) -> str:
-    lines = [reply.text] if reply.text else []
-    if reply.sources:
-        lines.append("sources: " + ", ".join(f"{s.title} ({s.id})" for s in reply.sources))
-    if reply.escalation:
-        lines.append(f"[handed to a human: {reply.escalation.reason}: {reply.escalation.detail}]")
-    if reply.action == "handoff":
+    return _format_record(reply.to_json())
+
+
+def _format_record(reply: dict[str, Any]) -> str:
+    """A reply (as ``Reply.to_json`` gives it, locally or from a server) for the terminal."""
+    lines = [reply["text"]] if reply.get("text") else []
+    if reply.get("sources"):
+        lines.append("sources: " + ", ".join(f"{s['title']} ({s['id']})" for s in reply["sources"]))
+    escalation = reply.get("escalation")
+    if escalation:
+        lines.append(f"[handed to a human: {escalation['reason']}: {escalation['detail']}]")
+    if reply.get("action") == "handoff":
         lines.append("[a human agent has this conversation; your message was passed on]")
-    if reply.action == "no_answer":
-        why = "" if reply.fallback else ": nothing in the knowledge base cleared the threshold"
-        lines.append(f"[no answer{why} (confidence {reply.confidence or 0.0:.2f})]")
-    if reply.fallback:
-        lines.append(f"[fallback: {reply.fallback}"
-                     + (f" ({reply.fallback_detail})]" if reply.fallback_detail else "]"))
+    if reply.get("action") == "no_answer":
+        why = "" if reply.get("fallback") else ": nothing in the knowledge base cleared the threshold"
+        lines.append(f"[no answer{why} (confidence {reply.get('confidence') or 0.0:.2f})]")
+    if reply.get("fallback"):
+        detail = reply.get("fallback_detail")
+        lines.append(f"[fallback: {reply['fallback']}" + (f" ({detail})]" if detail else "]"))
     return "\n".join(lines)
+
+
+SLOW_NOTE_FILE = "ask-note-shown"
+
+
+def _ask_server(server: Any, text: str, conversation: str, customer: str) -> dict[str, Any] | None:
+    """The reply of the running ``botkit serve`` (:mod:`botkit.app.running`); None when it does not
+    answer (it is starting or stopping: the question is then answered here)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from botkit.app.cli_api import CLI_ASK_PATH
+
+    request = urllib.request.Request(
+        server.url + CLI_ASK_PATH, method="POST",
+        data=json.dumps({"text": text, "conversation": conversation, "customer": customer}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {server.token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            record: dict[str, Any] = json.loads(response.read())
+            return record
+    except urllib.error.HTTPError as exc:
+        try:
+            error = json.loads(exc.read()).get("error") or exc.reason
+        except ValueError:
+            error = exc.reason
+        if exc.code in (400, 422):
+            raise BotkitError(str(error)) from None
+        raise BotkitError(f"the running `botkit serve` (pid {server.pid}, {server.url}) answered {exc.code}: "
+                          f"{error}; try again with --local to answer without it") from None
+    except (OSError, ValueError):  # refused, reset, timed out, not JSON: not a server we can use
+        return None
+
+
+def _slow_note(project: Project) -> None:
+    """Say once per project why the first answer takes seconds, and how to make it instant."""
+    marker = project.state_dir / SLOW_NOTE_FILE
+    if marker.exists():
+        return
+    print("(loading the embedding model and the index: about 10 s before the first answer. A `botkit serve` "
+          "of this project answers at once, and `botkit ask` uses it while it runs. This note is shown once.)",
+          file=sys.stderr)
+    with contextlib.suppress(OSError):
+        from botkit.files import write_private_text
+
+        write_private_text(marker, "")
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
     import asyncio
 
+    from botkit.app.running import find_server
     from botkit.types import IncomingMessage
 
-    async def go() -> Any:
-        async with _engine(args) as engine:
-            return await engine.handle(IncomingMessage(args.conversation or _new_conversation_id(), " ".join(args.text),
-                                                       channel="cli", customer_id=_author(args)))
+    project = _project(args)
+    conversation, text = args.conversation or _new_conversation_id(), " ".join(args.text)
+    server = None if args.local else find_server(project.state_dir)
+    record = _ask_server(server, text, conversation, _author(args)) if server is not None else None
+    if record is None:
+        server = None
+        _slow_note(project)
 
-    reply = asyncio.run(go())
+        async def go() -> Any:
+            async with _engine(args) as engine:
+                return await engine.handle(IncomingMessage(conversation, text, channel="cli",
+                                                           customer_id=_author(args)))
+
+        record = asyncio.run(go()).to_json()
     if args.json:
-        _print_json(reply.to_json())
+        _print_json(record)
     else:
-        print(_format_reply(reply))
-        print(f"(conversation {reply.conversation_id}; continue with --conversation {reply.conversation_id})",
+        print(_format_record(record))
+        via = f" (answered by the running `botkit serve`, pid {server.pid})" if server is not None else ""
+        print(f"(conversation {record['conversation']}; continue with --conversation {record['conversation']}){via}",
               file=sys.stderr)
     return 0
 
@@ -195,12 +259,15 @@ def cmd_agent(args: argparse.Namespace) -> int:
 # -- serving --------------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from botkit.app.cli_api import mount_cli_api
+    from botkit.app.running import announced, check_port, port_in_use_message
     from botkit.app.server import build_app, serve
 
     project = _project(args)
     server = project.config.server
     host = args.host or server.host
     port = args.port if args.port is not None else server.port
+    check_port(host, port)  # before the model loads: a busy port is one line, not a traceback 10 s later
     app = build_app(project)
     base = server.public_url or f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::') else host}:{port}"
     lines = [f"{project.config.name}: serving {project.root} on http://{host}:{port}"]
@@ -212,7 +279,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lines += _demo_account_lines(project)
     print("\n".join(lines), flush=True)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    serve(app, host, port, server)  # web.run_app with slow-client deadlines and server.max_connections
+    try:
+        with announced(project.state_dir, host, port) as token:  # serve.json: `botkit ask` finds this server
+            mount_cli_api(app, token)
+            serve(app, host, port, server)  # web.run_app with slow-client deadlines and server.max_connections
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:  # taken between the check and the bind
+            raise BotkitError(port_in_use_message(host, port)) from None
+        raise
     return 0
 
 
@@ -244,6 +318,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--conversation", metavar="ID", help="continue this conversation (default: a new one)")
     p.add_argument("--author", help="the customer id recorded (default: your user name)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--local", action="store_true",
+                   help="load the model here even when a `botkit serve` of this project runs (it is used otherwise)")
     p.set_defaults(func=cmd_ask)
     p = sub.add_parser("shell", help="chat with the bot in the terminal", parents=[common])
     p.add_argument("--conversation", metavar="ID")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,32 @@ def _article_json(a: Any) -> dict[str, Any]:
             "body": a.body, "rev": a.rev, "updated_at": a.updated_at, "updated_by": a.updated_by, "source": a.source}
 
 
+SAMPLE_PROJECT = Path(__file__).resolve().parent.parent / "sample_project"
+
+
 def cmd_init(args: argparse.Namespace) -> int:
-    project = init_project(args.dir, args.name)
-    print(f"created {project.root / 'bot.yaml'}; put articles in {project.root / 'kb'} and run "
-          f"`botkit --project {args.dir} kb import`")
+    import shutil
+
+    from connectors.webchat.config import WebChatConfig
+
+    project = init_project(args.dir, args.name, channel_models={"webchat": WebChatConfig})
+    where = f"--project {shlex.quote(args.dir)} " if args.dir != "." else ""
+    if not args.sample:
+        print(f"created {project.root / 'bot.yaml'} (every key, with its default and what it means); put articles "
+              f"in {project.root / 'kb'} and run `botkit {where}kb import`")
+        return 0
+    shutil.copytree(SAMPLE_PROJECT, project.root, dirs_exist_ok=True)
+    print(f"created {project.root / 'bot.yaml'}, a sample knowledge base in {project.root / 'kb'} (4 articles, "
+          f"3 FAQ entries) and conversation tests in {project.root / 'tests/conversations.yaml'}; importing it "
+          f"(the first run loads the embedding model, about 10 s)", flush=True)
+    args.project = str(project.root)
+    with _kb(args) as kb:
+        summary = kb.import_paths(project.source_paths(), _author(args))
+    cd = f"  cd {shlex.quote(args.dir)}\n" if args.dir != "." else ""
+    print(f"imported {len(summary.created)} entries (knowledge base version {summary.kb_version}). Next:\n{cd}"
+          "  botkit test tests/conversations.yaml\n"
+          "  botkit ask \"how long does delivery take?\"\n"
+          "  botkit serve            # the web chat on http://localhost:8080/chat")
     return 0
 
 
@@ -178,6 +201,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("init", help="create a bot project", parents=[common])
     p.add_argument("dir")
     p.add_argument("--name", help="the bot's name (default: the directory name)")
+    p.add_argument("--sample", action="store_true",
+                   help="also write a small sample knowledge base and conversation tests, and import it")
+    p.add_argument("--author", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_init)
 
     kb = sub.add_parser("kb", help="edit and search the knowledge base").add_subparsers(
