@@ -191,7 +191,7 @@ async def test_signin_cookie_flags_and_redirect(client: Any) -> None:
     assert not cookie["secure"]  # plain http on loopback; see below for https
     me = await (await client.get("/api/auth/me")).json()
     assert me["name"] == "alice" and me["role"] == "agent" and len(me["csrf"]) > 30
-    assert me["can"] == {"console": True, "kb": False}
+    assert me["can"] == {"console": True, "kb": False, "analytics": False}
     # Behind a TLS-terminating proxy (server.behind_proxy) the cookie is Secure; otherwise the
     # header is not trusted.
     for trusted in (False, True):

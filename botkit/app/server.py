@@ -181,6 +181,9 @@ def _mount_pages(app: web.Application) -> None:
         pass
     else:
         setup_kb_editor(app)
+    from botkit.app.analytics_page import setup_analytics
+
+    setup_analytics(app)  # /analytics for operators (docs/analytics.md)
 
 
 # -- HTTP limits: slow clients, disconnects, the connection cap -------------------------------------

@@ -216,7 +216,8 @@ async def me(request: web.Request) -> web.StreamResponse:
     if ident is None:
         return api_error(401, "sign in first", signin="/signin")
     return api_json({"name": ident.name, "role": ident.role, "csrf": ident.csrf,
-                     "can": {"console": ident.can("agent"), "kb": ident.can("operator")}})
+                     "can": {"console": ident.can("agent"), "kb": ident.can("operator"),
+                             "analytics": ident.can("operator")}})
 
 
 def setup_auth(app: web.Application) -> Auth:

@@ -159,8 +159,10 @@ def write_plots(r: dict[str, Any], out: Path) -> list[Path]:
              "resolution": "resolution"}
     rows = list(names)
     for offset, stat, color in ((-0.2, "median_s", "tab:blue"), (0.2, "p90_s", "tab:purple")):
-        ax.bar([i + offset for i in range(len(rows))], [r["times"][k][stat] or 0 for k in rows], 0.4,
-               label=stat.replace("_s", ""), color=color)
+        values = [r["times"][k][stat] for k in rows]
+        drawn = ax.bar([i + offset for i in range(len(rows))], [v or 0 for v in values], 0.4,
+                       label=stat.replace("_s", ""), color=color)
+        ax.bar_label(drawn, labels=[_seconds(v) for v in values], padding=2)
     ax.set_xticks(range(len(rows)), [f"{names[k]} ({r['times'][k]['count']})" for k in rows])
     ax.set_ylabel("seconds")
     ax.legend()
