@@ -256,3 +256,26 @@ async def test_ask_uses_the_running_server(tmp_path: Path):
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
     assert not serve_file.exists()  # removed when the server stops
+
+
+# -- the README's examples ---------------------------------------------------------------------------
+
+PROJECT_COMMANDS = ("ask", "shell", "test", "handoffs", "agent", "serve", "kb", "eval", "models", "train", "users")
+
+
+def test_readme_examples_name_their_project():
+    """A README example that needs a project runs from the repository root: it says --project, or
+    its block starts with `cd` into the project (a bare `botkit ask` there is 'not a botkit project')."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Talking to the bot"):text.index("### Confidence")]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S)
+    assert block is not None
+    for line in block.group(1).splitlines():
+        assert line.startswith("botkit --project demo "), line
+    for body in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        in_project = False
+        for line in (row.split("  #")[0].strip() for row in body.splitlines()):
+            in_project = in_project or line.startswith("cd ")
+            words = line.split()
+            if len(words) > 1 and words[0] == "botkit" and words[1] in PROJECT_COMMANDS and "demo/" in line:
+                assert in_project or "--project" in line, f"needs --project demo or cd demo: {line}"
