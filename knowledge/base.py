@@ -40,6 +40,7 @@ from botkit.seams import Embedder
 from knowledge.calibrate import fit_models
 from knowledge.confidence import MIN_POSITIVES, Calibration, fingerprint
 from knowledge.embedding import make_embedder
+from knowledge.imports import Resolve
 from knowledge.index import IndexKind, VectorIndex
 from knowledge.ingest import read_sources
 from knowledge.languages import LanguageMap
@@ -543,9 +544,17 @@ class KnowledgeBase:
             self._sync_committed(summary)
         return summary
 
-    def import_paths(self, paths: Sequence[str | Path], author: str = "operator") -> ChangeSummary:
+    def import_paths(self, paths: Sequence[str | Path], author: str = "operator",
+                     resolve: Resolve = "refuse") -> ChangeSummary:
+        """Import files (``botkit kb import``). An entry changed in the store since its last import
+        is never overwritten: it comes back in ``kept`` (its file unchanged) or ``conflicts`` (its
+        file changed too; imported only with ``resolve="theirs"``), see knowledge.imports."""
         drafts = read_sources(paths, self.config.max_file_bytes, progress=self.progress)
-        return self.upsert(drafts, author, note=f"import of {len(drafts)} entries")
+        self.embed_ahead(drafts)
+        summary = self.store.import_drafts(drafts, author, f"import of {len(drafts)} entries", resolve)
+        if summary.changed:
+            self._sync_committed(summary)
+        return summary
 
     def delete(self, article_id: str, author: str = "operator") -> ChangeSummary:
         summary = self.store.delete(article_id, author)

@@ -16,7 +16,7 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import numpy as np
 from botkit.errors import ArticleNotFound, KnowledgeError
 from botkit.sqlite import SQLiteDatabase, translate_errors
 from knowledge.chunking import chunk_article
+from knowledge.imports import IMPORT_BASES_SQL, ImportBase, ImportChange, Latest, Resolve, decide, migrate
 from knowledge.types import Article, ArticleDraft, Chunk, ChunkDraft, Revision
 
 SCHEMA = """
@@ -48,7 +49,7 @@ CREATE INDEX IF NOT EXISTS chunks_by_article ON chunks (article_id);
 CREATE TABLE IF NOT EXISTS embeddings (
     text_hash TEXT NOT NULL, model TEXT NOT NULL, vector BLOB NOT NULL,
     PRIMARY KEY (text_hash, model));
-"""
+""" + IMPORT_BASES_SQL  # an older database gets import_bases filled in from its history: knowledge.imports.migrate
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class ChangeSummary:
     updated: tuple[str, ...] = ()
     unchanged: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()
+    # a file import only (knowledge.imports): entries changed in the store since their last import
+    kept: tuple[ImportChange, ...] = ()  # ... whose file is unchanged: the store's change stands
+    conflicts: tuple[ImportChange, ...] = ()  # ... whose file changed too: not imported
+    resolved: tuple[ImportChange, ...] = ()  # conflicts settled by resolve="theirs" or "ours"
 
     @property
     def changed(self) -> bool:
@@ -85,6 +90,10 @@ def _revision(row: sqlite3.Row) -> Revision:
     )
 
 
+def _base(row: sqlite3.Row) -> ImportBase:
+    return ImportBase(row["article_id"], row["rev"], row["content_hash"], row["source"], row["at"])
+
+
 def _chunk(row: sqlite3.Row) -> Chunk:
     return Chunk(row["chunk_id"], row["article_id"], row["ord"], row["kind"], row["heading"],
                  row["text"], row["embed_text"], row["text_hash"])
@@ -105,19 +114,28 @@ class KnowledgeStore:
         self._sql = SQLiteDatabase(self.path, SCHEMA, what="the knowledge database", synchronous="NORMAL",
                                    reentrant=True, open_error=KnowledgeError)
         self._lock = self._sql.lock  # reentrant: locked methods call each other (upsert -> kb_version)
+        self._migrated = False
 
     def start(self) -> None:
-        """Open the database now (created with its schema if missing); raises KnowledgeError if
-        the file is not a SQLite database."""
+        """Open the database now (created with its schema if missing, an older one migrated);
+        raises KnowledgeError if the file is not a SQLite database."""
         self._sql.start()
+        self._db  # noqa: B018 - migrates an older database now rather than on first use
 
     def close(self) -> None:
         self._sql.close()
+        self._migrated = False
 
     @property
     def _db(self) -> sqlite3.Connection:
-        """The connection (opened on first use); use it under ``self._lock``."""
-        return self._sql.connection
+        """The connection (opened on first use, an older database migrated); use it under ``self._lock``."""
+        db = self._sql.connection
+        if not self._migrated:
+            with self._lock, self._writing():
+                if not self._migrated:
+                    migrate(db)
+                    self._migrated = True
+        return db
 
     def __enter__(self) -> "KnowledgeStore":
         self.start()
@@ -193,6 +211,27 @@ class KnowledgeStore:
         with self._lock:
             rows = self._db.execute("SELECT id, content_hash FROM articles").fetchall()
         return {r[0]: r[1] for r in rows}
+
+    def import_bases(self) -> dict[str, ImportBase]:
+        """article id -> what its last file import saw (knowledge.imports); no entry for one never imported."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM import_bases").fetchall()
+        return {r["article_id"]: _base(r) for r in rows}
+
+    def import_base(self, article_id: str) -> ImportBase | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM import_bases WHERE article_id=?", (article_id,)).fetchone()
+        return _base(row) if row else None
+
+    def _latest(self) -> dict[str, Latest]:
+        """Every entry that ever existed -> its newest revision, and its content hash if it is live."""
+        rows = self._db.execute(
+            "SELECT r.article_id, r.rev, r.action, r.author, r.at, a.content_hash FROM revisions r "
+            "JOIN (SELECT article_id, max(rev) AS rev FROM revisions GROUP BY article_id) m "
+            "  ON r.article_id = m.article_id AND r.rev = m.rev "
+            "LEFT JOIN articles a ON a.id = r.article_id"
+        ).fetchall()
+        return {r["article_id"]: Latest(r["rev"], r["action"], r["author"], r["at"], r["content_hash"]) for r in rows}
 
     def chunk(self, draft: ArticleDraft) -> builtins.list[ChunkDraft]:
         """The chunks :meth:`upsert` would store for a draft (their hashes key the embedding cache)."""
@@ -284,7 +323,8 @@ class KnowledgeStore:
         row = self._db.execute("SELECT max(rev) FROM revisions WHERE article_id=?", (article_id,)).fetchone()
         return (row[0] or 0) + 1
 
-    def _write(self, d: ArticleDraft, version: int, author: str, action: str, note: str = "") -> None:
+    def _write(self, d: ArticleDraft, version: int, author: str, action: str, note: str = "") -> int:
+        """Write one revision of ``d`` and make it current; returns its revision number."""
         rev, at = self._next_rev(d.id), _now()
         tags, questions = json.dumps(list(d.tags)), json.dumps(list(d.questions))
         self._db.execute(
@@ -301,6 +341,7 @@ class KnowledgeStore:
             (d.id, d.title, d.body, tags, questions, d.source, rev, d.hash, at, author),
         )
         self._replace_chunks(d)
+        return rev
 
     def _replace_chunks(self, d: ArticleDraft) -> None:
         """Keep chunk rows whose text is unchanged (their ids stay in the index), replace the rest."""
@@ -356,6 +397,70 @@ class KnowledgeStore:
                     if d.id in changed:
                         self._write(d, version, author, "create" if d.id in created else "update", note)
         return ChangeSummary(version, tuple(created), tuple(updated), tuple(unchanged))
+
+    def import_drafts(self, drafts: Sequence[ArticleDraft], author: str = "operator", note: str = "",
+                      resolve: Resolve = "refuse") -> ChangeSummary:
+        """A file import, in one transaction: like :meth:`upsert`, but an entry changed in the store
+        since its last import (an edit, a rollback, a deletion) is never overwritten. Its file
+        unchanged: the change stands (``kept``); its file changed too: a conflict, not imported
+        unless ``resolve`` says who wins ("theirs": the file, "ours": the store). See knowledge.imports."""
+        created: list[str] = []
+        updated: list[str] = []
+        unchanged: list[str] = []
+        kept: list[ImportChange] = []
+        conflicts: list[ImportChange] = []
+        resolved: list[ImportChange] = []
+        writes: list[tuple[ArticleDraft, str, str]] = []  # draft, action, note
+        seen: list[tuple[ArticleDraft, int]] = []  # import bases to record: the draft and the revision it matches
+        with self._lock, self._writing(), self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            latest = self._latest()
+            bases = {r["article_id"]: _base(r) for r in self._db.execute("SELECT * FROM import_bases").fetchall()}
+            for d in drafts:
+                now, base = latest.get(d.id), bases.get(d.id)
+                outcome = decide(d.hash, now, base, resolve)
+                live = now is not None and now.content_hash is not None
+                if outcome in ("create", "update"):
+                    (updated if live else created).append(d.id)
+                    writes.append((d, "update" if live else "create", note))
+                    continue
+                assert now is not None  # only a new entry has no revision
+                if outcome == "unchanged":
+                    unchanged.append(d.id)
+                    in_step = (now.rev, d.hash, d.source or "")  # the store has the file's content: the base follows
+                    if now.content_hash == d.hash and (base is None or (base.rev, base.content_hash, base.source)
+                                                       != in_step):
+                        seen.append((d, now.rev))
+                    continue
+                change = ImportChange(d.id, d.source or "", base.rev if base else None, now.rev, now.action,
+                                      now.author, now.at, deleted=not live)
+                if outcome == "kept":
+                    kept.append(change)
+                elif outcome == "conflict":
+                    conflicts.append(change)
+                elif outcome == "ours":
+                    resolved.append(replace(change, resolution="ours"))
+                    seen.append((d, now.rev))
+                else:  # theirs
+                    resolved.append(replace(change, resolution="theirs"))
+                    (updated if live else created).append(d.id)
+                    writes.append((d, "update" if live else "create",
+                                   f"{note}; the file won a conflict (--theirs) over rev {now.rev} by {now.author}"))
+            version = self.kb_version()
+            if writes:
+                version = self._bump_version(author, f"{note or 'file import'}: {len(created)} created, "
+                                                     f"{len(updated)} updated")
+                for d, action, why in writes:
+                    seen.append((d, self._write(d, version, author, action, why)))
+            at = _now()
+            self._db.executemany(
+                "INSERT INTO import_bases (article_id, rev, content_hash, source, at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(article_id) DO UPDATE SET rev=excluded.rev, content_hash=excluded.content_hash, "
+                "source=excluded.source, at=excluded.at",
+                [(d.id, rev, d.hash, d.source or "", at) for d, rev in seen],
+            )
+        return ChangeSummary(version, tuple(created), tuple(updated), tuple(unchanged), kept=tuple(kept),
+                             conflicts=tuple(conflicts), resolved=tuple(resolved))
 
     def delete(self, article_id: str, author: str = "operator", note: str = "") -> ChangeSummary:
         with self._lock, self._writing(), self._db:

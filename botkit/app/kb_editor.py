@@ -6,7 +6,7 @@ Routes:
 ``GET    /kb``                                 the page
 ``GET    /api/kb/articles?q=&tag=&limit=``     list (by tag), or search with ``q`` (the bot's own search)
 ``POST   /api/kb/articles``                    create: ``{id?, title, body, tags, questions}``
-``GET    /api/kb/articles/{id}``               one article, with its ``rev``
+``GET    /api/kb/articles/{id}``               one article, with its ``rev`` and ``managed`` (files own it)
 ``PUT    /api/kb/articles/{id}``               update: the same fields plus the ``rev`` that was edited
 ``DELETE /api/kb/articles/{id}?rev=N``         delete (its history is kept)
 ``GET    /api/kb/articles/{id}/history``       revisions, deleted articles included
@@ -23,6 +23,13 @@ the author, so the index is synced before the answer is sent and the very next c
 question sees the change. Writes from this server are serialised by one lock, which makes
 the ``rev`` check and the write one step (409 when the article changed since it was opened).
 KB calls embed text, so they run in a thread.
+
+An entry that came from ``botkit kb import`` is owned by its file: every article answer has
+``managed`` (its file and line, the revision the import left, and ``state``: ``in_step``,
+``edited`` here since, or ``kept_over_file``), and list items ``from_file`` and
+``edited_since_import``. An edit made here is not overwritten by the next import
+(knowledge.imports): it stands while the file is unchanged; if the file changed too, the
+import reports a conflict and imports nothing for that entry.
 
 Errors: 400 ``{"error", "field", "reason"}`` for invalid input, 404 for unknown ids, 409 for
 conflicts, 400 ``{"error", "problems": [{file, line, message}]}`` for a rejected import.
@@ -46,6 +53,7 @@ from botkit.app.keys import KB, USER
 from botkit.app.signin import require, setup_auth
 from botkit.errors import ArticleNotFound, ImportFailed, KnowledgeError
 from knowledge.base import KnowledgeBase
+from knowledge.imports import ImportBase
 from knowledge.ingest import MAX_QUESTIONS, MAX_TITLE, make_draft, read_sources, slugify
 from knowledge.types import ID_PATTERN, Article, ArticleDraft, Revision
 
@@ -85,6 +93,24 @@ def article_summary(a: Article) -> dict[str, Any]:
 
 def article_json(a: Article) -> dict[str, Any]:
     return {**article_summary(a), "body": a.body, "questions": list(a.questions), "source": a.source}
+
+
+def managed_json(a: Article, base: ImportBase | None) -> dict[str, Any] | None:
+    """Whether files own this entry (it came from ``botkit kb import``) and where it stands against
+    them: ``in_step`` (it has the file's content as last imported), ``edited`` (changed here since
+    that import: the next import keeps the change while the file is unchanged, and reports a
+    conflict if the file changed too) or ``kept_over_file`` (a conflict was settled with --ours)."""
+    if base is None:
+        return None
+    file, _, line = base.source.rpartition(":")
+    state = ("in_step" if a.hash == base.content_hash else "edited" if a.rev != base.rev else "kept_over_file")
+    return {"file": file if line.isdigit() else base.source, "line": int(line) if line.isdigit() else None,
+            "import_rev": base.rev, "imported_at": base.at, "state": state}
+
+
+async def _shown(editor: "Editor", kb: KnowledgeBase, a: Article) -> dict[str, Any]:
+    """An article as the editor gets it: its fields and whether files own it (``managed``)."""
+    return {**article_json(a), "managed": managed_json(a, await editor.run(kb.store.import_base, a.id))}
 
 
 def revision_json(r: Revision) -> dict[str, Any]:
@@ -212,9 +238,16 @@ async def list_articles(request: web.Request, editor: Editor, kb: KnowledgeBase,
     tag = request.query.get("tag", "").strip() or None
     limit = min(MAX_LIMIT, _int(request.query.get("limit"), "limit", required=False) or 20) or 1
     everything = await editor.run(kb.store.list)
+    bases = await editor.run(kb.store.import_bases)
+
+    def summary(a: Article) -> dict[str, Any]:
+        managed = managed_json(a, bases.get(a.id))
+        return {**article_summary(a), "from_file": managed is not None,
+                "edited_since_import": managed is not None and managed["state"] == "edited"}
+
     tags = sorted({t for a in everything for t in a.tags}, key=str.lower)
     if not q:
-        articles = [article_summary(a) for a in everything if tag is None or tag in a.tags]
+        articles = [summary(a) for a in everything if tag is None or tag in a.tags]
         return api_json({"query": "", "tag": tag, "kb_version": await editor.run(kb.store.kb_version),
                          "tags": tags, "articles": articles})
     result = await editor.run(kb.search, q, MAX_LIMIT if tag else limit)
@@ -224,7 +257,7 @@ async def list_articles(request: web.Request, editor: Editor, kb: KnowledgeBase,
         article = by_id.get(hit.article_id)
         if article is None or (tag is not None and tag not in article.tags):
             continue
-        found.append({**article_summary(article), "score": round(hit.score, 4), "passage": hit.passage})
+        found.append({**summary(article), "score": round(hit.score, 4), "passage": hit.passage})
     return api_json({"query": q, "tag": tag, "kb_version": result.kb_version, "tags": tags,
                      "threshold": result.threshold, "articles": found[:limit]})
 
@@ -232,7 +265,7 @@ async def list_articles(request: web.Request, editor: Editor, kb: KnowledgeBase,
 @_handler
 async def get_article(request: web.Request, editor: Editor, kb: KnowledgeBase,
                       ident: Identity) -> web.StreamResponse:
-    return api_json({"article": article_json(await editor.run(kb.store.get, request.match_info["id"]))})
+    return api_json({"article": await _shown(editor, kb, await editor.run(kb.store.get, request.match_info["id"]))})
 
 
 async def _free_id(editor: Editor, kb: KnowledgeBase, title: str) -> str:
@@ -256,7 +289,8 @@ async def create_article(request: web.Request, editor: Editor, kb: KnowledgeBase
         summary = await editor.run(kb.upsert, [draft], ident.name, "created in the kb editor")
         article = await editor.run(kb.store.get, draft.id)
     log.info("%s created article %s (kb version %d)", ident.name, draft.id, summary.kb_version)
-    return api_json({"article": article_json(article), "kb_version": summary.kb_version, "changed": True}, 201)
+    return api_json({"article": await _shown(editor, kb, article), "kb_version": summary.kb_version,
+                     "changed": True}, 201)
 
 
 @_handler
@@ -279,7 +313,8 @@ async def update_article(request: web.Request, editor: Editor, kb: KnowledgeBase
         article = await editor.run(kb.store.get, article_id)
     if summary.changed:
         log.info("%s updated article %s (kb version %d)", ident.name, article_id, summary.kb_version)
-    return api_json({"article": article_json(article), "kb_version": summary.kb_version, "changed": summary.changed})
+    return api_json({"article": await _shown(editor, kb, article), "kb_version": summary.kb_version,
+                     "changed": summary.changed})
 
 
 @_handler
@@ -335,7 +370,8 @@ async def rollback(request: web.Request, editor: Editor, kb: KnowledgeBase,
             raise Refused(400, str(exc), "to") from None
         article = await editor.run(kb.store.get, article_id)
     log.info("%s rolled article %s back to revision %s", ident.name, article_id, to_rev)
-    return api_json({"article": article_json(article), "kb_version": summary.kb_version, "changed": summary.changed})
+    return api_json({"article": await _shown(editor, kb, article), "kb_version": summary.kb_version,
+                     "changed": summary.changed})
 
 
 async def _receive_files(request: web.Request, folder: Path,

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from botkit.app.cli.common import _author, _kb, _print_json, _project, _store
+from botkit.app.cli.common import _author, _kb, _print_json, _store
+from botkit.app.cli.kb_import import add_import_arguments, cmd_kb_import
 from botkit.project import init_project
 
 
@@ -43,21 +44,6 @@ def cmd_init(args: argparse.Namespace) -> int:
           "  botkit test tests/conversations.yaml\n"
           "  botkit ask \"how long does delivery take?\"\n"
           "  botkit serve            # the web chat on http://localhost:8080/chat")
-    return 0
-
-
-def cmd_kb_import(args: argparse.Namespace) -> int:
-    project = _project(args)
-    paths = [Path(p) for p in args.paths] or project.source_paths()
-    with _kb(args) as kb:
-        summary = kb.import_paths(paths, _author(args))
-        result = {"kb_version": summary.kb_version, "created": list(summary.created),
-                  "updated": list(summary.updated), "unchanged": list(summary.unchanged)}
-    if args.json:
-        _print_json(result)
-    else:
-        print(f"imported: {len(summary.created)} created, {len(summary.updated)} updated, "
-              f"{len(summary.unchanged)} unchanged; knowledge base version {summary.kb_version}")
     return 0
 
 
@@ -219,7 +205,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         return p
 
     p = kbcmd("import", cmd_kb_import, "import Markdown, text, HTML, CSV or JSONL files (one transaction)", author=True)
-    p.add_argument("paths", nargs="*", help="files or directories (default: knowledge.sources in bot.yaml)")
+    add_import_arguments(p)
     p = kbcmd("list", cmd_kb_list, "list articles and FAQ entries")
     p.add_argument("--tag", help="only entries with this tag")
     p = kbcmd("show", cmd_kb_show, "show one entry")

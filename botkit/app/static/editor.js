@@ -26,7 +26,9 @@
       { type: "button", class: "article-item" + (active ? " active" : ""), onclick: () => openArticle(a.id) },
       el("span", { class: "title", text: a.title }),
       el("span", { class: "meta", text: a.id + " · " + a.kind + " · rev " + a.rev +
-        (a.score !== undefined ? " · score " + Number(a.score).toFixed(2) : "") }),
+        (a.score !== undefined ? " · score " + Number(a.score).toFixed(2) : "") },
+        a.from_file ? el("span", { class: "from-file", text: " · from file" }) : null,
+        a.edited_since_import ? el("span", { class: "edited", text: " · edited since import" }) : null),
       el("div", null, ...a.tags.map((t) => el("span", { class: "tag", text: t }))),
       a.passage ? el("span", { class: "passage", text: a.passage }) : null,
     ));
@@ -86,7 +88,34 @@
     $("form-title").textContent = article ? article.title : "New article";
     $("rev").textContent = article ? "revision " + article.rev + " · " + article.updated_by + " · " + article.updated_at : "";
     $("delete").disabled = !article;
+    showManaged(article);
     for (const node of document.querySelectorAll(".article-item")) node.classList.remove("active");
+  }
+
+  // An entry from `botkit kb import` belongs to its file: say so, and what the next import does with an edit.
+  function showManaged(article) {
+    const node = $("managed");
+    const m = article && article.managed;
+    node.hidden = !m;
+    if (!m) {
+      node.replaceChildren();
+      return;
+    }
+    node.className = "managed" + (m.state === "in_step" ? "" : " warn");
+    node.dataset.state = m.state;
+    const parts = [el("strong", { text: "Managed by files: " }), el("code", { text: m.file + (m.line ? ":" + m.line : "") }),
+      " (imported as revision " + m.import_rev + "). "];
+    if (m.state === "edited") {
+      parts.push(el("strong", { text: "Edited here since the last import. " }),
+        "The next botkit kb import keeps this edit while the file is unchanged; if the file changed, it reports a " +
+        "conflict and imports nothing for this entry. Copy the edit into the file to make it permanent.");
+    } else if (m.state === "kept_over_file") {
+      parts.push("This version was kept over the file's (kb import --ours); a later change to the file is imported over it.");
+    } else {
+      parts.push("An edit saved here is kept by the next import while the file is unchanged; if the file changes too, " +
+        "the import reports a conflict. To change it for good, change the file.");
+    }
+    node.replaceChildren(...parts);
   }
 
   async function openArticle(id) {
@@ -143,7 +172,9 @@
 
   async function remove() {
     const a = state.current;
-    if (!a || !window.confirm("Delete “" + a.title + "”? Its history is kept, so it can be restored.")) return;
+    const fromFile = a && a.managed ? " It comes from " + a.managed.file + ": the next import keeps it deleted while " +
+      "that file is unchanged, and reports a conflict if the file changes." : "";
+    if (!a || !window.confirm("Delete “" + a.title + "”? Its history is kept, so it can be restored." + fromFile)) return;
     try {
       await api("DELETE", articlePath(a.id) + "?rev=" + a.rev);
     } catch (error) {
