@@ -154,13 +154,19 @@
     const step = (r.range.bucket === "week" ? 7 : 1) * DAY;
     const col = (key, scale) => rows.map((s) => (s[key] === null ? null : s[key] * (scale || 1)));
     const bars = (align) => window.uPlot.paths.bars({ size: [0.4, 60], align });
+    // x ticks on the buckets themselves (at most ~12), counts in whole numbers
+    const every = Math.max(1, Math.ceil(xs.length / 12));
+    const xAxis = { splits: () => xs.filter((_, i) => i % every === 0),
+                    values: (u, splits) => splits.map((v) => isoDay(new Date(v * 1000)).slice(5)) };
+    const COUNTS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000];
+    const countAxis = (extra) => Object.assign({ incrs: COUNTS }, extra || {});
     const base = (node, series, axes) => ({
       width: Math.max(280, node.clientWidth), height: 220,
       tzDate: (ts) => window.uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
       scales: { x: { time: true, range: (u, min, max) => [min - step / 2, max + step / 2] },
-                pct: { range: [0, 100] } },
+                pct: { range: [0, 100] }, turns: { range: (u, min, max) => [0, Math.max(1, max) * 1.1] } },
       series: [{ value: (u, v) => (v === null ? "" : isoDay(new Date(v * 1000))) }, ...series],
-      axes: axes || [{}, {}],
+      axes: axes || [xAxis, countAxis()],
     });
     const draw = (id, series, data, axes) => {
       const node = $(id);
@@ -170,13 +176,14 @@
     draw("chart-volume", [
       { label: "Conversations", stroke: "#2f6fdf", fill: "rgba(47,111,223,0.55)", paths: bars(-1) },
       { label: "Contained", stroke: "#1f8a4c", fill: "rgba(31,138,76,0.55)", paths: bars(1) },
-      { label: "Turns", stroke: "#667085", width: 2, points: { show: true } },
-    ], [col("conversations"), col("contained"), col("turns")]);
+      { label: "Turns", stroke: "#667085", width: 2, points: { show: true }, scale: "turns" },
+    ], [col("conversations"), col("contained"), col("turns")],
+    [xAxis, countAxis(), countAxis({ scale: "turns", side: 1, grid: { show: false } })]);
     draw("chart-containment", [
       { label: "Containment %", stroke: "#1f8a4c", width: 2, scale: "pct", points: { show: true },
         value: (u, v) => (v === null ? "-" : v.toFixed(1) + "%") },
       { label: "Hand-offs", stroke: "#b7791f", fill: "rgba(183,121,31,0.5)", paths: bars(0) },
-    ], [col("containment", 100), col("handoffs")], [{}, { scale: "pct", label: "%" }, { side: 1, grid: { show: false } }]);
+    ], [col("containment", 100), col("handoffs")], [xAxis, { scale: "pct", label: "%" }, countAxis({ side: 1, grid: { show: false } })]);
     draw("chart-feedback", [
       { label: "Thumbs up", stroke: "#1f8a4c", fill: "rgba(31,138,76,0.55)", paths: bars(-1) },
       { label: "Thumbs down", stroke: "#c23b32", fill: "rgba(194,59,50,0.55)", paths: bars(1) },

@@ -317,6 +317,7 @@
     window.BotkitStaff.setCsrf(state.csrf);
     $("who").textContent = state.me.name + " (" + state.me.role + ")";
     $("kb-link").hidden = !state.me.can.kb;
+    $("analytics-link").hidden = !state.me.can.analytics;
     $("take").addEventListener("click", take);
     $("return").addEventListener("click", () => release("return"));
     $("close").addEventListener("click", () => release("close"));

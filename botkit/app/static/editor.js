@@ -351,6 +351,8 @@
     window.BotkitStaff.setCsrf(state.csrf);
     $("who").textContent = state.me.name + " (" + state.me.role + ")";
     $("console-link").hidden = !state.me.can.console;
+    $("analytics-link").hidden = !state.me.can.analytics;
+    if (location.hash === "#proposals") $("proposals-box").open = true; // linked from /analytics
     $("article-form").addEventListener("submit", save);
     $("delete").addEventListener("click", remove);
     $("reload").addEventListener("click", () => state.current && openArticle(state.current.id));
