@@ -43,7 +43,10 @@ class OutgoingMessage:
     author: str = ""  # the agent's display name for agent messages
     sources: tuple[Source, ...] = ()
     quick_replies: tuple[str, ...] = ()  # buttons where the channel has them
-    event: str = ""  # "agent_joined", "agent_left", "closed", or "" for a plain message
+    event: str = ""  # "agent_joined", "agent_left", "closed", "queue", or "" for a plain message
+    # event "queue": {"position": int, "expected_wait_s": float | None, "initial": bool}; a channel
+    # that can update a status line shows each, one that can only post messages shows the initial one
+    data: Mapping[str, object] = field(default_factory=dict)
 
 
 def as_text(message: OutgoingMessage, *, with_sources: bool = True) -> str:

@@ -347,8 +347,11 @@ class Engine:
             meta["note"] = candidate.note
         if candidate.fallback:
             meta["fallback"] = candidate.fallback  # why the responder's own text was replaced (a code)
-        if candidate.options:
-            meta["options"] = [{"id": o.id, "title": o.title, "score": o.score} for o in candidate.options]
+        # A hand-off replaces the bot's reply: its clarify options ("did you mean ...?") would
+        # follow the hand-off message as buttons on every channel, so they go with the reply.
+        options = candidate.options if escalation is None else ()
+        if options:
+            meta["options"] = [{"id": o.id, "title": o.title, "score": o.score} for o in options]
         handoff = None
         action: Action
         if escalation is not None:
@@ -372,7 +375,7 @@ class Engine:
         if stored is not None:
             await self._emit(Event("handoff", conv, handoff=stored))
         return Reply(conv.id, action, text, candidate.confidence, bot.sources, bot.kb_version, escalation,
-                     bot.seq, query, candidate.responder, candidate.options, fallback=candidate.fallback,
+                     bot.seq, query, candidate.responder, options, fallback=candidate.fallback,
                      fallback_detail=candidate.note if candidate.fallback else "", channel=conv.channel)
 
     async def _candidate(self, message: IncomingMessage, history: list[Turn],
@@ -433,6 +436,15 @@ class Engine:
         """An agent takes a waiting conversation; a second agent gets ConflictError."""
         async with self._conversation_lock(conversation_id):
             handoff = await self.store.assign(conversation_id, agent, self.clock())
+            conv = await self._conversation(conversation_id)
+            await self._emit(Event("assigned", conv, handoff=handoff))
+            return handoff
+
+    async def reassign(self, conversation_id: str, from_agent: str, to_agent: str) -> Handoff:
+        """Hand an assigned conversation to another agent (an ``assigned`` event: the customer is
+        told who joined); ConflictError when it is not ``from_agent``'s."""
+        async with self._conversation_lock(conversation_id):
+            handoff = await self.store.reassign(conversation_id, from_agent, to_agent, self.clock())
             conv = await self._conversation(conversation_id)
             await self._emit(Event("assigned", conv, handoff=handoff))
             return handoff

@@ -52,6 +52,27 @@ class StoredConversation:
     handoffs: tuple[Handoff, ...]  # oldest first, closed and returned ones too
 
 
+MAX_LABEL_CHARS = 40
+MAX_SEARCH_CHARS = 200
+
+
+@dataclass(frozen=True)
+class CannedReply:
+    """A saved answer agents insert into the reply box; ``text`` may hold placeholders
+    (``{customer_name}``, ``{agent_name}``), filled in by the console."""
+
+    id: int
+    shortcut: str  # what an agent types after "/" to find it
+    text: str
+    author: str
+    updated_at: datetime
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, its ``%``, ``_`` and ``\\`` taken literally (ESCAPE '\\')."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 class ConversationStore(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
@@ -74,6 +95,28 @@ class ConversationStore(Protocol):
     async def handoff_for(self, conversation_id: str) -> Handoff | None: ...
     async def assign(self, conversation_id: str, agent: str, now: datetime) -> Handoff: ...
     async def release(self, conversation_id: str, agent: str, outcome: str, now: datetime) -> Handoff: ...
+    async def reassign(self, conversation_id: str, from_agent: str, to_agent: str, now: datetime) -> Handoff:
+        """Hand an assigned conversation from its agent to another (ConflictError if it is not ``from_agent``'s)."""
+        ...
+    async def recent_pickups(self, limit: int) -> list[Handoff]:
+        """The last ``limit`` hand-offs an agent picked up (``assigned_at`` set), newest pick-up first."""
+        ...
+    async def labels(self, conversation_id: str) -> list[str]: ...
+    async def set_labels(self, conversation_id: str, add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str]:
+        """Add and remove labels of a conversation; returns its labels, sorted (StoreError: no conversation)."""
+        ...
+    async def search(self, text: str = "", *, label: str | None = None, limit: int = 20,
+                     offset: int = 0) -> list[Conversation]:
+        """Conversations (newest first) whose turns, id, customer or attributes contain ``text``
+        (case-insensitive, taken literally) and that carry ``label``, one page."""
+        ...
+    async def canned_replies(self) -> list[CannedReply]: ...
+    async def save_canned_reply(self, shortcut: str, text: str, author: str, now: datetime,
+                                reply_id: int | None = None) -> CannedReply:
+        """Create (``reply_id`` None) or update one; ConflictError when the shortcut is taken, StoreError when
+        ``reply_id`` does not exist."""
+        ...
+    async def delete_canned_reply(self, reply_id: int) -> None: ...
     async def set_feedback(self, conversation_id: str, seq: int, value: int) -> None: ...
     async def set_satisfaction(self, conversation_id: str, score: int) -> None: ...
     async def stats(self) -> dict[str, Any]:
@@ -105,7 +148,23 @@ CREATE TABLE IF NOT EXISTS inbox (
     received_at TEXT NOT NULL, meta TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', reply_seq INTEGER,
     UNIQUE (conversation_id, message_id));
 CREATE INDEX IF NOT EXISTS inbox_by_state ON inbox (state, channel);
+CREATE TABLE IF NOT EXISTS conversation_labels (
+    conversation_id TEXT NOT NULL, label TEXT NOT NULL COLLATE NOCASE, PRIMARY KEY (conversation_id, label));
+CREATE INDEX IF NOT EXISTS labels_by_label ON conversation_labels (label);
+CREATE TABLE IF NOT EXISTS canned_replies (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, shortcut TEXT NOT NULL UNIQUE COLLATE NOCASE, text TEXT NOT NULL,
+    author TEXT NOT NULL, updated_at TEXT NOT NULL);
 """
+
+# Columns added after the first release: (table, column, definition), added to older files on start.
+MIGRATIONS = (("handoffs", "assigned_at", "TEXT"),)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    for table, column, definition in MIGRATIONS:
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 def _ts(dt: datetime) -> str:
@@ -142,7 +201,11 @@ def _inbox_item(row: sqlite3.Row, new: bool = False) -> InboxItem:
 def _handoff(row: sqlite3.Row) -> Handoff:
     return Handoff(row["id"], row["conversation_id"], row["reason"], row["rule"], row["detail"], row["summary"],
                    row["channel"], row["customer_id"], _dt(row["created_at"]), row["status"], row["agent"],  # type: ignore[arg-type]
-                   _dt(row["closed_at"]))
+                   _dt(row["closed_at"]), _dt(row["assigned_at"]) if "assigned_at" in row.keys() else None)
+
+
+def _canned(row: sqlite3.Row) -> CannedReply:
+    return CannedReply(row["id"], row["shortcut"], row["text"], row["author"], _dt(row["updated_at"]))  # type: ignore[arg-type]
 
 
 class SQLiteConversationStore:
@@ -154,10 +217,13 @@ class SQLiteConversationStore:
 
     def __init__(self, path: Path | str, *, read_only: bool = False):
         self.path = Path(path)
+        self.read_only = read_only
         self._sql = AsyncSQLite(self.path, SCHEMA, what="the conversation store", durable=True, read_only=read_only)
 
     async def start(self) -> None:
         await self._sql.start()
+        if not self.read_only:
+            await self._sql.tx(_migrate)
 
     async def close(self) -> None:
         await self._sql.close()
@@ -392,8 +458,8 @@ class SQLiteConversationStore:
         """Give a waiting conversation to an agent. Exactly one of two racing agents wins."""
 
         def op(db: sqlite3.Connection) -> Handoff:
-            cur = db.execute("UPDATE handoffs SET status='assigned', agent=? "
-                             "WHERE conversation_id=? AND status='waiting'", (agent, conversation_id))
+            cur = db.execute("UPDATE handoffs SET status='assigned', agent=?, assigned_at=? "
+                             "WHERE conversation_id=? AND status='waiting'", (agent, _ts(now), conversation_id))
             if cur.rowcount != 1:
                 row = db.execute("SELECT agent, status FROM handoffs WHERE conversation_id=? ORDER BY id DESC LIMIT 1",
                                  (conversation_id,)).fetchone()
@@ -427,6 +493,102 @@ class SQLiteConversationStore:
             return _handoff(db.execute("SELECT * FROM handoffs WHERE id=?", (row["id"],)).fetchone())
 
         return await self._tx(op)
+
+    async def reassign(self, conversation_id: str, from_agent: str, to_agent: str, now: datetime) -> Handoff:
+        def op(db: sqlite3.Connection) -> Handoff:
+            cur = db.execute("UPDATE handoffs SET agent=? WHERE conversation_id=? AND status='assigned' AND agent=?",
+                             (to_agent, conversation_id, from_agent))
+            if cur.rowcount != 1:
+                raise ConflictError(f"conversation {conversation_id!r} is not assigned to {from_agent}")
+            db.execute("UPDATE conversations SET assigned_agent=? WHERE id=?", (to_agent, conversation_id))
+            return _handoff(db.execute("SELECT * FROM handoffs WHERE conversation_id=? AND status='assigned' "
+                                       "ORDER BY id DESC LIMIT 1", (conversation_id,)).fetchone())
+
+        return await self._tx(op)
+
+    async def recent_pickups(self, limit: int) -> list[Handoff]:
+        def op(db: sqlite3.Connection) -> list[Handoff]:
+            rows = db.execute("SELECT * FROM handoffs WHERE assigned_at IS NOT NULL ORDER BY assigned_at DESC, id DESC "
+                              "LIMIT ?", (max(0, limit),)).fetchall()
+            return [_handoff(r) for r in rows]
+
+        return await self._run(op)
+
+    # -- labels, search, canned replies -------------------------------------------------------
+    async def labels(self, conversation_id: str) -> list[str]:
+        def op(db: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in db.execute("SELECT label FROM conversation_labels WHERE conversation_id=? "
+                                             "ORDER BY label", (conversation_id,))]
+
+        return await self._run(op)
+
+    async def set_labels(self, conversation_id: str, add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str]:
+        def op(db: sqlite3.Connection) -> list[str]:
+            if db.execute("SELECT 1 FROM conversations WHERE id=?", (conversation_id,)).fetchone() is None:
+                raise StoreError(f"no conversation {conversation_id!r}")
+            db.executemany("DELETE FROM conversation_labels WHERE conversation_id=? AND label=?",
+                           [(conversation_id, x) for x in remove])
+            db.executemany("INSERT OR IGNORE INTO conversation_labels (conversation_id, label) VALUES (?,?)",
+                           [(conversation_id, x) for x in add])
+            return [r[0] for r in db.execute("SELECT label FROM conversation_labels WHERE conversation_id=? "
+                                             "ORDER BY label", (conversation_id,))]
+
+        return await self._tx(op)
+
+    async def search(self, text: str = "", *, label: str | None = None, limit: int = 20,
+                     offset: int = 0) -> list[Conversation]:
+        where: list[str] = []
+        args: list[object] = []
+        if text:
+            pattern = like_pattern(text)
+            where.append("(c.id LIKE ? ESCAPE '\\' OR c.customer_id LIKE ? ESCAPE '\\' "
+                         "OR c.attributes LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM turns t WHERE "
+                         "t.conversation_id=c.id AND t.role IN ('customer','bot','agent') "
+                         "AND t.text LIKE ? ESCAPE '\\'))")
+            args += [pattern] * 4
+        if label:
+            where.append("EXISTS (SELECT 1 FROM conversation_labels l WHERE l.conversation_id=c.id AND l.label=?)")
+            args.append(label)
+        sql = ("SELECT c.* FROM conversations c" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY c.started_at DESC, c.id LIMIT ? OFFSET ?")
+
+        def op(db: sqlite3.Connection) -> list[Conversation]:
+            return [_conversation(r) for r in db.execute(sql, (*args, max(0, limit), max(0, offset)))]
+
+        return await self._run(op)
+
+    async def canned_replies(self) -> list[CannedReply]:
+        def op(db: sqlite3.Connection) -> list[CannedReply]:
+            return [_canned(r) for r in db.execute("SELECT * FROM canned_replies ORDER BY shortcut")]
+
+        return await self._run(op)
+
+    async def save_canned_reply(self, shortcut: str, text: str, author: str, now: datetime,
+                                reply_id: int | None = None) -> CannedReply:
+        def op(db: sqlite3.Connection) -> CannedReply:
+            taken = db.execute("SELECT id FROM canned_replies WHERE shortcut=?", (shortcut,)).fetchone()
+            if taken is not None and taken[0] != reply_id:
+                raise ConflictError(f"a canned reply with the shortcut {shortcut!r} exists already")
+            if reply_id is None:
+                cur = db.execute("INSERT INTO canned_replies (shortcut, text, author, updated_at) VALUES (?,?,?,?)",
+                                 (shortcut, text, author, _ts(now)))
+                reply_id_ = cur.lastrowid
+            else:
+                cur = db.execute("UPDATE canned_replies SET shortcut=?, text=?, author=?, updated_at=? WHERE id=?",
+                                 (shortcut, text, author, _ts(now), reply_id))
+                if cur.rowcount != 1:
+                    raise StoreError(f"no canned reply {reply_id}")
+                reply_id_ = reply_id
+            return _canned(db.execute("SELECT * FROM canned_replies WHERE id=?", (reply_id_,)).fetchone())
+
+        return await self._tx(op)
+
+    async def delete_canned_reply(self, reply_id: int) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            if db.execute("DELETE FROM canned_replies WHERE id=?", (reply_id,)).rowcount != 1:
+                raise StoreError(f"no canned reply {reply_id}")
+
+        await self._tx(op)
 
     # -- feedback ----------------------------------------------------------------------------
     async def set_feedback(self, conversation_id: str, seq: int, value: int) -> None:

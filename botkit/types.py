@@ -294,6 +294,7 @@ class Handoff:
     status: Literal["waiting", "assigned", "returned", "closed"] = "waiting"
     agent: str | None = None
     closed_at: datetime | None = None
+    assigned_at: datetime | None = None  # when an agent picked it up (for expected-wait estimates)
 
 
 @dataclass(frozen=True)

@@ -528,6 +528,12 @@ class TelegramConnector:
         attributes: dict[str, object] = {}
         if user is not None and user.language_code:
             attributes["language"] = user.language_code
+        if user is not None:  # who is writing, for the agent console's customer panel
+            name = " ".join(p for p in (user.first_name, user.last_name) if p)
+            if name:
+                attributes["customer_name"] = name
+            if user.username:
+                attributes["telegram_username"] = user.username
         text = (message.text or "") if message else ""  # only text updates come here
         incoming = IncomingMessage(conversation_id=self._conversation_id(chat), text=text,
                                    channel=self.name, customer_id=str(user.id if user else chat),
@@ -650,6 +656,8 @@ class TelegramConnector:
         Raises:
             TelegramDeliveryError: Telegram refused it, or kept failing after the retries.
         """
+        if message.event == "queue":
+            return  # a chat has no status line to update: one message per queue move would flood it
         chat = self._chat_of(conversation.id)
         text = as_text(message)
         if message.kind == "agent":

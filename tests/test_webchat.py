@@ -302,8 +302,13 @@ async def test_handoff_to_an_agent_and_back_reaches_every_tab(make_chat: MakeCha
     tab2_frames = await until(tab2, lambda f: f["type"] == "reply")
     assert {"type": "customer", "id": "m1", "text": "I want to talk to a human please", "turn": 1} in tab2_frames
     assert tab2_frames[-1] == reply
-    await until(ws, lambda f: f == {"type": "typing", "on": False})
-    await until(tab2, lambda f: f == {"type": "typing", "on": False})
+    for sock in (ws, tab2):  # typing ends, and the waiting customer is told their place in the queue
+        seen: list[dict[str, Any]] = []
+        while not ({"type": "typing", "on": False} in seen and any(f.get("event") == "queue" for f in seen)):
+            seen.append(await recv(sock))
+        (queue,) = [f for f in seen if f.get("event") == "queue"]
+        assert queue["position"] == 1 and queue["expected_wait_s"] is None and queue["initial"] is True
+        assert "next in line" in queue["text"] and "can't estimate" in queue["text"]
 
     await chat.engine.take(conv_id, "Dana")
     for sock in (ws, tab2):
@@ -337,7 +342,7 @@ async def test_handoff_to_an_agent_and_back_reaches_every_tab(make_chat: MakeCha
     await chat.engine.take(conv_id, "Sam")
     await chat.engine.release(conv_id, "Sam", "closed")
     events = [f for f in await until(ws, lambda f: f.get("event") == "closed") if f["type"] == "event"]
-    assert [e["event"] for e in events] == ["agent_joined", "closed"]
+    assert [e["event"] for e in events if e["event"] != "queue"] == ["agent_joined", "closed"]  # queue: its place
 
 
 async def test_agent_messages_sent_while_offline_appear_on_resume(make_chat: MakeChat):

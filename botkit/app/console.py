@@ -105,6 +105,20 @@ def conversation_json(c: Conversation) -> dict[str, Any]:
             "assigned_agent": c.assigned_agent, "satisfaction": c.satisfaction}
 
 
+def profile(conv: Conversation) -> dict[str, Any]:
+    """Who the customer is, from what the channel gave (Telegram: the user's name and
+    username; web chat: the pre-chat form), for the console's customer panel."""
+    a = conv.attributes
+
+    def text(key: str) -> str | None:
+        value = a.get(key)
+        return value if isinstance(value, str) and value else None
+
+    return {"name": text("customer_name"), "email": text("customer_email"),
+            "username": text("telegram_username"), "language": text("language"),
+            "channel": conv.channel, "user_id": conv.customer_id}
+
+
 async def queue_snapshot(engine: Engine) -> tuple[list[Handoff], list[Handoff]]:
     """(waiting, assigned) hand-offs, oldest first."""
     return await engine.store.handoffs("waiting"), await engine.store.handoffs("assigned")
@@ -290,7 +304,8 @@ async def get_queue(request: web.Request, engine: Engine, ident: Identity, _cid:
 async def get_conversation(request: web.Request, engine: Engine, ident: Identity, cid: str) -> web.StreamResponse:
     conv, handoff = await readable(engine, cid, ident)
     turns = await engine.history(cid)
-    return api_json({"conversation": conversation_json(conv),
+    return api_json({"conversation": conversation_json(conv), "profile": profile(conv),
+                     "labels": await engine.store.labels(cid),
                      "handoff": handoff_json(handoff, engine.clock()) if handoff else None,
                      "mine": bool(handoff and handoff.status == "assigned" and handoff.agent == ident.name),
                      "turns": [turn_json(t) for t in turns]})

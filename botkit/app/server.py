@@ -22,15 +22,17 @@ from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from botkit import waiting as waiting_mod
 from botkit.app.keys import CONNECTORS, ENGINE, KB, METRICS, PROJECT
 from botkit.config import ServerConfig
 from botkit.engine import Engine
 from botkit.events import Event
 from botkit.project import Project
-from botkit.types import Reply
+from botkit.types import Conversation, Reply
 from connectors.base import Connector, ConnectorContext, OutgoingMessage, factory
 
 log = logging.getLogger(__name__)
+QUEUE_MOVES = frozenset({"handoff", "assigned", "returned", "closed"})
 
 
 
@@ -93,11 +95,54 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
             metrics.delivery_errors.labels(connector.name).inc()
             log.exception("channel %s failed to deliver to conversation %s", connector.name, event.conversation.id)
 
+    moves: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def queue_moved(event: Event) -> None:  # called under the conversation's lock: never waits
+        if event.kind in QUEUE_MOVES:
+            moves.put_nowait(event)
+
+    async def queue_notices() -> None:
+        """Tell every waiting customer their place in the queue and the expected wait, each time
+        the queue moved (a new hand-off, one taken, returned or closed); moves that came
+        together are answered with one round of notices."""
+        while True:
+            batch = [await moves.get()]
+            while not moves.empty():
+                batch.append(moves.get_nowait())
+            try:
+                await send_places({e.handoff.conversation_id for e in batch if e.kind == "handoff" and e.handoff})
+            except Exception:  # noqa: BLE001 - the next move sends fresh notices
+                log.exception("could not tell waiting customers their place in the queue")
+
+    async def send_places(new: set[str]) -> None:
+        now = engine.clock()
+        waiting = await engine.store.handoffs("waiting")
+        pickups = await engine.store.recent_pickups(waiting_mod.SAMPLES)
+        for place in waiting_mod.places(waiting, pickups, now):
+            h = place.handoff
+            connector = app[CONNECTORS].get(h.channel)
+            if connector is None:
+                continue
+            data = {"position": place.position, "expected_wait_s": place.expected_wait_s,
+                    "initial": h.conversation_id in new}
+            conv = Conversation(h.conversation_id, h.channel, h.customer_id, "handed_off", h.created_at, {})
+            try:
+                await connector.send(conv, OutgoingMessage(h.conversation_id, place.text, "system", event="queue",
+                                                           data=data))
+            except Exception:  # noqa: BLE001 - a notice that failed is replaced by the next one
+                metrics.delivery_errors.labels(connector.name).inc()
+                log.exception("channel %s failed to send the queue place to %s", connector.name, h.conversation_id)
+
     unsubscribe = engine.subscribe(deliver)
+    unsubscribe_queue = engine.subscribe(queue_moved)
+    notifier = asyncio.create_task(queue_notices(), name="queue-notices")
     try:
         yield
     finally:
+        unsubscribe_queue()
         unsubscribe()
+        notifier.cancel()
+        await asyncio.gather(notifier, return_exceptions=True)
         await engine.close()
 
 
@@ -168,13 +213,20 @@ def build_app(project: Project, engine: Engine | None = None) -> web.Application
 
 
 def _mount_pages(app: web.Application) -> None:
-    """The agent console and the KB editor (sign-in pages), when their modules are present."""
+    """The agent console and the KB editor (sign-in pages), when their modules are present;
+    the public help-centre pages (each KB entry at /help/articles/ID, /help/search)."""
+    from botkit.app.help_pages import setup_help_pages
+
+    setup_help_pages(app)
     try:
         from botkit.app.console import setup_console
     except ImportError:  # pragma: no cover - during development only
         pass
     else:
         setup_console(app)
+        from botkit.app.console_tools import setup_console_tools
+
+        setup_console_tools(app)
     try:
         from botkit.app.kb_editor import setup_kb_editor
     except ImportError:  # pragma: no cover

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, AsyncIterator
 
 from botkit.errors import BotkitError
-from botkit.store import ConflictError, StoredConversation, StoreError
+from botkit.store import CannedReply, ConflictError, StoredConversation, StoreError
 from botkit.types import (
     Candidate,
     Conversation,
@@ -67,6 +67,9 @@ class InMemoryConversationStore:
         self._handoffs: list[Handoff] = []
         self._inbox: dict[tuple[str, str], InboxItem] = {}
         self._next_order = 1
+        self._labels: dict[str, set[str]] = {}
+        self._canned: dict[int, CannedReply] = {}
+        self._next_canned = 1
 
     async def start(self) -> None:
         self._started = True
@@ -161,7 +164,7 @@ class InMemoryConversationStore:
         if handoff is None:
             return None
         stored = replace(handoff, id=len(self._handoffs) + 1, created_at=_utc(handoff.created_at), status="waiting",
-                         agent=None, closed_at=None)
+                         agent=None, closed_at=None, assigned_at=None)
         self._handoffs.append(stored)
         return stored
 
@@ -245,7 +248,80 @@ class InMemoryConversationStore:
         conv = self._conversations.get(conversation_id)
         if conv is not None:
             self._conversations[conversation_id] = replace(conv, assigned_agent=agent)
-        return self._put(replace(waiting[0], status="assigned", agent=agent))
+        return self._put(replace(waiting[0], status="assigned", agent=agent, assigned_at=_utc(now)))
+
+    async def reassign(self, conversation_id: str, from_agent: str, to_agent: str, now: datetime) -> Handoff:
+        await self._ready()
+        handoff = self._latest(conversation_id, ("assigned",))
+        if handoff is None or handoff.agent != from_agent:
+            raise ConflictError(f"conversation {conversation_id!r} is not assigned to {from_agent}")
+        conv = self._conversations.get(conversation_id)
+        if conv is not None:
+            self._conversations[conversation_id] = replace(conv, assigned_agent=to_agent)
+        return self._put(replace(handoff, agent=to_agent))
+
+    async def recent_pickups(self, limit: int) -> list[Handoff]:
+        await self._ready()
+        picked = [h for h in self._handoffs if h.assigned_at is not None]
+        picked.sort(key=lambda h: (h.assigned_at, h.id), reverse=True)
+        return picked[:max(0, limit)]
+
+    # -- labels, search, canned replies -------------------------------------------------------
+    async def labels(self, conversation_id: str) -> list[str]:
+        await self._ready()
+        return sorted(self._labels.get(conversation_id, ()), key=str.lower)
+
+    async def set_labels(self, conversation_id: str, add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str]:
+        await self._ready()
+        if conversation_id not in self._conversations:
+            raise StoreError(f"no conversation {conversation_id!r}")
+        drop = {x.lower() for x in remove}
+        labels = {x for x in self._labels.get(conversation_id, set()) if x.lower() not in drop}
+        for x in add:
+            if x.lower() not in {y.lower() for y in labels}:
+                labels.add(x)
+        self._labels[conversation_id] = labels
+        return sorted(labels, key=str.lower)
+
+    async def search(self, text: str = "", *, label: str | None = None, limit: int = 20,
+                     offset: int = 0) -> list[Conversation]:
+        await self._ready()
+        needle = text.lower()
+
+        def matches(c: Conversation) -> bool:
+            if label and label.lower() not in {x.lower() for x in self._labels.get(c.id, ())}:
+                return False
+            if not needle:
+                return True
+            texts = [c.id, c.customer_id, json.dumps(dict(c.attributes), default=str)]
+            texts += [t.text for t in self._ordered(c.id) if t.role in ("customer", "bot", "agent")]
+            return any(needle in x.lower() for x in texts)
+
+        found = sorted((c for c in self._conversations.values() if matches(c)), key=lambda c: c.id)
+        found.sort(key=lambda c: c.started_at, reverse=True)
+        return found[max(0, offset):max(0, offset) + max(0, limit)]
+
+    async def canned_replies(self) -> list[CannedReply]:
+        await self._ready()
+        return sorted(self._canned.values(), key=lambda r: r.shortcut.lower())
+
+    async def save_canned_reply(self, shortcut: str, text: str, author: str, now: datetime,
+                                reply_id: int | None = None) -> CannedReply:
+        await self._ready()
+        if any(r.shortcut.lower() == shortcut.lower() and r.id != reply_id for r in self._canned.values()):
+            raise ConflictError(f"a canned reply with the shortcut {shortcut!r} exists already")
+        if reply_id is not None and reply_id not in self._canned:
+            raise StoreError(f"no canned reply {reply_id}")
+        rid = reply_id if reply_id is not None else self._next_canned
+        if reply_id is None:
+            self._next_canned += 1
+        self._canned[rid] = CannedReply(rid, shortcut, text, author, _utc(now))
+        return self._canned[rid]
+
+    async def delete_canned_reply(self, reply_id: int) -> None:
+        await self._ready()
+        if self._canned.pop(reply_id, None) is None:
+            raise StoreError(f"no canned reply {reply_id}")
 
     async def release(self, conversation_id: str, agent: str, outcome: str, now: datetime) -> Handoff:
         """End an agent's hand-off: ``returned`` (to the bot) or ``closed``."""

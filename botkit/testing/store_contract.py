@@ -187,3 +187,56 @@ class ConversationStoreContract:
         assert [t.text for t in b.turns] == ["first", "second"] and b.turns[1].feedback == -1
         assert b.conversation.satisfaction == 4 and b.handoffs == ()
         assert c.turns == () and c.handoffs == () and c.conversation.status == "bot"
+
+    async def test_reassign_and_pickup_times(self, store):
+        await store.get_or_create("c", "web", "u", {}, T0)
+        h = Handoff(0, "c", "asked_for_human", "1:asks_for_human", "", "", "web", "u", T0)
+        await store.record([turn("c", 1)], status="handed_off", handoff=h)
+        assert await store.recent_pickups(5) == []
+        taken = await store.assign("c", "alice", T0 + timedelta(minutes=3))
+        assert taken.assigned_at == T0 + timedelta(minutes=3)
+        with pytest.raises(ConflictError, match="not assigned to bob"):
+            await store.reassign("c", "bob", "carol", T0)
+        moved = await store.reassign("c", "alice", "bob", T0 + timedelta(minutes=4))
+        assert moved.agent == "bob" and moved.status == "assigned" and (await store.get("c")).assigned_agent == "bob"
+        (picked,) = await store.recent_pickups(5)
+        assert picked.conversation_id == "c" and picked.assigned_at - picked.created_at == timedelta(minutes=3)
+        with pytest.raises(ConflictError):
+            await store.release("c", "alice", "closed", T0)  # alice gave it away
+        assert (await store.release("c", "bob", "closed", T0)).status == "closed"
+
+    async def test_labels_and_search(self, store):
+        await store.get_or_create("a", "web", "u1", {"customer_name": "Ada Lovelace"}, T0)
+        await store.get_or_create("b", "web", "u2", {}, T0 + timedelta(seconds=5))
+        await store.record([turn("a", 1, text="my parcel 100% vanished"), turn("a", 2, "bot", "Sorry")])
+        await store.record([turn("b", 1, text="refund_please for order 7")])
+        assert await store.set_labels("a", add=["vip", "shipping"]) == ["shipping", "vip"]
+        assert await store.set_labels("a", add=["VIP"], remove=["shipping"]) == ["vip"]  # case-insensitive
+        with pytest.raises(StoreError):
+            await store.set_labels("missing", add=["x"])
+        assert [c.id for c in await store.search("")] == ["b", "a"]  # newest first
+        assert [c.id for c in await store.search("PARCEL")] == ["a"]
+        assert [c.id for c in await store.search("lovelace")] == ["a"]  # the customer's name
+        assert [c.id for c in await store.search("100%")] == ["a"]
+        assert await store.search("1%0") == []  # % is a character, not a wildcard
+        assert await store.search("l_v") == []  # _ too: as a wildcard it would match "Lov"elace
+        assert [c.id for c in await store.search("_please")] == ["b"]
+        assert [c.id for c in await store.search("", label="vip")] == ["a"]
+        assert await store.search("refund", label="vip") == []
+        assert [c.id for c in await store.search("", limit=1, offset=1)] == ["a"]
+
+    async def test_canned_replies_crud(self, store):
+        one = await store.save_canned_reply("thanks", "Thanks, {customer_name}!", "alice", T0)
+        assert (one.shortcut, one.text, one.author) == ("thanks", "Thanks, {customer_name}!", "alice")
+        with pytest.raises(ConflictError, match="exists already"):
+            await store.save_canned_reply("THANKS", "x", "bob", T0)
+        two = await store.save_canned_reply("bye", "Bye", "bob", T0)
+        edited = await store.save_canned_reply("thanks", "Thank you!", "bob", T0, one.id)
+        assert edited.id == one.id and edited.text == "Thank you!"
+        assert [r.shortcut for r in await store.canned_replies()] == ["bye", "thanks"]
+        with pytest.raises(StoreError):
+            await store.save_canned_reply("new", "x", "bob", T0, 9999)
+        await store.delete_canned_reply(two.id)
+        with pytest.raises(StoreError):
+            await store.delete_canned_reply(two.id)
+        assert [r.id for r in await store.canned_replies()] == [one.id]

@@ -12,8 +12,10 @@ All keys are optional::
         rate_limit_per_session: {messages: 10, seconds: 10}   # token bucket per session (all its tabs)
         rate_limit_per_ip: {messages: 60, seconds: 60}        # token bucket per client address
         max_connections_per_ip: 20        # open chat sockets per client address
-        source_url_template: null         # e.g. "https://help.example.com/articles/{id}": sources become links
+        source_url_template: null         # e.g. "https://help.example.com/articles/{id}"; null: sources link to
+                                          # the bot's own page of the entry, /help/articles/{id}
         session_days: 30                  # a session unused this long starts a new conversation
+        prechat: false                    # ask the customer's name and e-mail before the chat (skippable)
 """
 
 from __future__ import annotations
@@ -53,8 +55,11 @@ class WebChatConfig(StrictModel):
     rate_limit_per_ip: RateLimit = RateLimit(messages=60, seconds=60)
     max_connections_per_ip: int = Field(20, ge=1, le=1_000_000)
     source_url_template: str | None = Field(
-        None, description="link for a source, e.g. https://help.example.com/articles/{id}; none = no links")
+        None, description="link for a source, e.g. https://help.example.com/articles/{id}; null = the bot's own "
+        "page of the entry, /help/articles/{id}")
     session_days: int = Field(30, ge=1, le=3650, description="an unused session expires after this many days")
+    prechat: bool = Field(False, description="ask the customer's name and e-mail (both optional, skippable) before "
+                          "the chat; the agent console shows what they gave")
 
     @field_validator("allowed_origins")
     @classmethod

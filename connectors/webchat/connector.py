@@ -68,7 +68,8 @@ MAX_OUTBOX = 500  # frames queued for one socket before it counts as stuck
 FRAME_BURST = 3  # the per-socket frame bucket is this many times the session's message bucket
 CLOSE_POLICY = 1008
 MIN_FRAME_BYTES = 64 * 1024
-STATIC = {"widget.js": "text/javascript", "widget.css": "text/css", "chat.html": "text/html"}
+STATIC = {"widget.js": "text/javascript", "widget.css": "text/css", "chat.html": "text/html",
+          "chat.js": "text/javascript"}  # chat.js: the demo page's search box and topic cards
 
 
 class _Client:
@@ -127,7 +128,7 @@ class WebChatConnector:
         self.shutdown_timeout = server.shutdown_timeout_s
         self.public_url = ctx.public_url
         self.title = config.title or ctx.project.config.name
-        self.url_for = proto.url_template(config.source_url_template)
+        self.url_for = proto.url_template(config.source_url_template or proto.OWN_ARTICLE_URL)
         # Frames up to this size are read and, if their text is too long, refused with an error
         # (the socket lives on); bigger ones make aiohttp close the socket (1009) unread.
         self.max_frame_bytes = max(MIN_FRAME_BYTES, config.max_message_chars * 6 + 4096)  # "\u2028" is 6 bytes
@@ -147,6 +148,7 @@ class WebChatConnector:
         sub.router.add_get("/ws", self.websocket)
         sub.router.add_get("/widget.js", self.static_file)
         sub.router.add_get("/widget.css", self.static_file)
+        sub.router.add_get("/chat.js", self.static_file)
         ctx.app.add_subapp(PREFIX, sub)
         ctx.app.router.add_get(DEMO_PAGE, self.demo_page)
         ctx.app.on_shutdown.append(self._on_shutdown)  # before aiohttp waits for open handlers
@@ -360,6 +362,8 @@ class WebChatConnector:
             await self._feedback(client, frame)
         elif isinstance(frame, proto.Rate):
             await self._rate(client, frame)
+        elif isinstance(frame, proto.Profile):
+            await self._profile(client, frame)
         return True
 
     async def _flooded(self, client: _Client) -> bool:
@@ -400,7 +404,8 @@ class WebChatConnector:
                 session=session.token, conversation=conv_id, resumed=session.resumed, history=history,
                 url_for=self.url_for, title=self.title, greeting=self.config.greeting,
                 status=conv.status if conv else "bot", agent=conv.assigned_agent if conv else None,
-                max_message_chars=self.config.max_message_chars))
+                max_message_chars=self.config.max_message_chars,
+                prechat=self.config.prechat and not (conv and _has_profile(conv))))
         log.info("webchat: conversation %s %s (%d tabs)", conv_id, "resumed" if session.resumed else "started",
                  len(self._by_conversation[conv_id]))
         if session.resumed and await self.engine.pending(conversation_id=conv_id):
@@ -454,6 +459,15 @@ class WebChatConnector:
             client.post(proto.error("not_allowed", "There is nothing to rate yet: send a message first.", frame.id))
             return
         client.post({"type": "ack", "for": "rate", "id": frame.id, "score": frame.score})
+
+    async def _profile(self, client: _Client, frame: proto.Profile) -> None:
+        """The pre-chat form: kept in the conversation's attributes, where the agent console shows it."""
+        conv_id = client.conversation_id
+        assert conv_id is not None
+        given: dict[str, object] = {k: v for k, v in (("customer_name", frame.name), ("customer_email", frame.email))
+                                    if v}
+        await self.engine.store.get_or_create(conv_id, self.name, conv_id, given, self.engine.clock())
+        client.post({"type": "ack", "for": "profile", "id": frame.id})
 
     # -- the worker ----------------------------------------------------------------------------
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -531,6 +545,10 @@ class WebChatConnector:
         if request.headers.get("If-None-Match") == etag:
             return web.Response(status=304, headers=headers)
         return web.Response(body=body, content_type=STATIC[name], charset="utf-8", headers=headers)
+
+
+def _has_profile(conv: Conversation) -> bool:
+    return bool(conv.attributes.get("customer_name") or conv.attributes.get("customer_email"))
 
 
 def _message_key(frame: proto.SendMessage) -> str | None:

@@ -97,6 +97,20 @@ class Rate:
 
 
 @dataclass(frozen=True)
+class Profile:
+    """What the pre-chat form asked: the customer's name and e-mail (either may be empty)."""
+
+    name: str
+    email: str
+    id: str | int | None = None
+
+
+MAX_NAME_CHARS = 100
+MAX_EMAIL_CHARS = 254
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+@dataclass(frozen=True)
 class Ping:
     data: Any = None  # echoed in the pong (e.g. a client timestamp)
 
@@ -108,7 +122,7 @@ class HistoryRequest:
     id: str | int | None = None  # echoed in the answer (and in an error), so a client can match them
 
 
-ClientFrame = Hello | SendMessage | Feedback | Rate | Ping | HistoryRequest
+ClientFrame = Hello | SendMessage | Feedback | Rate | Ping | HistoryRequest | Profile
 
 
 def _int(value: object) -> int | None:
@@ -195,6 +209,19 @@ def parse(data: str, max_message_chars: int) -> ClientFrame:
         if _int(limit) is None or not 1 <= limit <= MAX_HISTORY_TURNS:
             raise ProtocolError("bad_request", f"'limit' must be a whole number from 1 to {MAX_HISTORY_TURNS}", cid)
         return HistoryRequest(before, limit, cid)
+    if kind == "profile":
+        cid = _client_id(frame)
+        name, email = frame.get("name", ""), frame.get("email", "")
+        if not isinstance(name, str) or not isinstance(email, str):
+            raise ProtocolError("bad_request", "'name' and 'email' must be strings", cid)
+        name, email = " ".join(clean_text(name).split()), clean_text(email)
+        if len(name) > MAX_NAME_CHARS:
+            raise ProtocolError("bad_request", f"the name is longer than {MAX_NAME_CHARS} characters", cid)
+        if email and (len(email) > MAX_EMAIL_CHARS or not _EMAIL.fullmatch(email)):
+            raise ProtocolError("bad_request", "that e-mail address does not look right (name@example.com)", cid)
+        if not name and not email:
+            raise ProtocolError("bad_request", "give a name or an e-mail address (or skip the form)", cid)
+        return Profile(name, email, cid)
     if kind == "ping":
         payload = frame.get("data")
         return Ping(payload if _echoable(payload) else None)
@@ -202,7 +229,7 @@ def parse(data: str, max_message_chars: int) -> ClientFrame:
         problem = f"unknown frame type {kind[:40]!r}"
     else:
         problem = "a frame needs a 'type'"
-    raise ProtocolError("unknown_type", f"{problem}; expected hello, message, feedback, rate, history or ping",
+    raise ProtocolError("unknown_type", f"{problem}; expected hello, message, feedback, rate, history, profile or ping",
                         _client_id_or_none(frame))
 
 
@@ -214,6 +241,11 @@ def _client_id_or_none(frame: Mapping[str, Any]) -> str | int | None:
 
 
 # -- server -> client ---------------------------------------------------------------------------
+
+OWN_ARTICLE_URL = "/help/articles/{id}"
+"""Where `botkit serve` publishes each knowledge-base entry (botkit/app/help_pages.py): what a
+source links to when ``source_url_template`` is not set (the widget resolves it on the bot's origin)."""
+
 
 def url_template(template: str | None) -> UrlFor:
     """A function from article id to link (the id URL-quoted), or to None when there is no template."""
@@ -249,10 +281,11 @@ def before_cursor(turns: Sequence[Turn]) -> int | None:
 
 
 def welcome(*, session: str, conversation: str, resumed: bool, history: Sequence[Turn], url_for: UrlFor,
-            title: str, greeting: str, status: str, agent: str | None, max_message_chars: int) -> dict[str, Any]:
+            title: str, greeting: str, status: str, agent: str | None, max_message_chars: int,
+            prechat: bool = False) -> dict[str, Any]:
     return {"type": "welcome", "protocol": PROTOCOL, "session": session, "conversation": conversation,
             "resumed": resumed, "status": status, "agent": agent, "title": title, "greeting": greeting,
-            "max_message_chars": max_message_chars,
+            "max_message_chars": max_message_chars, "prechat": prechat,
             "history": [history_item(t, url_for) for t in history if t.role in VISIBLE_ROLES],
             "before": before_cursor(history)}
 
@@ -287,7 +320,8 @@ def reply(result: Reply, client_id: str | int | None, url_for: UrlFor) -> dict[s
 def outgoing(message: OutgoingMessage, url_for: UrlFor) -> dict[str, Any]:
     """A message from :meth:`Connector.send`: an agent's words, a hand-off event or a bot message."""
     if message.event:
-        return {"type": "event", "event": message.event, "text": message.text, "name": message.author or None}
+        return {**message.data, "type": "event", "event": message.event, "text": message.text,
+                "name": message.author or None}
     if message.kind == "agent":
         return {"type": "agent", "name": message.author, "text": message.text}
     if message.kind == "system":

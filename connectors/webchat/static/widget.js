@@ -27,6 +27,7 @@
   var WS_URL = (serverBase.protocol === "https:" ? "wss://" : "ws://") + serverBase.host + "/channels/webchat/ws";
   var CSS_URL = ORIGIN + "/channels/webchat/widget.css";
   var STORAGE_KEY = "botkit.webchat.session:" + ORIGIN;
+  var PRECHAT_KEY = "botkit.webchat.prechat-skipped:" + ORIGIN; // the session whose form was skipped
   var PING_MS = 25000;
   var BACKOFF_MIN_MS = 1000;
   var BACKOFF_MAX_MS = 30000;
@@ -145,10 +146,37 @@
   form.appendChild(input);
   form.appendChild(sendBtn);
 
+  // The customer's place in the hand-off queue: one line, updated as the queue moves.
+  var queueEl = attrs(el("p", "bkw-queue"), { role: "status" });
+  queueEl.hidden = true;
+
+  // The optional pre-chat form (channels.webchat.prechat): name and e-mail, both optional, skippable.
+  var prechat = attrs(el("form", "bkw-prechat"), { "aria-label": "Before we start" });
+  prechat.setAttribute("novalidate", "");
+  prechat.appendChild(el("p", "bkw-prechat-intro", "Tell us who you are (optional), so our team can help you faster."));
+  var nameLabel = attrs(el("label", "bkw-prechat-label", "Name"), { "for": "bkw-prechat-name" });
+  var nameInput = attrs(el("input", "bkw-prechat-input"), { id: "bkw-prechat-name", name: "name", maxlength: "100",
+    autocomplete: "name" });
+  var emailLabel = attrs(el("label", "bkw-prechat-label", "E-mail"), { "for": "bkw-prechat-email" });
+  var emailInput = attrs(el("input", "bkw-prechat-input"), { id: "bkw-prechat-email", name: "email", type: "email",
+    maxlength: "254", autocomplete: "email" });
+  var prechatError = attrs(el("p", "bkw-prechat-error"), { role: "alert" });
+  var prechatRow = el("div", "bkw-prechat-row");
+  var prechatGo = attrs(el("button", "bkw-prechat-go", "Start chat"), { type: "submit" });
+  var prechatSkip = attrs(el("button", "bkw-link-btn bkw-prechat-skip", "Skip"), { type: "button" });
+  prechatRow.appendChild(prechatGo);
+  prechatRow.appendChild(prechatSkip);
+  [nameLabel, nameInput, emailLabel, emailInput, prechatError, prechatRow].forEach(function (n) {
+    prechat.appendChild(n);
+  });
+  prechat.hidden = true;
+
   panel.appendChild(header);
+  panel.appendChild(prechat);
   panel.appendChild(log);
   panel.appendChild(announcer);
   panel.appendChild(typing);
+  panel.appendChild(queueEl);
   panel.appendChild(form);
   root.appendChild(panel);
   root.appendChild(launcher);
@@ -549,6 +577,10 @@
     if (greeting && older.before === null) { append(greetingRow()); } // the start of the conversation
     (f.history || []).forEach(renderHistoryItem);
     setStatus(statusFor(f.status, f.agent));
+    if (f.status !== "handed_off" || f.agent) { showQueue(""); }
+    var skipped = false;
+    try { skipped = window.localStorage.getItem(PRECHAT_KEY) === f.session; } catch (e) { /* private mode */ }
+    prechat.hidden = !(f.prechat && !skipped);
     // Messages typed while offline (or never acknowledged) go now, in order.
     var pending = outbox;
     outbox = [];
@@ -568,6 +600,7 @@
   }
 
   function onAck(f) {
+    if (f["for"] === "profile") { prechat.hidden = true; input.focus(); return; }
     if (f["for"] !== "message") { return; }
     for (var i = 0; i < outbox.length; i += 1) {
       if (outbox[i].id === f.id) {
@@ -601,7 +634,17 @@
     bump();
   }
 
+  function showQueue(text) {
+    queueEl.textContent = text || "";
+    queueEl.hidden = !text;
+  }
+
   function onEvent(f) {
+    if (f.event === "queue") { // the place in the queue moved: update the one line, no new message
+      showQueue(f.text);
+      return;
+    }
+    if (f.event === "agent_joined" || f.event === "agent_left" || f.event === "closed") { showQueue(""); }
     if (f.event === "agent_joined") {
       notice(f.text || ((f.name || "An agent") + " joined the conversation."), "event");
       setStatus(f.name ? "Chatting with " + f.name : "Chatting with our team");
@@ -645,8 +688,25 @@
         }
       }
     }
+    if (f.id === "profile") { prechatError.textContent = text; return; }
     notice(text, "error");
   }
+
+  prechat.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    prechatError.textContent = "";
+    var name = nameInput.value.trim();
+    var email = emailInput.value.trim();
+    if (!name && !email) { prechatError.textContent = "Fill in a name or an e-mail, or skip."; return; }
+    if (!send({ type: "profile", id: "profile", name: name, email: email })) {
+      prechatError.textContent = "Not connected yet; try again in a moment.";
+    }
+  });
+  prechatSkip.addEventListener("click", function () {
+    prechat.hidden = true;
+    try { window.localStorage.setItem(PRECHAT_KEY, store.get() || ""); } catch (e) { /* private mode */ }
+    input.focus();
+  });
 
   // -- input --------------------------------------------------------------------------------------
   function submit(text) {
@@ -728,7 +788,8 @@
     if (data.botkitOpen === "true") { open(); }
   }
 
-  window.BotkitChat = { open: open, close: close };
+  // ask(text): open the chat and send text as the customer's message (the demo page's topic cards use it)
+  window.BotkitChat = { open: open, close: close, ask: function (text) { open(); submit(String(text || "")); } };
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", mount);
   } else {
