@@ -570,7 +570,10 @@ async def test_widget_files_and_demo_page_are_served(make_chat: MakeChat):
     body = await page.text()
     tags = re.findall(r"<script[^>]*>", body)
     title = "Tallow &amp; Pine help centre"
-    assert tags == [f'<script src="/channels/webchat/widget.js" data-botkit-title="{title}" defer>']
+    assert tags == [f'<script src="/channels/webchat/widget.js" data-botkit-title="{title}" defer>',
+                    '<script src="/channels/webchat/chat.js" defer>']  # the search box and topic cards
+    demo_js = await chat.client.get("/channels/webchat/chat.js")
+    assert demo_js.status == 200 and demo_js.content_type == "text/javascript" and "data-ask" in await demo_js.text()
     assert "<title>Tallow &amp; Pine help centre</title>" in body and "{{" not in body
     csp = page.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp and "sha256-" in csp
