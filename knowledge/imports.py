@@ -17,8 +17,12 @@ changed                   changed                   **conflict**: reported, noth
                                                     so it is no longer reported)
 ========================  ========================  ==========================================
 
-When the store already holds exactly the file's content the two sides agree, whatever
-happened in between, and the base advances to it. An entry with no base that exists in the
+"The store unchanged" means it still holds the content the file had at that import; when
+the store already holds exactly the file's content the two sides agree, whatever happened in
+between, and the base advances to it. After ``ours`` the store keeps a version the file does
+not have: it is not reported while the file stays as it was, and a later change to the file
+is a conflict again (an import replaces a whole entry, so importing it would drop the kept
+version). An entry with no base that exists in the
 store with other content (created in the editor, uploaded, or proposed, under an id a file
 now uses) is a conflict too: nothing is ever overwritten that no file import wrote.
 """
@@ -93,13 +97,14 @@ def decide(draft_hash: str, latest: Latest | None, base: ImportBase | None, reso
         return "unchanged"  # the store has the file's content: the base advances to it if it is not there yet
     if base is None:
         return _conflict(resolve)
-    store_changed = latest.rev != base.rev
     file_changed = draft_hash != base.content_hash
-    if not store_changed:
-        return "update" if file_changed else "unchanged"  # unchanged: the state an earlier --ours left
-    if not file_changed:
-        return "kept"
-    return _conflict(resolve)
+    if latest.content_hash == base.content_hash:  # the store still says what the file said at the import
+        return "update" if file_changed else "unchanged"
+    # The store differs from the file as last imported (an edit, a rollback, a deletion): the
+    # file never replaces it unasked, so no change made here is lost.
+    if file_changed:
+        return _conflict(resolve)
+    return "unchanged" if latest.rev == base.rev else "kept"  # unchanged: --ours chose this version over the file
 
 
 def _conflict(resolve: Resolve) -> Outcome:

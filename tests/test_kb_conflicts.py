@@ -89,10 +89,11 @@ def test_ours_keeps_the_store_and_stops_reporting_until_the_file_changes_again(d
     quiet = reimport(kb, demo_dir)  # the file's version counts as seen: nothing to report
     assert (quiet.kept, quiet.conflicts, quiet.updated) == ((), (), ()) and kb.store.get(PAYPAL).body == EDIT
 
-    faq = demo_dir / "kb" / "faq.csv"  # a later change to the file is imported, as --help says
+    faq = demo_dir / "kb" / "faq.csv"  # a later change to the file would drop the kept version: a conflict again
     faq.write_text(faq.read_text(encoding="utf-8").replace("within 2 business days", "within a day"), encoding="utf-8")
     later = reimport(kb, demo_dir)
-    assert later.updated == (PAYPAL,) and "within a day" in kb.store.get(PAYPAL).body
+    assert [c.article_id for c in later.conflicts] == [PAYPAL] and later.updated == ()
+    assert kb.store.get(PAYPAL).body == EDIT
 
 
 def test_a_changed_file_with_no_edit_updates_and_a_rollback_then_stands(demo_kb, tmp_path: Path) -> None:

@@ -99,7 +99,8 @@ def managed_json(a: Article, base: ImportBase | None) -> dict[str, Any] | None:
     """Whether files own this entry (it came from ``botkit kb import``) and where it stands against
     them: ``in_step`` (it has the file's content as last imported), ``edited`` (changed here since
     that import: the next import keeps the change while the file is unchanged, and reports a
-    conflict if the file changed too) or ``kept_over_file`` (a conflict was settled with --ours)."""
+    conflict if the file changed too) or ``kept_over_file`` (a conflict was settled with --ours:
+    this version stays until the file changes again, which is a conflict again)."""
     if base is None:
         return None
     file, _, line = base.source.rpartition(":")

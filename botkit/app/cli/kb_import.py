@@ -37,8 +37,8 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
     side.add_argument("--theirs", action="store_true",
                       help="for conflicting entries the files win: their content is imported over the change")
     side.add_argument("--ours", action="store_true",
-                      help="for conflicting entries the knowledge base wins: its version stays, and the file's "
-                           "current content counts as seen (a later change to the file is imported)")
+                      help="for conflicting entries the knowledge base wins: its version stays and is no longer "
+                           "reported while the file stays as it is (a later change to the file is a conflict again)")
 
 
 def _line(c: ImportChange) -> str:

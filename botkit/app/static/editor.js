@@ -110,7 +110,8 @@
         "The next botkit kb import keeps this edit while the file is unchanged; if the file changed, it reports a " +
         "conflict and imports nothing for this entry. Copy the edit into the file to make it permanent.");
     } else if (m.state === "kept_over_file") {
-      parts.push("This version was kept over the file's (kb import --ours); a later change to the file is imported over it.");
+      parts.push("This version was kept over the file's (kb import --ours); if the file changes again, the next " +
+        "import reports a conflict.");
     } else {
       parts.push("An edit saved here is kept by the next import while the file is unchanged; if the file changes too, " +
         "the import reports a conflict. To change it for good, change the file.");
