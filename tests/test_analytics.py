@@ -221,6 +221,9 @@ def test_report_refuses_a_bad_range_and_a_missing_store(project_dir: Path, tmp_p
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--project", str(project_dir), "report", "--since", "yesterday"]) == 1
     assert "since 'yesterday' is not a date: give YYYY-MM-DD" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("not a directory")
+    assert main(["--project", str(project_dir), "report", "--plots", str(tmp_path / "a-file")]) == 1
+    assert "cannot write the plots into" in capsys.readouterr().err
     empty = copy_demo(tmp_path / "empty")
     assert main(["--project", str(empty), "report"]) == 1
     assert "no conversations are stored yet" in capsys.readouterr().err

@@ -192,7 +192,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         print(format_report(report))
     if args.plots:
-        for path in write_plots(report, Path(args.plots)):
+        try:
+            written = write_plots(report, Path(args.plots))
+        except OSError as exc:
+            raise BotkitError(f"cannot write the plots into {args.plots}: {exc.strerror or exc}; "
+                              "give --plots a directory you can write to") from exc
+        for path in written:
             print(f"wrote {path}", file=sys.stderr)
     return 0
 
