@@ -253,3 +253,5 @@ async def test_the_editor_api_says_which_entries_files_own(client: Any, staff: A
     assert [c.article_id for c in summary.kept] == [PAYPAL]
     status, got = await olivia.call("GET", f"/api/kb/articles/{PAYPAL}")
     assert got["article"]["body"] == EDIT and got["article"]["managed"]["state"] == "edited"
+    status, got = await olivia.call("GET", "/api/kb/articles/refund-timing")  # imported from this project now:
+    assert got["article"]["managed"]["file"] == "kb/refund-timing.md"  # shown relative to it

@@ -49,7 +49,7 @@ from aiohttp import BodyPartReader, web
 
 from botkit.app.accounts import Identity
 from botkit.app.http import Refused, api_error, api_json, error_response, page_response, static_route
-from botkit.app.keys import KB, USER
+from botkit.app.keys import KB, PROJECT, USER
 from botkit.app.signin import require, setup_auth
 from botkit.errors import ArticleNotFound, ImportFailed, KnowledgeError
 from knowledge.base import KnowledgeBase
@@ -71,6 +71,7 @@ MAX_LIMIT = 50
 class Editor:
     kb: KnowledgeBase | None
     lock: asyncio.Lock
+    root: Path | None = None  # the project's folder: source files are shown relative to it
 
     def need_kb(self) -> KnowledgeBase:
         if self.kb is None:
@@ -95,7 +96,7 @@ def article_json(a: Article) -> dict[str, Any]:
     return {**article_summary(a), "body": a.body, "questions": list(a.questions), "source": a.source}
 
 
-def managed_json(a: Article, base: ImportBase | None) -> dict[str, Any] | None:
+def managed_json(a: Article, base: ImportBase | None, root: Path | None = None) -> dict[str, Any] | None:
     """Whether files own this entry (it came from ``botkit kb import``) and where it stands against
     them: ``in_step`` (it has the file's content as last imported), ``edited`` (changed here since
     that import: the next import keeps the change while the file is unchanged, and reports a
@@ -104,14 +105,17 @@ def managed_json(a: Article, base: ImportBase | None) -> dict[str, Any] | None:
     if base is None:
         return None
     file, _, line = base.source.rpartition(":")
+    file = file if line.isdigit() else base.source
+    if root is not None and Path(file).is_relative_to(root):
+        file = str(Path(file).relative_to(root))  # kb/faq.csv, as the operator knows it
     state = ("in_step" if a.hash == base.content_hash else "edited" if a.rev != base.rev else "kept_over_file")
-    return {"file": file if line.isdigit() else base.source, "line": int(line) if line.isdigit() else None,
+    return {"file": file, "line": int(line) if line.isdigit() else None,
             "import_rev": base.rev, "imported_at": base.at, "state": state}
 
 
 async def _shown(editor: "Editor", kb: KnowledgeBase, a: Article) -> dict[str, Any]:
     """An article as the editor gets it: its fields and whether files own it (``managed``)."""
-    return {**article_json(a), "managed": managed_json(a, await editor.run(kb.store.import_base, a.id))}
+    return {**article_json(a), "managed": managed_json(a, await editor.run(kb.store.import_base, a.id), editor.root)}
 
 
 def revision_json(r: Revision) -> dict[str, Any]:
@@ -538,7 +542,9 @@ def setup_kb_editor(app: web.Application) -> None:
     if EDITOR in app:
         return
     kb = app.get(KB)
-    app[EDITOR] = Editor(kb if isinstance(kb, KnowledgeBase) else None, asyncio.Lock())
+    project = app.get(PROJECT)
+    app[EDITOR] = Editor(kb if isinstance(kb, KnowledgeBase) else None, asyncio.Lock(),
+                         project.root if project is not None else None)
     r = app.router
     r.add_get("/kb", editor_page)
     static_route(app, "/static/kb", STATIC, {"editor.js", "editor.css"})
