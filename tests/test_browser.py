@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -125,6 +126,8 @@ async def test_customer_agent_and_operator_in_a_real_browser(browser, site, tmp_
     await agent.click("#send")
     await customer.locator(".bkw-msg.bkw-agent", has_text="I'm Alice from the support team").wait_for(timeout=15_000)
     await agent.locator("#turns", has_text="I'm Alice from the support team").wait_for()
+    shown = await agent.locator("#turns .confidence").all_text_contents()  # the bot's confidence, as a percentage
+    assert shown and all(re.fullmatch(r"\d{1,3}%", c) for c in shown), shown
     await agent.screenshot(path=str(shots / "console.png"))
 
     # 5. The agent returns the conversation to the bot, and the bot answers again.

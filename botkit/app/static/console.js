@@ -109,7 +109,7 @@
         t.responder ? el("span", { class: "responder", title: t.author || null, text: t.responder }) : null,
         declined ? el("span", { class: "no-answer", text: "no answer" }) : null,
         t.kind === "bot" && typeof t.confidence === "number"
-          ? el("span", { class: "confidence", title: "confidence (a probability)", text: t.confidence.toFixed(2) })
+          ? el("span", { class: "confidence", title: "confidence (a probability)", text: Math.round(t.confidence * 100) + "%" })
           : null,
         el("time", { text: clock(t.at) })),
       el("div", { class: "turn-text", text: t.text }),
