@@ -139,16 +139,16 @@ def _bucket_keys(first: datetime, last: datetime, bucket: Bucket) -> list[str]:
 # -- unanswered questions, grouped by their words -----------------------------------------------
 
 def _stem(word: str) -> str:
-    """A light English stem: engraving, engraved -> engrav; items -> item; shipping -> ship."""
+    """A light English stem: engraving, engraved, engrave -> engrav; items -> item; shipping -> ship."""
     if len(word) > 5 and word.endswith("ing"):
         word = word[:-3]
     elif len(word) > 4 and word.endswith("ed"):
         word = word[:-2]
     elif len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    else:
-        return word
-    return word[:-1] if _DOUBLED.search(word) and word[-1] not in "lsz" else word
+        word = word[:-1]
+    if _DOUBLED.search(word) and word[-1] not in "lsz":
+        word = word[:-1]
+    return word[:-1] if len(word) > 4 and word.endswith("e") else word
 
 
 def question_words(text: str) -> frozenset[str]:
@@ -413,6 +413,34 @@ class ReportBuilder:
         }
 
 
+@dataclass(frozen=True)
+class ProposalRef:
+    """An open FAQ proposal (training.gaps), as far as linking a group of questions to it needs."""
+
+    id: str
+    title: str
+    questions: tuple[str, ...]
+    count: int  # conversations that asked
+
+
+def link_proposals(report: dict[str, Any], proposals: Sequence[ProposalRef]) -> dict[str, Any]:
+    """``report`` with each unanswered group's ``proposal``: the open FAQ proposal one of whose
+    phrasings resembles one of the group's (:func:`similarity` >= the grouping threshold; the
+    most similar, then the most asked), else None; and ``open_proposals``, how many are open."""
+    refs = [(p, [w for w in map(question_words, (p.title, *p.questions)) if w]) for p in proposals]
+    for group in report["unanswered"]["clusters"]:
+        words = [w for w in map(question_words, group["examples"]) if w]
+        best: ProposalRef | None = None
+        best_sim = CLUSTER_THRESHOLD
+        for p, phrasings in refs:
+            sim = max((similarity(a, b) for a in words for b in phrasings), default=0.0)
+            if sim > best_sim or (best is None and sim >= best_sim):
+                best, best_sim = p, sim
+        group["proposal"] = None if best is None else {"id": best.id, "title": best.title, "count": best.count}
+    report["unanswered"]["open_proposals"] = len(proposals)
+    return report
+
+
 def compute(records: Iterable[StoredConversation], rng: ReportRange) -> dict[str, Any]:
     """The report (JSON-ready; see docs/analytics.md) of ``records`` for ``rng``."""
     builder = ReportBuilder(rng)
@@ -429,6 +457,6 @@ async def build_report(store: ConversationStore, rng: ReportRange) -> dict[str, 
     return builder.result()
 
 
-__all__ = ["BUCKETS", "Bucket", "ReportBuilder", "ReportRange", "ReportRangeError", "build_report", "bucket_of",
-           "cluster_questions", "compute", "duration_stats", "parse_range", "question_words", "similarity",
-           "unanswered"]
+__all__ = ["BUCKETS", "Bucket", "ProposalRef", "ReportBuilder", "ReportRange", "ReportRangeError", "build_report",
+           "bucket_of", "cluster_questions", "compute", "duration_stats", "link_proposals", "parse_range",
+           "question_words", "similarity", "unanswered"]

@@ -16,14 +16,17 @@ import pytest
 import yaml
 
 from botkit.analytics import (
+    ProposalRef,
     ReportRange,
     ReportRangeError,
     build_report,
     cluster_questions,
     duration_stats,
+    link_proposals,
     parse_range,
     question_words,
 )
+from botkit.app.analytics_data import analytics_report
 from botkit.app.cli import main
 from botkit.app.compose import CONVERSATIONS_DB
 from botkit.app.keys import AUTH
@@ -34,6 +37,7 @@ from botkit.store import SQLiteConversationStore
 from botkit.testing import InMemoryConversationStore, ScriptedResponder, StaticRetriever
 from tests.analytics_fixture import populate
 from tests.conftest import copy_demo
+from training.gaps import Proposal, ProposalStore
 
 NOW = datetime(2026, 3, 12, 15, 0, tzinfo=UTC)
 
@@ -158,6 +162,17 @@ def test_question_grouping_and_durations() -> None:
     assert duration_stats([10, 1, 4, 100]) == {"count": 4, "mean_s": 28.8, "median_s": 7.0, "p90_s": 100.0}
 
 
+async def test_groups_link_to_the_open_faq_proposal_they_match(sqlite_store: Any) -> None:
+    report = await build_report(sqlite_store, parse_range(bucket="week", now=NOW))
+    engraving = ProposalRef("p-1", "Can I have my gift engraved", ("Can I have my gift engraved?",), 3)
+    refunds = ProposalRef("p-2", "When will I get my refund", ("When will I get my refund?",), 1)
+    linked = link_proposals(report, [refunds, engraving])
+    assert [c["proposal"] for c in linked["unanswered"]["clusters"]] == [
+        {"id": "p-1", "title": "Can I have my gift engraved", "count": 3}, None]
+    assert linked["unanswered"]["open_proposals"] == 2
+    assert link_proposals(report, [])["unanswered"]["clusters"][0]["proposal"] is None
+
+
 # -- the command line and the API ----------------------------------------------------------------
 
 @pytest.fixture
@@ -175,6 +190,11 @@ def project_dir(tmp_path: Path) -> Path:
         await store.start()
         await populate(store)
         await store.close()
+        with ProposalStore(project.db_path) as proposals:  # one open FAQ proposal, one rejected
+            proposals.add([Proposal("p-engrave", "Do you engrave wooden items", ("Do you engrave wooden items?",),
+                                    "Yes, up to 20 characters.", 2, ("x1", "x2")),
+                           Proposal("p-wrap", "Do you gift wrap", ("Do you gift wrap?",), "No.", 1, ("x3",))])
+            proposals.reject("p-wrap", "olivia")
 
     asyncio.run(fill())
     return root
@@ -182,10 +202,11 @@ def project_dir(tmp_path: Path) -> Path:
 
 def _expected(root: Path, *args: str | None) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
-        store = SQLiteConversationStore(Project.load(root).state_dir / CONVERSATIONS_DB, read_only=True)
+        project = Project.load(root)
+        store = SQLiteConversationStore(project.state_dir / CONVERSATIONS_DB, read_only=True)
         await store.start()
         try:
-            return await build_report(store, parse_range(*args))
+            return await analytics_report(project, store, parse_range(*args))
         finally:
             await store.close()
 
@@ -205,6 +226,9 @@ def test_report_json_and_plots(project_dir: Path, tmp_path: Path, capsys: pytest
     out = json.loads(capsys.readouterr().out)
     assert out == _expected(project_dir, "2026-03-01", "2026-03-14", "week")
     assert out["conversations"]["total"] == 6 and out["conversations"]["containment"] == 0.3333
+    assert [c["proposal"] for c in out["unanswered"]["clusters"]] == [
+        {"id": "p-engrave", "title": "Do you engrave wooden items", "count": 2}, None]
+    assert out["unanswered"]["open_proposals"] == 1
     names = sorted(p.name for p in plots.iterdir())
     assert names == ["conversations.png", "feedback.png", "handoffs.png", "satisfaction.png", "times.png"]
     for name in names:
@@ -215,6 +239,8 @@ def test_report_json_and_plots(project_dir: Path, tmp_path: Path, capsys: pytest
     text = capsys.readouterr().out
     assert "Conversations        2" in text and "Containment          0.0%" in text
     assert "asked_for_human" in text and "Do you ship abroad?" in text
+    assert main(["--project", str(project_dir), "report"]) == 0
+    assert "Do you offer engraving?  [FAQ proposal p-engrave]" in capsys.readouterr().out
 
 
 def test_report_refuses_a_bad_range_and_a_missing_store(project_dir: Path, tmp_path: Path,
@@ -247,8 +273,9 @@ async def test_the_api_gives_the_report_to_operators_only(project_dir: Path, aio
         query = "/api/analytics?since=2026-03-02&until=2026-03-08&bucket=day"
         status, body = await olivia.call("GET", query)
         assert status == 200
-        expected = await build_report(store, parse_range("2026-03-02", "2026-03-08", "day"))
+        expected = await analytics_report(project, store, parse_range("2026-03-02", "2026-03-08", "day"))
         assert body == json.loads(json.dumps(expected))
+        assert body["unanswered"]["clusters"][0]["proposal"]["id"] == "p-engrave"
         assert body["conversations"]["total"] == 4 and len(body["series"]) == 7
         assert (await alice.call("GET", query))[0] == 403
         status, body = await olivia.call("GET", "/api/analytics?since=2026-03-09&until=2026-03-02")

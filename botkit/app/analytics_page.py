@@ -1,7 +1,7 @@
 """The analytics page for operators: ``/analytics`` and ``GET /api/analytics`` (role ``operator``).
 
-``GET /api/analytics?since=&until=&bucket=`` answers :func:`botkit.analytics.build_report` on
-the engine's conversation store: the same figures as ``botkit report --json`` (docs/analytics.md).
+``GET /api/analytics?since=&until=&bucket=`` answers :func:`botkit.app.analytics_data.analytics_report`
+on the engine's conversation store: the same figures as ``botkit report --json`` (docs/analytics.md).
 ``since``/``until`` are UTC dates (``until`` inclusive), ISO times or ``Nd``; empty: unbounded.
 A bad range is a 400 that says what to send. The page draws its charts with uPlot, served from
 ``/static/vendor/`` (botkit/app/static/vendor/README.md), never from a CDN.
@@ -13,9 +13,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from botkit.analytics import build_report, parse_range
+from botkit.analytics import parse_range
+from botkit.app.analytics_data import analytics_report
 from botkit.app.http import api_json, error_response, page_response, static_route
-from botkit.app.keys import ENGINE
+from botkit.app.keys import ENGINE, PROJECT
 from botkit.app.signin import require, setup_auth
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -32,7 +33,7 @@ async def analytics_api(request: web.Request) -> web.StreamResponse:
     q = request.query
     try:
         rng = parse_range(q.get("since"), q.get("until"), q.get("bucket"))
-        report = await build_report(request.app[ENGINE].store, rng)
+        report = await analytics_report(request.app[PROJECT], request.app[ENGINE].store, rng)
     except Exception as exc:  # noqa: BLE001 - error_response answers what it knows, re-raised otherwise
         answer = error_response(exc, request)
         if answer is None:

@@ -72,7 +72,9 @@ def format_report(r: dict[str, Any]) -> str:
             lines += ["", title] + [f"  {i['count']:>5}  {i['name']}" for i in items]
     if r["unanswered"]["clusters"]:
         lines += ["", "Questions the bot could not answer (FAQ proposals: /kb#proposals)"]
-        lines += [f"  {c['count']:>5}  {c['question']}" for c in r["unanswered"]["clusters"]]
+        lines += [f"  {c['count']:>5}  {c['question']}"
+                  + (f"  [FAQ proposal {c['proposal']['id']}]" if c.get("proposal") else "")
+                  for c in r["unanswered"]["clusters"]]
     if r["top_articles"]:
         lines += ["", "Top cited articles"]
         lines += [f"  {a['citations']:>5}  {a['title']} ({a['id']}; {a['up']} up, {a['down']} down)"
@@ -174,7 +176,8 @@ def write_plots(r: dict[str, Any], out: Path) -> list[Path]:
 def cmd_report(args: argparse.Namespace) -> int:
     import asyncio
 
-    from botkit.analytics import build_report, parse_range
+    from botkit.analytics import parse_range
+    from botkit.app.analytics_data import analytics_report
 
     rng = parse_range(args.since, args.until, args.bucket)
 
@@ -182,7 +185,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         store = _open_store(args)
         await store.start()
         try:
-            return await build_report(store, rng)
+            return await analytics_report(_project(args), store, rng)
         finally:
             await store.close()
 

@@ -113,6 +113,8 @@
   }
 
   function clusters(unanswered) {
+    const open = unanswered.open_proposals || 0;
+    $("proposal-count").textContent = " (" + plural(open, "open proposal") + ")";
     const list = $("unanswered");
     if (!unanswered.clusters.length) {
       list.replaceChildren(el("li", { class: "muted", text: "Every question got an answer." }));
@@ -122,7 +124,9 @@
       el("span", { class: "count", text: "×" + c.count }),
       el("span", { class: "question", text: c.question }),
       c.examples.length > 1 ? el("span", { class: "examples muted", text: "also: " + c.examples.slice(1).join(" · ") }) : null,
-      el("span", { class: "convs muted", text: plural(c.conversations.length, "conversation") + ": " + c.conversations.join(", ") }))));
+      el("span", { class: "convs muted", text: plural(c.conversations.length, "conversation") + ": " + c.conversations.join(", ") }),
+      c.proposal ? el("a", { class: "proposal", href: "/kb#proposals", "data-id": c.proposal.id,
+                             text: "FAQ proposal: " + c.proposal.title + " (" + plural(c.proposal.count, "conversation") + ")" }) : null)));
   }
 
   function articles(items) {
@@ -199,15 +203,6 @@
   }
 
   // -- start -------------------------------------------------------------------------------------
-  async function proposals() {
-    try {
-      const data = await api("GET", "/api/kb/proposals");
-      $("proposal-count").textContent = " (" + plural(data.proposals.length, "open proposal") + ")";
-    } catch (_) {
-      $("proposal-count").textContent = "";  // no knowledge base here: the link still says where they live
-    }
-  }
-
   async function signOut() {
     try {
       await fetch("/signout", { method: "POST", headers: { "X-CSRF-Token": state.me ? state.me.csrf : "" },
@@ -247,7 +242,7 @@
     window.addEventListener("resize", () => { clearTimeout(timer); timer = setTimeout(resize, 150); });
     const range = readRange();
     showRange(range);
-    await Promise.all([load(range, false), proposals()]);
+    await load(range, false);
   }
 
   start();
