@@ -12,6 +12,9 @@
     clockOffsetMs: 0, // server time minus browser time
     current: null, // {conversation, handoff, mine, turns}
     unread: new Set(),
+    agents: [],
+    canned: [],
+    searchPage: 1,
     ws: null,
     backoffMs: 1000,
   };
@@ -114,6 +117,10 @@
         el("time", { text: clock(t.at) })),
       el("div", { class: "turn-text", text: t.text }),
     );
+    if (t.kind === "agent") { // an agent's answer can become a knowledge-base entry (reviewed in the KB editor)
+      node.append(el("button", { type: "button", class: "secondary save-kb", "data-seq": t.seq,
+        text: "Save this answer to the KB", onclick: () => proposeTurn(t.seq) }));
+    }
     if (t.fallback) {
       // The configured responder's own text was replaced (e.g. an ungrounded generated reply).
       node.append(el("div", { class: "fallback", "data-fallback": t.fallback,
@@ -155,12 +162,153 @@
     $("text").placeholder = c.mine ? "Write to the customer… (Ctrl+Enter sends)" : "Take the conversation to reply.";
   }
 
+  // -- customer panel, labels, reassign -----------------------------------------------------
+  function renderCustomer() {
+    const c = state.current;
+    const p = c.profile || {};
+    const rows = [["Name", p.name || "not given"], ["E-mail", p.email || "not given"],
+      ["Channel", p.channel || c.conversation.channel], ["User id", p.user_id || c.conversation.customer]];
+    if (p.username) rows.push(["Username", "@" + p.username]);
+    if (p.language) rows.push(["Language", p.language]);
+    $("profile").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+    renderLabels();
+    const agents = state.agents.filter((a) => a.name !== state.me.name);
+    $("reassign-form").hidden = !c.mine || agents.length === 0;
+    $("reassign-agent").replaceChildren(...agents.map((a) => el("option", { value: a.name, text: a.name })));
+  }
+
+  function renderLabels() {
+    const c = state.current;
+    $("labels").replaceChildren(...(c.labels || []).map((label) => el("li", { class: "label-chip", "data-label": label },
+      el("span", { text: label }),
+      el("button", { type: "button", title: "Remove label", "aria-label": "Remove label " + label, text: "×",
+        onclick: () => changeLabels([], [label]) }))));
+  }
+
+  async function changeLabels(add, remove) {
+    const result = await act("labels", { add, remove });
+    if (result) {
+      state.current.labels = result.labels;
+      renderLabels();
+      setStatus(add.length ? "Label added." : "Label removed.", "ok");
+    }
+  }
+
+  async function reassignTo(agent) {
+    if (!agent) return;
+    const result = await act("reassign", { agent });
+    if (result) { // no longer ours (nor ours to read): show it as bob's, read-only
+      const c = state.current;
+      c.handoff = result.handoff;
+      c.mine = false;
+      renderControls();
+      renderCustomer();
+      setStatus("Given to " + agent + ".", "ok");
+    }
+  }
+
+  async function proposeTurn(seq) {
+    const result = await act("turns/" + seq + "/propose");
+    if (result) {
+      setStatus("Proposed for the knowledge base: “" + result.proposal.title + "” (review it in the KB editor).", "ok");
+    }
+  }
+
+  // -- canned replies ----------------------------------------------------------------------
+  async function loadCanned() {
+    try {
+      const data = await api("GET", "/api/console/canned");
+      state.canned = data.canned;
+    } catch (error) {
+      setStatus(error.message, "error");
+      return;
+    }
+    $("canned-select").replaceChildren(el("option", { value: "", text: "Canned reply… (or type /)" }),
+      ...state.canned.map((r) => el("option", { value: String(r.id), text: "/" + r.shortcut })));
+    $("canned-list").replaceChildren(...state.canned.map((r) => el("li", { "data-id": r.id },
+      el("code", { text: "/" + r.shortcut }), el("span", { class: "muted", text: r.text }),
+      el("button", { type: "button", class: "secondary", text: "Delete", onclick: () => deleteCanned(r) }))));
+  }
+
+  async function insertCanned(id) {
+    const c = state.current;
+    if (!c || !id) return;
+    try {
+      const data = await api("POST", conversationPath(c.conversation.id, "canned/" + id));
+      const box = $("text");
+      box.value = box.value.replace(/(^|\s)\/[\w.-]*$/, "$1") + data.text; // replaces a typed "/shortcut"
+      box.focus();
+      setStatus(data.missing.length ? "Not known for this customer: " + data.missing.join(", ") + "." : "", "ok");
+    } catch (error) {
+      setStatus(error.message, "error");
+    }
+  }
+
+  async function saveCanned() {
+    try {
+      await api("POST", "/api/console/canned", { shortcut: $("canned-shortcut").value, text: $("canned-text").value });
+      $("canned-shortcut").value = $("canned-text").value = "";
+      setStatus("Canned reply saved.", "ok");
+      await loadCanned();
+    } catch (error) {
+      setStatus(error.message, "error");
+    }
+  }
+
+  async function deleteCanned(r) {
+    if (!window.confirm("Delete the canned reply /" + r.shortcut + "?")) return;
+    try {
+      await api("DELETE", "/api/console/canned/" + r.id);
+      await loadCanned();
+    } catch (error) {
+      setStatus(error.message, "error");
+    }
+  }
+
+  // "/thanks" typed at the end of the reply box, then Tab or Enter: that canned reply.
+  function slashShortcut(event) {
+    if (event.key !== "Tab" && event.key !== "Enter") return false;
+    const m = $("text").value.match(/(?:^|\s)\/([\w.-]+)$/);
+    if (!m) return false;
+    const hit = state.canned.find((r) => r.shortcut.toLowerCase() === m[1].toLowerCase());
+    if (!hit) return false;
+    event.preventDefault();
+    insertCanned(hit.id);
+    return true;
+  }
+
+  // -- search ------------------------------------------------------------------------------
+  async function runSearch(page) {
+    const q = $("search-q").value.trim();
+    const label = $("search-label").value.trim();
+    const params = new URLSearchParams({ q, label, page: String(page) });
+    try {
+      const data = await api("GET", "/api/console/search?" + params);
+      state.searchPage = page;
+      const items = data.results.map((r) => el("li", null, el("button", {
+        type: "button", class: "queue-item search-hit", onclick: () => openConversation(r.id) },
+        el("div", { class: "row" }, el("span", { class: "who", text: (r.profile && r.profile.name) || r.customer }),
+          el("span", { class: "waited", text: r.status.replace(/_/g, " ") })),
+        r.labels.length ? el("div", { class: "chips", text: r.labels.join(" · ") }) : null,
+        el("div", { class: "snippet", text: r.snippet }))));
+      if (page === 1) $("search-results").replaceChildren(...items);
+      else $("search-results").append(...items);
+      $("search-more").hidden = !data.more;
+      const shown = $("search-results").children.length;
+      $("search-note").textContent = (shown ? shown + " found" : "Nothing found") +
+        (data.hidden ? " (" + data.hidden + " more with colleagues, not shown)" : "") + ".";
+    } catch (error) {
+      setStatus(error.message, "error");
+    }
+  }
+
   function renderConversation() {
     const c = state.current;
     $("empty").hidden = !!c;
     $("pane").hidden = !c;
     if (!c) return;
     renderControls();
+    renderCustomer();
     $("turns").replaceChildren(...c.turns.map(turnNode));
     scrollDown();
     renderQueue();
@@ -257,6 +405,7 @@
         if (message.event === "closed") c.conversation.status = "closed";
         if (message.event === "returned") c.conversation.status = "bot";
         renderControls();
+        renderCustomer();
       }
     } else if (message.type === "turn") {
       const c = state.current;
@@ -328,11 +477,31 @@
       write(false);
     });
     $("text").addEventListener("keydown", (event) => {
+      if (slashShortcut(event)) return;
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
         event.preventDefault();
         write(false);
       }
     });
+    $("canned-select").addEventListener("change", (event) => {
+      insertCanned(event.target.value);
+      event.target.value = "";
+    });
+    $("canned-form").addEventListener("submit", (event) => { event.preventDefault(); saveCanned(); });
+    $("label-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const label = $("label-input").value.trim();
+      if (label) changeLabels([label], []).then(() => { $("label-input").value = ""; });
+    });
+    $("reassign-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      reassignTo($("reassign-agent").value);
+    });
+    $("search").addEventListener("submit", (event) => { event.preventDefault(); runSearch(1); });
+    $("search-more").addEventListener("click", () => runSearch(state.searchPage + 1));
+    loadCanned();
+    api("GET", "/api/console/agents").then((data) => { state.agents = data.agents; if (state.current) renderCustomer(); },
+      (error) => setStatus(error.message, "error"));
     try {
       applyQueue(await api("GET", "/api/console/queue"));
     } catch (error) {
