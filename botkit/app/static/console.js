@@ -146,7 +146,7 @@
     if (!c) return;
     const h = c.handoff;
     const status = c.conversation.status;
-    $("conv-title").textContent = c.conversation.customer || c.conversation.id;
+    $("conv-title").textContent = (c.profile && c.profile.name) || c.conversation.customer || c.conversation.id;
     const bits = [c.conversation.channel, "conversation " + c.conversation.id];
     if (h && h.status === "waiting") bits.push("waiting for an agent (" + h.reason.replace(/_/g, " ") + ")");
     else if (h && h.status === "assigned") bits.push(c.mine ? "you have it" : "with " + h.agent);

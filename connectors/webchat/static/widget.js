@@ -702,6 +702,9 @@
       prechatError.textContent = "Not connected yet; try again in a moment.";
     }
   });
+  [nameInput, emailInput].forEach(function (n) {
+    n.addEventListener("input", function () { prechatError.textContent = ""; });
+  });
   prechatSkip.addEventListener("click", function () {
     prechat.hidden = true;
     try { window.localStorage.setItem(PRECHAT_KEY, store.get() || ""); } catch (e) { /* private mode */ }
