@@ -255,3 +255,29 @@ async def test_the_editor_api_says_which_entries_files_own(client: Any, staff: A
     assert got["article"]["body"] == EDIT and got["article"]["managed"]["state"] == "edited"
     status, got = await olivia.call("GET", "/api/kb/articles/refund-timing")  # imported from this project now:
     assert got["article"]["managed"]["file"] == "kb/refund-timing.md"  # shown relative to it
+
+
+@pytest.mark.parametrize(("latest", "base", "draft", "resolve", "outcome"), [
+    (None, None, "f1", "refuse", "create"),
+    (("s1", 1), ("f1", 1), "f1", "refuse", "unchanged"),  # nothing changed
+    (("f1", 1), ("f1", 1), "f2", "refuse", "update"),  # the file changed, the store did not
+    (("e", 2), ("f1", 1), "f1", "refuse", "kept"),  # edited in the store, file unchanged
+    ((None, 2), ("f1", 1), "f1", "refuse", "kept"),  # deleted in the store, file unchanged: stays deleted
+    (("e", 2), ("f1", 1), "f2", "refuse", "conflict"),
+    ((None, 2), ("f1", 1), "f2", "refuse", "conflict"),
+    (("e", 2), ("f1", 1), "f2", "theirs", "theirs"),
+    (("e", 2), ("f1", 1), "f2", "ours", "ours"),
+    (("e", 2), ("f2", 2), "f2", "refuse", "unchanged"),  # after --ours: quiet while the file stays
+    (("e", 2), ("f2", 2), "f3", "refuse", "conflict"),  # ... and a conflict again when it changes
+    ((None, 3), ("f2", 3), "f2", "refuse", "unchanged"),  # --ours on a deletion: stays deleted, quietly
+    (("f2", 2), ("f1", 1), "f2", "refuse", "unchanged"),  # the store already says what the file says
+    (("f1", 3), ("f1", 1), "f2", "refuse", "update"),  # edited and reverted: in step with the file again
+    (("e", 1), None, "f1", "refuse", "conflict"),  # made in the editor under an id a file now uses
+    ((None, 2), None, "f1", "refuse", "conflict"),  # made and deleted in the editor
+])
+def test_the_three_way_decision(latest: Any, base: Any, draft: str, resolve: Any, outcome: str) -> None:
+    from knowledge.imports import ImportBase, Latest, decide
+
+    now = None if latest is None else Latest(latest[1], "update", "olivia", "t", latest[0] and f"h-{latest[0]}")
+    was = None if base is None else ImportBase("x", base[1], f"h-{base[0]}", "kb/x.md:1", "t")
+    assert decide(f"h-{draft}", now, was, resolve) == outcome
