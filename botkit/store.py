@@ -541,11 +541,13 @@ class SQLiteConversationStore:
         args: list[object] = []
         if text:
             pattern = like_pattern(text)
+            # attributes are stored as JSON with \\u escapes: "José" is found there as "Jos\\u00e9"
+            in_json = like_pattern(json.dumps(text)[1:-1])
             where.append("(c.id LIKE ? ESCAPE '\\' OR c.customer_id LIKE ? ESCAPE '\\' "
                          "OR c.attributes LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM turns t WHERE "
                          "t.conversation_id=c.id AND t.role IN ('customer','bot','agent') "
                          "AND t.text LIKE ? ESCAPE '\\'))")
-            args += [pattern] * 4
+            args += [pattern, pattern, in_json, pattern]
         if label:
             where.append("EXISTS (SELECT 1 FROM conversation_labels l WHERE l.conversation_id=c.id AND l.label=?)")
             args.append(label)

@@ -174,6 +174,8 @@ async def test_question_gets_grounded_answer_with_source(bot: Running, shared_kb
     conv = await bot.engine.store.get("telegram:1001")
     assert conv is not None and conv.channel == "telegram" and conv.customer_id == "42"
     assert conv.attributes.get("language") == "de"
+    assert conv.attributes.get("customer_name") == "Ada"  # the user's name, for the console's customer panel
+    assert "telegram_username" not in conv.attributes  # this user has none
     # the token never reaches logs or reprs (httpx logs request URLs, which contain it)
     assert TOKEN not in caplog.text and "<token>" in caplog.text
     assert TOKEN not in repr(bot.connector)

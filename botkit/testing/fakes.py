@@ -293,7 +293,7 @@ class InMemoryConversationStore:
                 return False
             if not needle:
                 return True
-            texts = [c.id, c.customer_id, json.dumps(dict(c.attributes), default=str)]
+            texts = [c.id, c.customer_id, json.dumps(dict(c.attributes), default=str, ensure_ascii=False)]
             texts += [t.text for t in self._ordered(c.id) if t.role in ("customer", "bot", "agent")]
             return any(needle in x.lower() for x in texts)
 

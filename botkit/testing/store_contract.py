@@ -217,6 +217,8 @@ class ConversationStoreContract:
         assert [c.id for c in await store.search("")] == ["b", "a"]  # newest first
         assert [c.id for c in await store.search("PARCEL")] == ["a"]
         assert [c.id for c in await store.search("lovelace")] == ["a"]  # the customer's name
+        await store.get_or_create("b", "web", "u2", {"customer_name": "José Müller"}, T0)
+        assert [c.id for c in await store.search("José Mü")] == ["b"]  # not only ASCII
         assert [c.id for c in await store.search("100%")] == ["a"]
         assert await store.search("1%0") == []  # % is a character, not a wildcard
         assert await store.search("l_v") == []  # _ too: as a wildcard it would match "Lov"elace
