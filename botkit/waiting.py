@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from botkit.store import ConversationStore
 from botkit.types import Handoff
 
 SAMPLES = 20
@@ -29,6 +30,19 @@ class QueuePlace:
     @property
     def text(self) -> str:
         return queue_text(self.position, self.expected_wait_s)
+
+    def data(self, initial: bool) -> dict[str, object]:
+        """The ``OutgoingMessage.data`` of a ``queue`` notice (``initial``: the first since the hand-off)."""
+        return {"position": self.position, "expected_wait_s": self.expected_wait_s, "initial": initial}
+
+
+async def place_of(store: ConversationStore, conversation_id: str, now: datetime) -> QueuePlace | None:
+    """The conversation's place in the queue, or None when it is not waiting."""
+    waiting = await store.handoffs("waiting")
+    if not any(h.conversation_id == conversation_id for h in waiting):
+        return None
+    return next(p for p in places(waiting, await store.recent_pickups(SAMPLES), now)
+                if p.handoff.conversation_id == conversation_id)
 
 
 def expected_wait(pickups: Sequence[Handoff], now: datetime) -> float | None:
@@ -58,4 +72,4 @@ def queue_text(position: int, expected_wait_s: float | None) -> str:
     return f"{place} Recently, customers waited {_minutes(expected_wait_s)} for an agent."
 
 
-__all__ = ["MIN_SAMPLES", "QueuePlace", "RECENT", "SAMPLES", "expected_wait", "places", "queue_text"]
+__all__ = ["MIN_SAMPLES", "QueuePlace", "RECENT", "SAMPLES", "expected_wait", "place_of", "places", "queue_text"]

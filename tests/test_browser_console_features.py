@@ -106,6 +106,9 @@ async def test_console_features_and_the_waiting_customer(browser: Any, served: A
     await line.filter(has_text="You're number 2 in the queue").wait_for(timeout=15_000)
     assert "can't estimate the wait yet" in await line.inner_text()  # no pick-ups yet: no made-up figure
     await customer.screenshot(path=str(shots / "chat-queue.png"))
+    await customer.reload()  # a resumed tab shows the line at once, not only at the next queue move
+    await customer.click(".bkw-launcher")
+    await line.filter(has_text="You're number 2 in the queue").wait_for(timeout=15_000)
     await engine.take("webchat:earlier", "bob")
     await line.filter(has_text="You're next in line").wait_for(timeout=15_000)
     assert await customer.locator(".bkw-notice", has_text="in the queue").count() == 0  # a line, not messages

@@ -133,6 +133,8 @@ async def test_the_customer_panel_shows_what_the_channel_gave(client: Any, staff
     assert conv["profile"] == {"name": "Ada Lovelace", "email": "ada@example.com", "username": None,
                                "language": None, "channel": "webchat", "user_id": "customer-p1"}
     assert conv["labels"] == []
+    queue = (await alice.call("GET", "/api/console/queue"))[1]
+    assert [(h["conversation"], h["customer_name"]) for h in queue["waiting"]] == [("p1", "Ada Lovelace")]
 
 
 # -- (3) canned replies ------------------------------------------------------------------------

@@ -74,10 +74,11 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def handoff_json(h: Handoff, now: datetime) -> dict[str, Any]:
+def handoff_json(h: Handoff, now: datetime, customer_name: str | None = None) -> dict[str, Any]:
     return {
         "id": h.id, "conversation": h.conversation_id, "reason": h.reason, "rule": h.rule, "detail": h.detail,
-        "summary": h.summary, "channel": h.channel, "customer": h.customer_id, "status": h.status,
+        "summary": h.summary, "channel": h.channel, "customer": h.customer_id, "customer_name": customer_name,
+        "status": h.status,
         "agent": h.agent, "created_at": _iso(h.created_at), "closed_at": _iso(h.closed_at),
         "waiting_seconds": max(0.0, round((now - h.created_at).total_seconds(), 1)),
     }
@@ -119,15 +120,24 @@ def profile(conv: Conversation) -> dict[str, Any]:
             "channel": conv.channel, "user_id": conv.customer_id}
 
 
-async def queue_snapshot(engine: Engine) -> tuple[list[Handoff], list[Handoff]]:
-    """(waiting, assigned) hand-offs, oldest first."""
-    return await engine.store.handoffs("waiting"), await engine.store.handoffs("assigned")
+async def queue_snapshot(engine: Engine) -> tuple[list[Handoff], list[Handoff], dict[str, str]]:
+    """(waiting, assigned) hand-offs, oldest first, and the customers' names where known."""
+    waiting, assigned = await engine.store.handoffs("waiting"), await engine.store.handoffs("assigned")
+    names: dict[str, str] = {}
+    for h in (*waiting, *assigned):
+        conv = await engine.store.get(h.conversation_id)
+        name = profile(conv)["name"] if conv is not None else None
+        if name:
+            names[h.conversation_id] = name
+    return waiting, assigned, names
 
 
-def queue_json(waiting: list[Handoff], assigned: list[Handoff], agent: str, now: datetime) -> dict[str, Any]:
+def queue_json(waiting: list[Handoff], assigned: list[Handoff], agent: str, now: datetime,
+               names: dict[str, str] | None = None) -> dict[str, Any]:
+    names = names or {}
     return {"agent": agent, "now": _iso(now),
-            "waiting": [handoff_json(h, now) for h in waiting],
-            "mine": [handoff_json(h, now) for h in assigned if h.agent == agent],
+            "waiting": [handoff_json(h, now, names.get(h.conversation_id)) for h in waiting],
+            "mine": [handoff_json(h, now, names.get(h.conversation_id)) for h in assigned if h.agent == agent],
             "assigned_to_others": sum(1 for h in assigned if h.agent != agent)}
 
 
@@ -182,11 +192,11 @@ class ConsoleHub:
         conv = event.conversation
         now = self.engine.clock()
         if event.kind in QUEUE_EVENTS:
-            waiting, assigned = await queue_snapshot(self.engine)
+            waiting, assigned, names = await queue_snapshot(self.engine)
             changed = handoff_json(event.handoff, now) if event.handoff is not None else None
             for c in clients:
                 c.push({"type": "queue", "event": event.kind, "conversation": conv.id, "handoff": changed,
-                        **queue_json(waiting, assigned, c.ident.name, now)})
+                        **queue_json(waiting, assigned, c.ident.name, now, names)})
         if event.turn is not None:
             payload = {"type": "turn", "conversation": conv.id, "status": conv.status, "turn": turn_json(event.turn)}
             for c in clients:
@@ -194,9 +204,9 @@ class ConsoleHub:
                     c.push(payload)
 
     async def snapshot_for(self, client: Client) -> dict[str, Any]:
-        waiting, assigned = await queue_snapshot(self.engine)
+        waiting, assigned, names = await queue_snapshot(self.engine)
         return {"type": "queue", "event": "snapshot", "conversation": None, "handoff": None,
-                **queue_json(waiting, assigned, client.ident.name, self.engine.clock())}
+                **queue_json(waiting, assigned, client.ident.name, self.engine.clock(), names)}
 
     async def ctx(self, app: web.Application) -> AsyncIterator[None]:
         self._events = asyncio.Queue()
@@ -296,8 +306,8 @@ async def console_page(request: web.Request) -> web.StreamResponse:
 
 @_handler
 async def get_queue(request: web.Request, engine: Engine, ident: Identity, _cid: str) -> web.StreamResponse:
-    waiting, assigned = await queue_snapshot(engine)
-    return api_json(queue_json(waiting, assigned, ident.name, engine.clock()))
+    waiting, assigned, names = await queue_snapshot(engine)
+    return api_json(queue_json(waiting, assigned, ident.name, engine.clock(), names))
 
 
 @_handler

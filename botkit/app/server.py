@@ -123,8 +123,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
             connector = app[CONNECTORS].get(h.channel)
             if connector is None:
                 continue
-            data = {"position": place.position, "expected_wait_s": place.expected_wait_s,
-                    "initial": h.conversation_id in new}
+            data = place.data(h.conversation_id in new)
             conv = Conversation(h.conversation_id, h.channel, h.customer_id, "handed_off", h.created_at, {})
             try:
                 await connector.send(conv, OutgoingMessage(h.conversation_id, place.text, "system", event="queue",

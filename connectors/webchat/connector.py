@@ -49,7 +49,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 import connectors.webchat.protocol as proto
-from botkit import net
+from botkit import net, waiting
 from botkit.channels import ConnectorContext, OutgoingMessage
 from botkit.errors import MessageRejected
 from botkit.store import StoreError
@@ -408,6 +408,11 @@ class WebChatConnector:
                 prechat=self.config.prechat and not (conv and _has_profile(conv))))
         log.info("webchat: conversation %s %s (%d tabs)", conv_id, "resumed" if session.resumed else "started",
                  len(self._by_conversation[conv_id]))
+        if conv is not None and conv.status == "handed_off" and not conv.assigned_agent:
+            place = await waiting.place_of(self.engine.store, conv_id, self.engine.clock())
+            if place is not None:  # a resumed tab of a waiting customer: the queue line at once
+                client.post(proto.outgoing(OutgoingMessage(conv_id, place.text, "system", event="queue",
+                                                           data=place.data(False)), self.url_for))
         if session.resumed and await self.engine.pending(conversation_id=conv_id):
             self._spawn(self._answer_pending(conv_id))  # accepted, not answered: before a crash, say
 

@@ -65,7 +65,7 @@
         class: "queue-item" + (current ? " active" : "") + (state.unread.has(id) ? " unread" : ""),
         onclick: () => openConversation(id),
       },
-      el("div", { class: "row" }, el("span", { class: "who", text: h.customer || id }), waited),
+      el("div", { class: "row" }, el("span", { class: "who", text: h.customer_name || h.customer || id }), waited),
       el("div", { class: "reason", text: (h.reason || "").replace(/_/g, " ") + " · " + h.channel }),
       h.summary ? el("div", { class: "q-summary", text: h.summary }) : null,
     );
