@@ -264,3 +264,53 @@ async def test_an_agent_reply_becomes_a_redacted_kb_proposal(client: Any, staff:
     assert (await alice.call("POST", path("kb1", "turns/1/propose")))[0] == 400  # a customer turn
     assert (await alice.call("POST", path("kb1", "turns/999/propose")))[0] == 400
     assert (await alice.call("POST", path("kb1", "turns/x/propose")))[0] == 404
+
+
+class Recorder:
+    """Stands in for the web chat channel: keeps what the server sends it."""
+
+    name = "webchat"
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    async def send(self, conversation: Any, message: Any) -> None:
+        self.sent.append(message)
+
+
+async def test_waiting_customers_are_told_their_place_and_the_recent_wait(client: Any, staff: Any) -> None:
+    import asyncio
+
+    from botkit.app.keys import CONNECTORS
+
+    engine = client.app[ENGINE]
+    now = [T0]
+    engine.clock = lambda: now[0]
+    recorder = Recorder()
+    client.app[CONNECTORS]["webchat"] = recorder
+    for i, minutes in enumerate((2, 4, 9)):  # three pick-ups: 2, 4 and 9 minutes after the hand-off
+        now[0] = T0 + timedelta(hours=i)
+        await escalate(engine, f"w{i}")
+        now[0] += timedelta(minutes=minutes)
+        await engine.take(f"w{i}", "alice")
+    now[0] = T0 + timedelta(hours=5)
+    await escalate(engine, "w-late")
+    now[0] += timedelta(seconds=30)
+    await escalate(engine, "w-later")
+
+    def notices(conv: str) -> list[Any]:
+        return [m for m in recorder.sent if m.event == "queue" and m.conversation_id == conv]
+
+    async with asyncio.timeout(10):
+        while not notices("w-later"):
+            await asyncio.sleep(0.05)
+    last = notices("w-later")[-1]
+    assert last.data == {"position": 2, "expected_wait_s": 240.0, "initial": True}
+    assert last.text == "You're number 2 in the queue. Recently, customers waited about 4 minutes for an agent."
+    assert notices("w-late")[-1].data["position"] == 1
+    # The first one is taken: the second moves up, and is told so.
+    await engine.take("w-late", "alice")
+    async with asyncio.timeout(10):
+        while notices("w-later")[-1].data["position"] != 1:
+            await asyncio.sleep(0.05)
+    assert notices("w-later")[-1].data["initial"] is False
