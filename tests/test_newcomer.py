@@ -279,3 +279,81 @@ def test_readme_examples_name_their_project():
             words = line.split()
             if len(words) > 1 and words[0] == "botkit" and words[1] in PROJECT_COMMANDS and "demo/" in line:
                 assert in_project or "--project" in line, f"needs --project demo or cd demo: {line}"
+
+
+# -- long output ---------------------------------------------------------------------------------------
+
+def test_shell_wraps_replies_at_word_boundaries():
+    from botkit.app.cli.dialogue import _wrap
+
+    url = "https://help.example.com/articles/a-very-long-address-that-must-stay-whole"
+    text = ("Refunds go back to your original payment method. Once issued, card refunds usually appear within "
+            f"5-10 business days: {url}\nsources: When will I get my refund? (refund-timing)")
+    out = _wrap(text, "bot> ", width=50).splitlines()
+    assert out[0].startswith("bot> Refunds") and all(line.startswith("     ") for line in out[1:])
+    assert url in [line.strip() for line in out]  # too long for a line: kept whole, never cut
+    assert all(len(line) <= 49 for line in out if url not in line)
+    assert " ".join(line.strip() for line in out).replace("bot> ", "") == " ".join(text.split())
+    assert any(line.strip().startswith("sources:") for line in out)  # the reply's own line breaks stay
+
+
+def test_models_list_shows_every_metric_whole(tmp_path: Path, capsys, monkeypatch):
+    from botkit.app.cli.train import _metric_lines
+    from training.registry import ModelRegistry
+
+    lines = _metric_lines([f"metric_{i} {i}.125" for i in range(12)], 40, "    ")
+    assert all(len(line) <= 40 for line in lines) and len(lines) > 3
+    assert ", ".join(line.strip().rstrip(",") for line in lines) == ", ".join(f"metric_{i} {i}.125" for i in range(12))
+
+    project = init_project(tmp_path / "bot", "list test")
+    artefact = tmp_path / "a"
+    artefact.mkdir()
+    (artefact / "adapter_config.json").write_text("{}", encoding="utf-8")
+    metrics = {"loss": 2.0812, "perplexity": 8.0131, "cosine": 0.4812, "rouge_l": 0.1723, "grounding_rate": 0.5385,
+               "invented_rate": 0.0913, "escalation_agreement": 1.0, "tokens_per_s": 412.3, "runtime_s": 913.2}
+    ModelRegistry.for_project(project).register("lm", artefact, {"metrics": metrics,
+                                                                 "gate": {"promote": False, "reasons": ["x"]}})
+    monkeypatch.setenv("COLUMNS", "60")
+    assert main(["--project", str(project.root), "models", "list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("  v0001  candidate") and out[0].endswith("[gate: refused]")
+    assert all(len(line) <= 60 for line in out)
+    shown = ", ".join(line.strip().rstrip(",") for line in out[1:])
+    assert shown == ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())  # every metric, none cut
+
+
+def test_gate_png_titles_wrap_instead_of_overflowing():
+    from training.evaluate import METRICS, PANEL_TITLE_CHARS, figure_title, panel_title
+
+    for metric in METRICS:
+        title = panel_title(metric)
+        assert all(len(line) <= PANEL_TITLE_CHARS for line in title.splitlines()), title
+        assert " ".join(title.split()).startswith("ROUGE-L" if metric == "rouge_l" else metric.replace("_", " "))
+    assert panel_title("escalation_agreement") == "escalation agreement\n(higher is better)"
+    long_reason = "loss (primary): 7.6498 vs 7.6500, improvement 0.0002 < required margin 0.02"
+    title = figure_title(False, [long_reason], 2)
+    assert title.startswith("do not promote: loss") and max(len(line) for line in title.splitlines()) <= 60
+    assert figure_title(True, [], 7) == "promote"
+
+
+def test_training_progress_on_a_terminal_is_lines_not_raw_dicts(capsys):
+    from types import SimpleNamespace
+
+    from training.lora import terminal_progress_callback
+
+    callback = terminal_progress_callback()
+    state = SimpleNamespace(is_world_process_zero=True, global_step=0, max_steps=10, epoch=0.0,
+                            num_input_tokens_seen=0)
+    callback.on_train_begin(None, state, None)
+    state.global_step, state.epoch, state.num_input_tokens_seen = 2, 0.25, 800
+    callback.on_log(None, state, None, logs={"loss": 1.23456, "learning_rate": 2e-4, "grad_norm": 0.5})
+    callback.on_prediction_step(None, state, None, eval_dataloader=[1, 2, 3])
+    callback.on_prediction_step(None, state, None, eval_dataloader=[1, 2, 3])  # one line per evaluation, no bar
+    callback.on_log(None, state, None, logs={"eval_loss": 1.5})
+    callback.on_evaluate(None, state, None)
+    callback.on_train_end(None, state, None)
+    err = capsys.readouterr().err
+    assert "{'" not in err and "grad_norm" not in err  # no raw log dict
+    assert "step 2/10 (20%)  epoch 0.25  loss 1.2346  lr 2.0e-04" in err
+    assert err.count("evaluating on the held-out examples (3 batches)") == 1 and "eval loss 1.5000" in err
+    assert callback.prediction_bar is None  # the nested evaluation bar is never made

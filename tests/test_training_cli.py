@@ -4,6 +4,7 @@ prepare → fine-tune → gate → register → promote/rollback."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -99,6 +100,8 @@ def test_retriever_training_loop_and_serving_the_promoted_embedder(project: Path
                          "--no-promote", "--author", "tester")
     assert code == 0, err
     assert "held-out accuracy@1" in out and "registered retriever v0001" in out
+    steps = [line[:5] for line in err.splitlines() if re.match(r"\[\d/4 ", line)]  # progress, step by step
+    assert steps == ["[1/4 ", "[2/4 ", "[3/4 ", "[4/4 "], err
     code, out, _ = run(capsys, "models", "list", "--kind", "retriever", "--json", "--project", str(project))
     (version,) = json.loads(out)
     metrics = version["metrics"]

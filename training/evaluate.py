@@ -42,6 +42,7 @@ import json
 import logging
 import math
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -61,6 +62,20 @@ log = logging.getLogger(__name__)
 METRICS: tuple[str, ...] = ("loss", "perplexity", "cosine", "rouge_l", "grounding_rate", "invented_rate",
                              "escalation_agreement")
 LOWER_IS_BETTER = frozenset({"loss", "perplexity", "invented_rate"})
+PANEL_TITLE_CHARS = 24  # what fits over one 2.4-inch panel of gate.png at 8 pt
+
+
+def panel_title(metric: str) -> str:
+    """A gate.png panel's title, on as many lines as its width needs (never cut mid-word)."""
+    name = "ROUGE-L" if metric == "rouge_l" else metric.replace("_", " ")
+    words = f"{name} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)"
+    return textwrap.fill(words, PANEL_TITLE_CHARS, break_long_words=False)
+
+
+def figure_title(promote: bool, reasons: Sequence[str], panels: int) -> str:
+    """gate.png's title: the decision and its first reason, wrapped to the figure's width."""
+    text = ("promote" if promote else "do not promote") + (f": {reasons[0]}" if reasons else "")
+    return textwrap.fill(text, max(PANEL_TITLE_CHARS, 30 * max(1, panels)), break_long_words=False)
 HANDOFF_PATTERN = re.compile(
     r"\b(transfer(?:ring)? you|connect(?:ing)? you (?:with|to)|put(?:ting)? you through|hand(?:ing)? you over"
     r"|pass(?:ing)? (?:you|this) (?:on )?to|escalat\w*"
@@ -316,6 +331,9 @@ def evaluate_candidate(candidate: LocalLMConfig, current: LocalLMConfig | None, 
     Raises:
         GenerationError: a model or adapter could not be loaded.
     """
+    from training.quiet import quiet_library_warnings
+
+    quiet_library_warnings()
     if embedder is None:
         from knowledge.embedding import make_embedder
 
@@ -433,9 +451,9 @@ def write_report(report: GateReport, decision: Decision, out_dir: Path) -> dict[
         bars = [("current", cur.metrics.get(m), "#999999")] if cur is not None else []
         bars = [b for b in [*bars, ("candidate", cand.metrics.get(m), "#2a7ab0")] if b[1] is not None]
         ax.bar([b[0] for b in bars], [float(b[1]) for b in bars], color=[b[2] for b in bars])  # type: ignore[arg-type]
-        ax.set_title(f"{m} ({'lower' if m in LOWER_IS_BETTER else 'higher'} better)", fontsize=8)
+        ax.set_title(panel_title(m), fontsize=8)
         ax.tick_params(labelsize=7)
-    fig.suptitle("promote" if decision.promote else "do not promote", fontsize=10)
+    fig.suptitle(figure_title(decision.promote, decision.reasons, len(shown)), fontsize=10)
     fig.tight_layout()
     fig.savefig(paths["png"], dpi=80)
     return paths

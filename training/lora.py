@@ -43,6 +43,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -326,8 +327,9 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-def progress_callback(stream: Any = None) -> Any:
-    """A ``TrainerCallback`` writing one line per logging step (and per evaluation) to ``stream``.
+def progress_callback(stream: Any = None, write: Callable[[str], None] | None = None) -> Any:
+    """A ``TrainerCallback`` writing one line per logging step (and per evaluation) to ``stream``
+    (or through ``write``: a tqdm bar's ``write``, so the line goes above the bar).
 
     ``step 20/120 (17%)  epoch 0.50  loss 2.3456  lr 1.9e-04  412 tokens/s  elapsed 1m23s  ETA 6m55s``;
     tokens/s and the ETA count this run only (not the steps a resumed run starts from).
@@ -343,7 +345,10 @@ def progress_callback(stream: Any = None) -> Any:
             self.ended = False
 
         def _out(self, line: str) -> None:
-            print(line, file=self.stream or sys.stderr, flush=True)
+            if write is not None:
+                write(line)
+            else:
+                print(line, file=self.stream or sys.stderr, flush=True)
 
         def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
             self.ended = False
@@ -377,6 +382,48 @@ def progress_callback(stream: Any = None) -> Any:
     return ProgressLines()
 
 
+def terminal_progress_callback() -> Any:
+    """On a terminal: the Trainer's tqdm bar, with each log written above it as a ``ProgressLines``
+    line (not a raw dict), and no second bar for an evaluation inside it (which breaks the first:
+    one line says that the evaluation runs, the next its loss)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class TidyProgress(ProgressCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines = progress_callback(write=self._write)
+            self.evaluating = False
+
+        def _write(self, line: str) -> None:
+            if self.training_bar is not None:
+                self.training_bar.write(line, file=sys.stderr)  # above the bar, on the bar's stream
+            else:
+                print(line, file=sys.stderr, flush=True)
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            super().on_train_begin(args, state, control, **kwargs)
+            self.lines.on_train_begin(args, state, control, **kwargs)
+
+        def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):  # noqa: ANN001
+            if state.is_world_process_zero and not self.evaluating:
+                self.evaluating = True
+                n = len(eval_dataloader) if eval_dataloader is not None and hasattr(eval_dataloader, "__len__") else "?"
+                self._write(f"step {state.global_step}: evaluating on the held-out examples ({n} batches)...")
+
+        def on_evaluate(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.evaluating = False
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if state.is_world_process_zero:
+                self.lines.on_log(args, state, control, logs=logs, **kwargs)
+
+        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.lines.on_train_end(args, state, control, **kwargs)
+            super().on_train_end(args, state, control, **kwargs)
+
+    return TidyProgress()
+
+
 # --- training ---------------------------------------------------------------------------------
 
 def train(config: TrainConfig, train_dir: Path | str, *, retrieve: Retrieve | None = None,
@@ -391,6 +438,9 @@ def train(config: TrainConfig, train_dir: Path | str, *, retrieve: Retrieve | No
             loaded), the data set is missing or has fewer than ``min_examples`` agent replies,
             or ``with_passages`` is set without ``retrieve``.
     """
+    from training.quiet import quiet_library_warnings
+
+    quiet_library_warnings()
     import torch
     from transformers import AutoTokenizer, TrainingArguments, set_seed
 
@@ -480,6 +530,11 @@ def train(config: TrainConfig, train_dir: Path | str, *, retrieve: Retrieve | No
 
         trainer.remove_callback(PrinterCallback)  # it would print every log dict to stdout
         trainer.add_callback(progress_callback())
+    else:
+        from transformers.trainer_callback import ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)  # it writes every log as a raw dict, and nests an eval bar
+        trainer.add_callback(terminal_progress_callback())
     resume = _latest_checkpoint(ckpt_dir) if config.resume else None
     if resume:
         log.info("resuming from %s", resume)

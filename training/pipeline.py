@@ -160,7 +160,7 @@ def train_transcripts(project: Project, paths: Sequence[Path | str], *, registry
         log(f"2/4 fine-tuning {config.base_model} (LoRA r={config.lora.r})")
         result = train(config, data_dir, retrieve=passages if config.with_passages else None,
                        history_turns=history_turns)
-        log(f"    loss {result.metrics.get('first_loss')} -> {result.metrics.get('last_loss')}; "
+        log(f"    loss {_num(result.metrics.get('first_loss'))} -> {_num(result.metrics.get('last_loss'))}; "
             f"{result.metrics.get('tokens_per_s', 0):.0f} tokens/s; curve: {result.output_dir / 'loss.png'}")
 
         current, candidate = _lm_pair(project, registry, config.base_model, result.adapter_dir)
@@ -212,6 +212,11 @@ def eval_model(project: Project, version: int | str, data_dir: Path, *, registry
 
 # --- the retriever -----------------------------------------------------------------------------
 
+def _num(value: Any) -> str:
+    """A metric for a log line: 4 decimals, or '?' when there is none."""
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+
+
 def train_retriever(project: Project, paths: Sequence[Path | str], *, registry: ModelRegistry, open_kb: OpenKB,
                     epochs: int = 1, margin: float = 0.01, order_id_pattern: str | None = None,
                     progress_bar: bool = False, log: Log = _silent) -> RetrieverCandidate:
@@ -232,17 +237,25 @@ def train_retriever(project: Project, paths: Sequence[Path | str], *, registry: 
     from training.types import read_prepared
 
     run = project.state_dir / "training" / time.strftime("retriever-%Y%m%d-%H%M%S")
+    started = time.monotonic()
+
+    def step(n: int, what: str) -> None:
+        log(f"[{n}/4 {time.monotonic() - started:5.0f}s] {what}")
+
+    step(1, "preparing the transcripts (clean, redact, split)")
     prepare([Path(p) for p in paths], run / "data", redactor=Redactor(order_id_pattern=order_id_pattern))
     transcripts = read_prepared(run / "data" / "train.jsonl") + read_prepared(run / "data" / "validation.jsonl")
     current = registry.current("retriever")
     base_dir = current.path if current is not None else resolve_model_path(
         project.config.knowledge.embedding.model if project.config.knowledge.embedding.model != "registry"
         else "default", project.root)
+    step(2, f"mining question -> article pairs from {len(transcripts)} conversations and the knowledge base")
     with open_kb() as kb:
         pairs = mine_pairs(transcripts, kb)
     held = [p for p in pairs if int(hashlib.sha256(p.query.encode()).hexdigest(), 16) % 5 == 0]
     train_pairs = [p for p in pairs if p not in held]
-    log(f"{len(pairs)} pairs mined ({len(train_pairs)} train, {len(held)} held out); fine-tuning {base_dir.name}")
+    step(3, f"{len(pairs)} pairs mined ({len(train_pairs)} train, {len(held)} held out); fine-tuning {base_dir.name}"
+         + ("" if progress_bar else f" for {epochs} epoch(s)"))
     metrics = fine_tune(train_pairs, base_dir, run / "model", epochs=epochs, progress=progress_bar)
 
     def accuracy(model_dir: Path) -> float:
@@ -255,6 +268,8 @@ def train_retriever(project: Project, paths: Sequence[Path | str], *, registry: 
                 hits = [kb.search(p.query, 1).best for p in held]
         return sum(h is not None and h.article_id == p.article_id for h, p in zip(hits, held)) / max(1, len(held))
 
+    step(4, f"held-out accuracy@1: the model in service, then the candidate ({len(held)} questions; each "
+         "embeds the knowledge base once)")
     before, after = accuracy(base_dir), accuracy(run / "model")
     metrics = {**metrics, "held_out_pairs": len(held), "accuracy_at_1_before": before, "accuracy_at_1_after": after}
     version = registry.register("retriever", run / "model", {"base_model": str(base_dir), "metrics": metrics})

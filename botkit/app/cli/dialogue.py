@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import errno
 import logging
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +133,19 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wrap(text: str, prefix: str, width: int | None = None) -> str:
+    """``text`` after ``prefix``, each of its lines wrapped at word boundaries to the terminal's
+    width, continuation lines indented under the first (a long word or URL is never cut)."""
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    indent = " " * len(prefix)
+    out: list[str] = []
+    for i, line in enumerate(text.split("\n") or [""]):
+        first = prefix if i == 0 else indent
+        out += textwrap.wrap(line, width=max(20, width - 1), initial_indent=first, subsequent_indent=indent,
+                             break_long_words=False, break_on_hyphens=False) or [first.rstrip()]
+    return "\n".join(out)
+
+
 SHELL_HELP = """commands: /up and /down rate the last reply, /rate N (1-5) rates the conversation,
 /new starts a new conversation, /history shows it, /quit (or Ctrl-D) leaves"""
 
@@ -172,14 +187,15 @@ def cmd_shell(args: argparse.Namespace) -> int:
                         print("thanks for rating this conversation")
                     elif line == "/history":
                         for t in await engine.history(conversation):
-                            print(f"  {t.seq:>3} {t.role:<8} {t.text[:100]!r}")
+                            print(f"  {t.seq:>3} {t.role:<8} "
+                                  + textwrap.shorten(" ".join(t.text.split()), width=100, placeholder=" ..."))
                     elif line.startswith("/"):
                         print(SHELL_HELP)
                     else:
                         reply = await engine.handle(IncomingMessage(conversation, line, channel="cli",
                                                                     customer_id=_author(args)))
                         last_seq = reply.turn_seq if reply.turn_seq is not None else last_seq
-                        print("bot> " + _format_reply(reply).replace("\n", "\n     "))
+                        print(_wrap(_format_reply(reply), "bot> "))
                 except (MessageRejected, ValueError, IndexError) as exc:
                     print(f"({exc})")
                 except BotkitError as exc:

@@ -4,6 +4,7 @@ and managing the model versions it produces."""
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,13 +34,17 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.json:
             _print_json([version_record(v) for v in versions])
             return 0
+        width = shutil.get_terminal_size((100, 24)).columns
         for v in versions:
             mark = "*" if current is not None and v.version == current.version else " "
             metrics = v.metadata.get("metrics", {})
-            shown = ", ".join(f"{k} {val:.4g}" for k, val in metrics.items() if isinstance(val, (int, float)))[:90]
+            shown = [f"{k} {val:.4g}" for k, val in metrics.items()
+                     if isinstance(val, (int, float)) and not isinstance(val, bool)]
             gate = v.metadata.get("gate")
             refused = "  [gate: refused]" if isinstance(gate, dict) and gate.get("promote") is False else ""
-            print(f"{mark} {v.label}  {v.status:<11} {str(v.metadata.get('created_at', ''))[:19]}  {shown}{refused}")
+            print(f"{mark} {v.label}  {v.status:<11} {str(v.metadata.get('created_at', ''))[:19]}{refused}")
+            for line in _metric_lines(shown, width, indent=" " * 8):  # whole metrics, never cut
+                print(line)
         if not versions:
             print(f"no {kind} versions yet (botkit train ...)", file=sys.stderr)
         return 0
@@ -64,6 +69,20 @@ def cmd_models(args: argparse.Namespace) -> int:
         label = f"v{event.version:04d}" if isinstance(event.version, int) else str(event.version)
         print(f"{event.time}  {event.event:<9} {label}  {event.reason}  {event.by}")
     return 0
+
+
+def _metric_lines(metrics: list[str], width: int, indent: str) -> list[str]:
+    """``metrics`` ("loss 2.39") joined with ", " over as many lines as ``width`` needs,
+    breaking only between two metrics."""
+    lines: list[str] = []
+    line = ""
+    for metric in metrics:
+        candidate = f"{line}, {metric}" if line else indent + metric
+        if line and len(candidate) >= width:
+            lines.append(line + ",")
+            candidate = indent + metric
+        line = candidate
+    return [*lines, line] if line else lines
 
 
 def cmd_train_data(args: argparse.Namespace) -> int:
