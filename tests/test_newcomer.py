@@ -357,3 +357,14 @@ def test_training_progress_on_a_terminal_is_lines_not_raw_dicts(capsys):
     assert "step 2/10 (20%)  epoch 0.25  loss 1.2346  lr 2.0e-04" in err
     assert err.count("evaluating on the held-out examples (3 batches)") == 1 and "eval loss 1.5000" in err
     assert callback.prediction_bar is None  # the nested evaluation bar is never made
+
+
+def test_init_sample_never_overwrites_a_file(tmp_path: Path, capsys):
+    root = tmp_path / "bot"
+    (root / "kb").mkdir(parents=True)
+    (root / "kb" / "faq.csv").write_text("id,questions,answer\nmine,a?,b\n", encoding="utf-8")
+    assert main(["init", str(root), "--sample"]) == 1
+    err = capsys.readouterr().err
+    assert "kb/faq.csv" in err and "would overwrite it" in err
+    assert (root / "kb" / "faq.csv").read_text(encoding="utf-8") == "id,questions,answer\nmine,a?,b\n"
+    assert not (root / "bot.yaml").exists()  # nothing written

@@ -10,6 +10,7 @@ from typing import Any
 
 from botkit.app.cli.common import _author, _kb, _print_json, _store
 from botkit.app.cli.kb_import import add_import_arguments, cmd_kb_import
+from botkit.errors import BotkitError
 from botkit.project import init_project
 
 
@@ -26,6 +27,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     from connectors.webchat.config import WebChatConfig
 
+    if args.sample:  # never over a file of the user's: refuse before anything is written
+        sample = [f.relative_to(SAMPLE_PROJECT) for f in SAMPLE_PROJECT.rglob("*") if f.is_file()]
+        taken = [str(f) for f in sample if (Path(args.dir) / f).exists()]
+        if taken:
+            them = "it" if len(taken) == 1 else "them"
+            raise BotkitError(f"{args.dir} already has {', '.join(taken)}; the sample would overwrite {them}: "
+                              "choose a new directory, or init without --sample")
     project = init_project(args.dir, args.name, channel_models={"webchat": WebChatConfig})
     where = f"--project {shlex.quote(args.dir)} " if args.dir != "." else ""
     if not args.sample:
