@@ -27,7 +27,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     from connectors.webchat.config import WebChatConfig
 
-    if args.sample:  # never over a file of the user's: refuse before anything is written
+    if args.sample and not (Path(args.dir) / "bot.yaml").exists():  # (a project: init_project refuses it)
+        # Never over a file of the user's: refuse before anything is written.
         sample = [f.relative_to(SAMPLE_PROJECT) for f in SAMPLE_PROJECT.rglob("*") if f.is_file()]
         taken = [str(f) for f in sample if (Path(args.dir) / f).exists()]
         if taken:
