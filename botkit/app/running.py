@@ -47,21 +47,25 @@ def check_port(host: str, port: int) -> None:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise BotkitError(f"cannot serve on {host}:{port}: {exc.strerror} (check server.host or --host)") from None
+    bound = 0
     for family, kind, proto, _, address in infos:
         with socket.socket(family, kind, proto) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(address)
+                bound += 1
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     raise PortInUse(port_in_use_message(host, port)) from None
-                if exc.errno == errno.EADDRNOTAVAIL:
-                    raise BotkitError(f"cannot serve on {host}:{port}: this machine has no such address "
-                                      "(check server.host or --host)") from None
+                if exc.errno == errno.EADDRNOTAVAIL:  # e.g. localhost's ::1 without IPv6: asyncio skips it too
+                    continue
                 if exc.errno == errno.EACCES:
                     raise BotkitError(f"cannot serve on port {port}: permission denied (ports under 1024 need "
                                       "privileges; choose another with --port)") from None
                 raise
+    if not bound:
+        raise BotkitError(f"cannot serve on {host}:{port}: this machine has no such address "
+                          "(check server.host or --host)")
 
 
 @dataclass(frozen=True)
