@@ -41,5 +41,13 @@ def build_tiny_base(texts: Iterable[str], out_dir: Path, *, vocab_size: int = 20
     eos = tokenizer.eos_token_id
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=max_positions, n_embd=n_embd, n_layer=n_layer,
                         n_head=n_head, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
-    GPT2LMHeadModel(config).save_pretrained(out_dir)
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a one-shard model: "Writing model shards 1/1" says nothing
+    try:
+        GPT2LMHeadModel(config).save_pretrained(out_dir)
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
     return out_dir
