@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +60,7 @@ ROUTER_FILE = "router.npz"
 LEXICAL_SYNC_MAX = 5_000
 # the embedding cache key of calibration queries: <model>|query (chunk vectors are under <model>)
 QUERY_CACHE_SUFFIX = "|query"
+QUERY_EMBED_BATCH = 8  # calibration queries per forward pass (a search waits at most one batch)
 # Texts per embedding call: each batch goes into the cache in its own transaction, and a query
 # waiting for the model waits for at most one batch.
 EMBED_BATCH = 32
@@ -123,6 +124,10 @@ class KnowledgeBase:
         self._closing = threading.Event()
         self._worker_lock = threading.Lock()
         self._catch_up_thread: threading.Thread | None = None
+        # searches in progress: a background refit pauses for them (see _yield_to_searches)
+        self._searching = 0
+        self._search_cond = threading.Condition()
+        self._refit_ran_since = 0.0
         # what start() found (loaded, repaired, rebuilt); set by whoever started it, e.g. the CLI's status
         self.start_report: SyncReport | None = None
 
@@ -395,7 +400,7 @@ class KnowledgeBase:
                     lexical = self._make_lexical() if self.config.retrieval.hybrid else None
                     with self._lock:
                         self.lexical = lexical
-                self._refresh_models()
+                self._refresh_models(pause=self._yield_to_searches)
             except Exception:  # noqa: BLE001 - searches keep the previous BM25, router and calibration
                 log.exception("rebuilding BM25 or refitting the router and confidence calibration failed; searches "
                               "use the previous ones until the next change")
@@ -414,7 +419,7 @@ class KnowledgeBase:
         return fingerprint([version, self.embedder.name, rc.hybrid, rc.lexical_weight, rc.top_k, rc.threshold,
                             rc.router, rc.router_weight, rc.router_min_entries])
 
-    def _refresh_models(self) -> None:
+    def _refresh_models(self, pause: Callable[[], None] | None = None) -> None:
         """Fit the router and calibration for the indexed KB version, or load them from the index
         dir when they were fitted for exactly this version and these settings (a restart)."""
         with self._lock:
@@ -437,9 +442,14 @@ class KnowledgeBase:
                 self.router, self.calibration, self.models_version = None, None, version
             return
         vectors, _ = self._vectors(chunks)
+        if pause is not None:
+            pause()
         titles = {a: t for a, (t, _, _) in self.store.titles({c.article_id for c in chunks}).items()}
-        fitted = fit_models(chunks, vectors, titles, lexical, self.config.retrieval, self._embed_queries,
-                            fingerprint=fp)
+        def embed(texts: list[str]) -> np.ndarray:
+            return self._embed_queries(texts, pause)
+
+        fitted = fit_models(chunks, vectors, titles, lexical, self.config.retrieval, embed, fingerprint=fp,
+                            pause=pause)
         with self._lock:
             self.router, self.calibration, self.models_version = fitted.router, fitted.calibration, version
         log.info("router %s, confidence calibration %s (%d examples) for KB version %d in %.1fs",
@@ -457,7 +467,7 @@ class KnowledgeBase:
             log.warning("could not store the confidence calibration in %s (%s); the next start refits it",
                         cal_path.parent, exc)
 
-    def _embed_queries(self, texts: list[str]) -> np.ndarray:
+    def _embed_queries(self, texts: list[str], pause: Callable[[], None] | None = None) -> np.ndarray:
         """Vectors for calibration queries (titles, headings, off-topic questions), embedded as queries
         (``embed_queries`` where the embedder has one, as a search embeds the customer's message) and
         cached under their own key, ``<model>|query``, apart from the chunk vectors."""
@@ -468,8 +478,12 @@ class KnowledgeBase:
         cached = self.store.cached_embeddings(key, list(set(hashes)))
         todo = {h: d.embed_text for h, d in zip(hashes, drafts) if h not in cached}
         keys = list(todo)
-        for start in range(0, len(keys), EMBED_BATCH):  # not counted in embedded_total (that counts chunks)
-            part = keys[start:start + EMBED_BATCH]
+        # small batches: the embedder runs one forward pass at a time, and a customer's search (one
+        # query) waits for the batch in progress, so a refit in the background never holds it long
+        for start in range(0, len(keys), QUERY_EMBED_BATCH):  # not counted in embedded_total (chunks only)
+            if pause is not None:
+                pause()
+            part = keys[start:start + QUERY_EMBED_BATCH]
             batch = dict(zip(part, embed([todo[h] for h in part])))
             self.store.cache_embeddings(key, batch)
             cached.update(batch)
@@ -609,6 +623,30 @@ class KnowledgeBase:
     def search(self, query: str, k: int | None = None) -> SearchResult:
         """The best k articles for a query, each with its best passage and score, and the calibrated
         confidence that the best one answers it (``SearchResult.answered`` decides on that)."""
+        with self._search_cond:
+            self._searching += 1
+        try:
+            return self._search(query, k)
+        finally:
+            with self._search_cond:
+                self._searching -= 1
+                if not self._searching:
+                    self._search_cond.notify_all()
+
+    def _yield_to_searches(self) -> None:
+        """Called by a background refit between small steps. The fit is Python-heavy, and a thread
+        that never lets go of the GIL makes each of a search's many small C calls wait for it; so
+        while a search runs the refit waits (up to 0.25 s), then runs for at least 50 ms before it
+        pauses again (a stream of searches slows a refit, never stops it)."""
+        now = time.monotonic()
+        if now - self._refit_ran_since < 0.05:
+            return
+        with self._search_cond:
+            if self._searching:
+                self._search_cond.wait_for(lambda: not self._searching, timeout=0.25)
+        self._refit_ran_since = time.monotonic()
+
+    def _search(self, query: str, k: int | None) -> SearchResult:
         t0 = time.perf_counter()
         query = self.clean_query(query)
         k = k or self.config.retrieval.top_k

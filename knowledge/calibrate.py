@@ -105,8 +105,12 @@ class _Query:
 
 
 def fit_models(chunks: Sequence[Chunk], vectors: np.ndarray, titles: dict[str, str], lexical: LexicalIndex | None,
-               cfg: RetrievalConfig, embed: Callable[[list[str]], np.ndarray], *, fingerprint: str = "") -> Fitted:
-    """The router (None when off) and the calibration for a KB's chunks and their vectors."""
+               cfg: RetrievalConfig, embed: Callable[[list[str]], np.ndarray], *, fingerprint: str = "",
+               pause: Callable[[], None] | None = None) -> Fitted:
+    """The router (None when off) and the calibration for a KB's chunks and their vectors.
+
+    ``pause`` is called between small steps; a background refit passes one that lets a customer's
+    search go first (the fit is Python-heavy and would otherwise slow searches through the GIL)."""
     t0 = time.perf_counter()
     rng = np.random.default_rng(SEED)
     lookup = _MemoryLookup(chunks, vectors)
@@ -133,8 +137,8 @@ def fit_models(chunks: Sequence[Chunk], vectors: np.ndarray, titles: dict[str, s
         examples = [i for i, c in enumerate(chunks) if c.kind == "question" or counts.get(c.article_id, 0) == 0]
         X = np.vstack([vectors[examples], t_vec])
         labels = [chunks[i].article_id for i in examples] + classes
-        router = train(X, labels, classes, fingerprint=fingerprint)
-        crossed = cross_fitted(X, labels, classes)
+        router = train(X, labels, classes, fingerprint=fingerprint, pause=pause)
+        crossed = cross_fitted(X, labels, classes, pause=pause)
     q_row = {chunks[i].chunk_id: r for r, i in enumerate(examples)} if router is not None else {}
 
     # -- the calibration queries --------------------------------------------------------------
@@ -173,13 +177,14 @@ def fit_models(chunks: Sequence[Chunk], vectors: np.ndarray, titles: dict[str, s
     for j, text in enumerate(ood):
         qs.append(_Query(text, o_vec[j], None))
 
-    X_cal, y_cal = _features(qs, lookup, lexical, cfg, router, crossed)
+    X_cal, y_cal = _features(qs, lookup, lexical, cfg, router, crossed, pause)
     calibration = fit(X_cal, y_cal, threshold=cfg.threshold, fingerprint=fingerprint)
     return Fitted(router, calibration, time.perf_counter() - t0, len(qs))
 
 
 def _features(qs: list[_Query], lookup: _MemoryLookup, lexical: LexicalIndex | None, cfg: RetrievalConfig,
-              router: Router | None, crossed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+              router: Router | None, crossed: np.ndarray | None,
+              pause: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     fetch = max(4 * cfg.top_k, 20)
     w = cfg.lexical_weight if lexical is not None else 0.0
     M = lookup.vectors
@@ -191,6 +196,8 @@ def _features(qs: list[_Query], lookup: _MemoryLookup, lexical: LexicalIndex | N
         batch = qs[start:start + 256]
         S = np.vstack([q.vec for q in batch]).astype(np.float32) @ M.T
         for q, s in zip(batch, S):
+            if pause is not None:
+                pause()
             mask = np.zeros(len(s), dtype=bool)
             if q.exclude_chunks:
                 mask |= np.isin(ids, np.fromiter(q.exclude_chunks, dtype=np.int64))

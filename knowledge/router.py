@@ -17,7 +17,7 @@ about a second for 10k phrasings x 77 entries. Only torch/numpy: no new dependen
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +78,9 @@ class Router:
 
 
 def train(X: np.ndarray, labels: Sequence[str], classes: Sequence[str] | None = None, *,
-          steps: int = STEPS, seed: int = 0, fingerprint: str = "") -> Router:
-    """Fit the router on (n, dim) example vectors and their entry ids."""
+          steps: int = STEPS, seed: int = 0, fingerprint: str = "", pause: Callable[[], None] | None = None) -> Router:
+    """Fit the router on (n, dim) example vectors and their entry ids (``pause`` is called between
+    steps: a background refit lets a customer's search go first)."""
     import torch
 
     classes = tuple(classes) if classes is not None else tuple(dict.fromkeys(labels))
@@ -96,6 +97,8 @@ def train(X: np.ndarray, labels: Sequence[str], classes: Sequence[str] | None = 
         b = torch.zeros(len(classes), requires_grad=True)
         opt = torch.optim.Adam([W, b], lr=LEARNING_RATE)
         for _ in range(steps):
+            if pause is not None:
+                pause()
             opt.zero_grad()
             loss = torch.nn.functional.cross_entropy(TEMPERATURE_INIT * (Xt @ W) + b, yt) + L2 * (W * W).sum()
             loss.backward()
@@ -105,7 +108,7 @@ def train(X: np.ndarray, labels: Sequence[str], classes: Sequence[str] | None = 
 
 
 def cross_fitted(X: np.ndarray, labels: Sequence[str], classes: Sequence[str], folds: int = 5,
-                 seed: int = 0) -> np.ndarray:
+                 seed: int = 0, pause: Callable[[], None] | None = None) -> np.ndarray:
     """Each example's probability for its *own* class from a router not trained on it.
 
     The calibration uses these for its router feature: a router's probability for a
@@ -121,6 +124,6 @@ def cross_fitted(X: np.ndarray, labels: Sequence[str], classes: Sequence[str], f
         train_idx = np.flatnonzero(fold != f)
         if not len(test) or not len(train_idx):
             continue
-        r = train(X[train_idx], [labels[i] for i in train_idx], classes, seed=seed)
+        r = train(X[train_idx], [labels[i] for i in train_idx], classes, seed=seed, pause=pause)
         out[test] = r.proba(X[test])
     return out
