@@ -171,6 +171,7 @@
                 pct: { range: [0, 100] }, turns: { range: (u, min, max) => [0, Math.max(1, max) * 1.1] } },
       series: [{ value: (u, v) => (v === null ? "" : isoDay(new Date(v * 1000))) }, ...series],
       axes: axes || [xAxis, countAxis()],
+      legend: { live: false },  // series names only (live values read "--" until hovered; the cards hold the figures)
     });
     const draw = (id, series, data, axes) => {
       const node = $(id);
