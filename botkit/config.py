@@ -170,9 +170,16 @@ class ServerConfig(StrictModel):
 class StorageConfig(StrictModel):
     """Where the bot keeps its conversations (the turns, hand-offs, inbox and feedback)."""
 
-    backend: Literal["sqlite"] = Field(
-        "sqlite", description="the conversation store: 'sqlite' (one file in state_dir, "
-        "conversations.sqlite3). PostgreSQL is planned, for several servers sharing one store")
+    backend: Literal["auto", "sqlite", "postgresql"] = Field(
+        "auto", description="the conversation store: 'sqlite' (one file in state_dir, conversations.sqlite3) or "
+        "'postgresql' (several workers sharing one store; its DSN comes from the environment variable "
+        "database_url_env, never from this file); 'auto': postgresql when that variable is set, else sqlite")
+    database_url_env: str = Field(
+        "BOTKIT_DATABASE_URL", pattern=r"^[A-Z_][A-Z0-9_]{0,63}$",
+        description="the environment variable holding the PostgreSQL DSN, postgresql://USER:PASSWORD@HOST:PORT/DB")
+    postgres_schema: str = Field(
+        "botkit", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="the PostgreSQL schema holding botkit's tables (created on start, migrated to this version)")
 
 
 def _default_channels() -> dict[str, dict[str, Any] | None]:

@@ -16,6 +16,8 @@ training/, with the module that defines it (tests/test_error_tree.py keeps this 
     ├── MessageRejected         botkit.errors                a customer message was refused (empty, too long, not text)
     ├── StorageError            botkit.errors                a database or file could not be written (nothing was)
     │   ├── DatabaseLocked      botkit.errors                another process held the write lock too long (retry)
+    │   ├── DatabaseUnavailable botkit.errors                the database server cannot be reached (down, gone: retry)
+    │   ├── SchemaTooNew        botkit.backends.postgres     the database's schema is from a newer botkit (refused)
     │   └── DiskFull            botkit.errors                the disk (or the file size limit) is full
     ├── StoreError              botkit.store                 a conversation-store operation failed or was refused
     │   └── ConflictError       botkit.store                 it lost a race (another agent took the conversation first)
@@ -134,6 +136,14 @@ class StorageError(BotkitError):
 
 class DatabaseLocked(StorageError):
     """Another process held the database's write lock past the wait (SQLITE_BUSY)."""
+
+    retry = True
+    http_status = 503
+
+
+class DatabaseUnavailable(StorageError):
+    """The database server cannot be reached: down, unreachable, or the connection was lost
+    mid-operation (whose transaction the server rolled back). Retrying later can succeed."""
 
     retry = True
     http_status = 503

@@ -11,10 +11,11 @@ needs no dependencies.
 
 The layers, lowest first; each may import only itself and the layers it lists::
 
-    botkit core   botkit.* except botkit.app        (types, engine, store, escalation, responders, ...)
+    botkit core   botkit.* except app and backends  (types, engine, store, escalation, responders, ...)
     knowledge     knowledge.*                       -> botkit core
     training      training.*                        -> botkit core, knowledge
     connectors    connectors.*                      -> botkit core
+    backends      botkit.backends.*                 -> botkit core  (PostgreSQL, Redis: their drivers)
     app           botkit.app.*, botkit.__main__     -> everything
 
 Four checks:
@@ -43,13 +44,16 @@ ALLOWED: dict[str, set[str]] = {
     "knowledge": {"core", "knowledge"},
     "training": {"core", "knowledge", "training"},
     "connectors": {"core", "connectors"},
-    "app": {"core", "knowledge", "training", "connectors", "app"},
+    "backends": {"core", "backends"},
+    "app": {"core", "knowledge", "training", "connectors", "backends", "app"},
 }
 
 
 def layer_of(module: str) -> str:
     if module == "botkit.__main__" or module == "botkit.app" or module.startswith("botkit.app."):
         return "app"
+    if module == "botkit.backends" or module.startswith("botkit.backends."):
+        return "backends"
     top = module.split(".")[0]
     return "core" if top == "botkit" else top
 

@@ -75,29 +75,33 @@ def test_demo_bot_yaml_is_valid():
     assert cfg.knowledge.sources == ["kb"]
 
 
-def test_storage_backend_defaults_to_sqlite_and_an_unknown_one_lists_the_allowed():
-    assert parse_config(None).storage.backend == "sqlite"
+def test_storage_backend_defaults_to_auto_and_an_unknown_one_lists_the_allowed():
+    assert parse_config(None).storage.backend == "auto"  # sqlite unless BOTKIT_DATABASE_URL is set
     assert parse_config({"storage": {"backend": "sqlite"}}).storage.backend == "sqlite"
+    assert parse_config({"storage": {"backend": "postgresql"}}).storage.backend == "postgresql"
     with pytest.raises(ConfigError) as err:
-        parse_config({"storage": {"backend": "postgresql"}})
-    assert str(err.value) == "bot.yaml: storage.backend: bad value 'postgresql' (allowed: 'sqlite')"
-    with pytest.raises(ConfigError, match=r"storage.backnd: unknown key \(allowed: backend; did you mean 'backend'"):
+        parse_config({"storage": {"backend": "mysql"}})
+    assert str(err.value) == "bot.yaml: storage.backend: bad value 'mysql' (allowed: 'auto', 'sqlite' or 'postgresql')"
+    with pytest.raises(ConfigError, match=r"storage.backnd: unknown key \(allowed: backend, database_url_env, "
+                       r"postgres_schema; did you mean 'backend'"):
         parse_config({"storage": {"backnd": "sqlite"}})
 
 
-def test_the_conversation_store_is_built_from_storage_backend(tmp_path: Path):
+def test_the_conversation_store_is_built_from_storage_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import typing
 
     from botkit.app.compose import STORE_BACKENDS, build_store
     from botkit.config import StorageConfig
     from botkit.store import SQLiteConversationStore
 
-    # every name bot.yaml accepts has a backend, and no backend is unreachable from bot.yaml
-    assert set(typing.get_args(StorageConfig.model_fields["backend"].annotation)) == set(STORE_BACKENDS)
+    # every name bot.yaml accepts has a backend ('auto' picks one), and no backend is unreachable from bot.yaml
+    assert set(typing.get_args(StorageConfig.model_fields["backend"].annotation)) == {*STORE_BACKENDS, "auto"}
+    monkeypatch.delenv("BOTKIT_DATABASE_URL", raising=False)
     store = build_store(StorageConfig(), tmp_path / "conversations.sqlite3")
     assert isinstance(store, SQLiteConversationStore) and store.path == tmp_path / "conversations.sqlite3"
     unknown = StorageConfig.model_construct(backend="mongodb")  # a config that skipped validation
-    with pytest.raises(ConfigError, match=r"storage.backend: unknown backend 'mongodb' \(allowed: 'sqlite'\)"):
+    with pytest.raises(ConfigError,
+                       match=r"storage.backend: unknown backend 'mongodb' \(allowed: 'postgresql', 'sqlite'\)"):
         build_store(unknown, tmp_path / "x.sqlite3")
 
 
@@ -105,8 +109,9 @@ def test_build_engine_uses_the_configured_store(tmp_path: Path, monkeypatch: pyt
     from botkit.app import compose
 
     built: list[Path] = []
+    monkeypatch.delenv("BOTKIT_DATABASE_URL", raising=False)
 
-    def recording(path: Path):
+    def recording(storage, path: Path):
         built.append(path)
         return compose.SQLiteConversationStore(path)
 

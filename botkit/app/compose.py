@@ -8,6 +8,7 @@ only sees their protocols.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from pathlib import Path
@@ -29,9 +30,38 @@ if TYPE_CHECKING:
 
 CONVERSATIONS_DB = "conversations.sqlite3"
 
-# ``storage.backend`` -> how to build that conversation store, given the project's database
-# path. A new backend (PostgreSQL) is one entry here plus its name in StorageConfig.backend.
-STORE_BACKENDS: dict[str, Callable[[Path], ConversationStore]] = {"sqlite": SQLiteConversationStore}
+
+
+def _postgres_store(storage: StorageConfig, path: Path) -> ConversationStore:
+    from botkit.backends.postgres import PostgresConversationStore
+
+    dsn = os.environ.get(storage.database_url_env, "").strip()
+    if not dsn:
+        raise ConfigError(f"bot.yaml: storage.backend: postgresql needs the database's address in the environment "
+                          f"variable {storage.database_url_env} (storage.database_url_env), e.g. "
+                          f"{storage.database_url_env}=postgresql://botkit:PASSWORD@db.example.com:5432/botkit; "
+                          "it is never written in bot.yaml")
+    if not dsn.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{storage.database_url_env} must be a postgresql:// address "
+                          "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE), not one starting "
+                          f"{dsn.split(':', 1)[0]!r}")
+    return PostgresConversationStore(dsn, schema=storage.postgres_schema)
+
+
+# ``storage.backend`` -> how to build that conversation store, given the storage section and the
+# project's database path (the SQLite file; other backends ignore it).
+STORE_BACKENDS: dict[str, Callable[[StorageConfig, Path], ConversationStore]] = {
+    "sqlite": lambda storage, path: SQLiteConversationStore(path),
+    "postgresql": _postgres_store,
+}
+
+
+def store_backend(storage: StorageConfig) -> str:
+    """The backend in use: the one ``storage.backend`` names; for ``auto`` (the default) postgresql
+    when the DSN's environment variable is set (the switch is the environment), else sqlite."""
+    if storage.backend == "auto":
+        return "postgresql" if os.environ.get(storage.database_url_env, "").strip() else "sqlite"
+    return storage.backend
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +105,12 @@ def build_engine(project: Project, *, store: ConversationStore | None = None, pr
 
 def build_store(storage: StorageConfig, path: Path) -> ConversationStore:
     """The conversation store ``storage.backend`` names (not started); ``path``: its database file."""
-    backend = STORE_BACKENDS.get(storage.backend)
+    name = store_backend(storage)
+    backend = STORE_BACKENDS.get(name)
     if backend is None:
-        raise ConfigError(f"bot.yaml: storage.backend: unknown backend {storage.backend!r} "
+        raise ConfigError(f"bot.yaml: storage.backend: unknown backend {name!r} "
                           f"(allowed: {', '.join(repr(name) for name in sorted(STORE_BACKENDS))})")
-    return backend(path)
+    return backend(storage, path)
 
 
 def _registry_responder(project: Project) -> ReloadingResponder:

@@ -17,12 +17,12 @@ PLOT_DPI = 100
 
 def _open_store(args: argparse.Namespace) -> Any:
     """The project's conversation store, read-only where the backend allows it."""
-    from botkit.app.compose import CONVERSATIONS_DB, build_store
+    from botkit.app.compose import CONVERSATIONS_DB, build_store, store_backend
     from botkit.store import SQLiteConversationStore
 
     project = _project(args)
     path = project.state_dir / CONVERSATIONS_DB
-    if project.config.storage.backend == "sqlite":
+    if store_backend(project.config.storage) == "sqlite":
         if not path.exists():
             raise BotkitError(f"no conversations are stored yet ({path} does not exist): serve the bot "
                               "(botkit serve) or talk to it (botkit shell) first, or give --project DIR")

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Start the local servers the tests talk to when they are down (scripts/test.sh runs this first):
+# PostgreSQL for tests/test_postgres_store.py. Quick and idempotent: a server that answers is left
+# alone. Needs root to start one (as CI runs); otherwise it says so, and under CI=true the tests
+# that need the server then fail rather than skip.
+set -uo pipefail
+
+pg_up() { pg_isready -q -h "${BOTKIT_TEST_PGHOST:-127.0.0.1}" -p "${BOTKIT_TEST_PGPORT:-5432}" -t 2 2>/dev/null; }
+
+start_postgres() {
+  if [ -n "${BOTKIT_TEST_DATABASE_URL:-}" ]; then
+    return 0  # a server of the caller's choosing: not ours to start
+  fi
+  if ! command -v pg_isready >/dev/null 2>&1; then
+    echo "PostgreSQL is not installed (no pg_isready): the PostgreSQL tests cannot run" >&2
+    return 1
+  fi
+  pg_up && return 0
+  local version
+  version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+  if [ "$(id -u)" != 0 ] || [ -z "$version" ] || ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    echo "PostgreSQL at 127.0.0.1:5432 is down and cannot be started from here (needs root and a Debian" \
+         "cluster in /etc/postgresql): the PostgreSQL tests will not run" >&2
+    return 1
+  fi
+  echo "starting PostgreSQL $version (pg_ctlcluster $version main start)" >&2
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2 || true
+  for _ in $(seq 1 30); do
+    pg_up && return 0
+    sleep 1
+  done
+  echo "PostgreSQL $version did not come up within 30 s; see /var/log/postgresql/postgresql-$version-main.log" >&2
+  return 1
+}
+
+start_postgres || true
