@@ -71,6 +71,10 @@ class RetrievalConfig(StrictModel):
         "auto", description="BM25 words: auto = Chinese cut into words by jieba (the languages extra), other text "
         "by its spaces and punctuation; whitespace = all text by spaces and punctuation only (docs/languages.md)")
     max_query_chars: int = Field(4000, ge=16, le=1_000_000)
+    query_cache_size: int = Field(
+        1024, ge=0, le=1_000_000, description="search results kept for questions asked again at the same KB "
+        "version (casefolded, spaces and trailing punctuation ignored): a repeat skips embedding and search; "
+        "0 = off. A KB edit makes a new version, so nothing stale is served (knowledge/query_cache.py)")
 
 
 class KnowledgeConfig(StrictModel):

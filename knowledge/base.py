@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,7 @@ from knowledge.ingest import read_sources
 from knowledge.languages import LanguageMap
 from knowledge.lexical import LexicalIndex
 from knowledge.passages import refine_passage
+from knowledge.query_cache import QueryCache, normalise_query
 from knowledge.ranking import fuse
 from knowledge.router import Router
 from knowledge.store import ChangeSummary, KnowledgeStore
@@ -116,6 +117,8 @@ class KnowledgeBase:
         self.models_version = -1  # the KB version the router and calibration were fitted on
         self.indexed_version = -1
         self.embedded_total = 0  # texts embedded by this instance (chunks and queries excluded)
+        # results of questions already searched at this KB version (knowledge/query_cache.py)
+        self.query_cache = QueryCache(self.config.retrieval.query_cache_size)
         self._lock = threading.RLock()  # held briefly: searches read the index, syncs swap changes in
         self._sync_lock = threading.RLock()  # one sync at a time (held while embedding; searches never wait on it)
         self._lexical_dirty = threading.Event()
@@ -653,6 +656,44 @@ class KnowledgeBase:
         if k < 1 or k > 1000:
             raise QueryError(f"k must be between 1 and 1000, got {k}")
         self.refresh()
+        cache = self.query_cache
+        if not cache.enabled:
+            return self._search_uncached(query, k, t0)
+        key, state = self._cache_key(query, k)
+        if key is not None:
+            cached = cache.get(key, state, query)
+            if cached is not None:
+                return replace(cached, latency_ms=(time.perf_counter() - t0) * 1000)
+        result = self._search_uncached(query, k, t0)
+        # kept only if nothing was swapped in meanwhile (a result that saw the store move on mid-search
+        # is kept under a version the store has left, so no later search finds it)
+        if key is not None:
+            versions, now = self._cache_state()
+            if versions == key[2:4] and all(a is b for a, b in zip(now, state)):
+                cache.put(key, state, result)
+        return result
+
+    def _cache_state(self) -> tuple[tuple[int, int], tuple[object, ...]]:
+        """The indexed and models' KB versions, and the objects a search's result comes from (compared by
+        identity on a cache hit)."""
+        with self._lock:
+            return ((self.indexed_version, self.models_version),
+                    (self.embedder, self.index, self.lexical, self.router, self.calibration, self.config))
+
+    def _cache_key(self, query: str, k: int) -> tuple[tuple[object, ...] | None, tuple[object, ...]]:
+        """The query cache's key for a search now, and the state its result comes from. No key (not
+        cacheable) while the index is behind the store: a catch-up is under way and the store's
+        titles and passages are newer than the index."""
+        store_version = self.store.kb_version()
+        (version, models), state = self._cache_state()
+        if store_version != version:
+            return None, state
+        rc = self.config.retrieval
+        settings = (rc.hybrid, rc.lexical_weight, rc.router_weight, rc.threshold, rc.min_confidence,
+                    rc.tokenizer, self.language, self.config.detect_latin)
+        return (normalise_query(query), k, version, models, settings), state
+
+    def _search_uncached(self, query: str, k: int, t0: float) -> SearchResult:
         # An embedder trained with query/passage prefixes (e5) embeds queries apart: embed_queries, if it has one.
         qvec = getattr(self.embedder, "embed_queries", self.embedder.embed)([query])
         rc = self.config.retrieval
