@@ -168,8 +168,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     print(machine_line())
-    print(f"command: python benchmarks/pg_driver.py --ops {args.ops} --rounds {args.rounds}; "
-          f"load average at start {os.getloadavg()[0]:.2f}")
+    print(f"command: python benchmarks/pg_driver.py --ops {args.ops} --rounds {args.rounds}")
     import asyncpg
     import psycopg
 
