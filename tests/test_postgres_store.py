@@ -223,6 +223,43 @@ async def test_an_accept_after_the_connection_dropped_is_stored_exactly_once(ser
         assert await admin.fetchval(f'SELECT count(*) FROM "{schema}".inbox') == 1
 
 
+async def test_the_engine_answers_a_message_once_after_the_server_was_lost_mid_turn(server: str, schema: str,
+                                                                                  admin: asyncpg.Connection):
+    from botkit.config import DialogueConfig
+    from botkit.engine import Engine
+    from botkit.responders.extractive import ExtractiveResponder
+    from botkit.testing import StaticRetriever, hit
+
+    store = PostgresConversationStore(server, schema=schema, pool_size=1)
+    engine = Engine(retriever=StaticRetriever({"how do refunds work": [hit("refunds", "Refunds take 5 days.", 0.8)]}),
+                    responder=ExtractiveResponder(), store=store, rules=[], config=DialogueConfig(),
+                    clock=lambda: T0)
+    async with engine:
+        item = await engine.accept(IncomingMessage("c", "how do refunds work", "web", "u", {}, T0), "m1")
+        pid = await store._call(lambda db: db.fetchval("SELECT pg_backend_pid()"), tx=False, retry=False)
+        async with admin.transaction():
+            await admin.execute(f'LOCK TABLE "{schema}".turns IN EXCLUSIVE MODE')
+            turn = asyncio.create_task(engine.answer(item))
+            for _ in range(200):
+                if await admin.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid=$1", pid):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the turn never reached the turns table")
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+            with pytest.raises(DatabaseUnavailable):
+                await turn
+        delivered: list[str] = []
+
+        async def deliver(pending: InboxItem, reply: object) -> None:
+            delivered.append(pending.message_id)
+
+        assert await engine.answer_pending("c", deliver) == 1  # what a resumed chat or a restart runs
+        assert await engine.answer_pending("c", deliver) == 0 and delivered == ["m1"]
+        assert (await engine.answer(item)).repeat  # asked again: the stored reply, not a second one
+        assert [(t.role, t.text[:7]) for t in await store.turns("c")] == [("customer", "how do "), ("bot", "Refunds")]
+
+
 # -- the switch: bot.yaml's storage section and the environment --------------------------------
 def test_postgresql_without_a_url_is_a_config_error_naming_the_variable(monkeypatch: pytest.MonkeyPatch,
                                                                         tmp_path: Path):
