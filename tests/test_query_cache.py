@@ -214,3 +214,24 @@ async def test_a_follow_up_reading_is_not_served_the_lone_reading(demo_dir: Path
     assert cached[2][0] != cached[0][0], "the follow-up must have been read in context"
     assert cached[2][1][:1] == ["shipping-times"]
     assert int(cached[-1][1][0]) >= 3  # the repeats of both readings were served from the cache
+
+
+async def test_the_counters_are_in_metrics(demo_kb, demo_dir: Path, tmp_path: Path, aiohttp_client):
+    from botkit.app.server import build_app
+    from botkit.engine import Engine
+    from botkit.project import Project
+    from botkit.responders.extractive import ExtractiveResponder
+    from botkit.store import SQLiteConversationStore
+    from knowledge.retriever import KnowledgeRetriever
+
+    project = Project.load(demo_dir)
+    engine = Engine(retriever=KnowledgeRetriever(demo_kb), responder=ExtractiveResponder(),
+                    store=SQLiteConversationStore(tmp_path / "conv.sqlite3"), rules=[], config=project.config.dialogue)
+    client = await aiohttp_client(build_app(project, engine))
+    for conv in ("a", "b", "c"):
+        await engine.handle(IncomingMessage(conv, PAYPAL))
+    metrics = await (await client.get("/metrics")).text()
+    assert "botkit_query_cache_hits_total 2.0" in metrics
+    assert "botkit_query_cache_misses_total 1.0" in metrics
+    assert "botkit_query_cache_entries 1.0" in metrics
+    await client.close()

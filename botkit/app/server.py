@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import suppress
 from typing import Any
 
@@ -20,7 +20,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from botkit import waiting as waiting_mod
 from botkit.app.keys import CONNECTORS, ENGINE, KB, METRICS, PROJECT
@@ -57,6 +59,25 @@ class Metrics:
     def observe_turn(self, reply: Reply, seconds: float) -> None:
         self.turns.labels(reply.channel or "unknown", reply.action).inc()
         self.turn_seconds.observe(seconds)
+
+
+class QueryCacheCollector(Collector):
+    """The knowledge base's query cache in /metrics: hits, misses and entries (knowledge/query_cache.py)."""
+
+    def __init__(self, kb: object):
+        self.kb = kb
+
+    def collect(self) -> Iterator[Metric]:
+        cache = getattr(self.kb, "query_cache", None)
+        if cache is None:
+            return
+        stats = cache.stats()
+        yield CounterMetricFamily("botkit_query_cache_hits", "searches answered from the query cache "
+                                  "(a question already asked at the same KB version)", value=stats.hits)
+        yield CounterMetricFamily("botkit_query_cache_misses", "searches the query cache did not have",
+                                  value=stats.misses)
+        yield GaugeMetricFamily("botkit_query_cache_entries", "results in the query cache (at most "
+                                "knowledge.retrieval.query_cache_size)", value=stats.size)
 
 
 def outgoing_for(event: Event) -> OutgoingMessage | None:
@@ -197,8 +218,10 @@ def build_app(project: Project, engine: Engine | None = None) -> web.Application
                           middlewares=[http_guard(project.config.server), security_headers])
     app[PROJECT] = project
     app[ENGINE] = engine
-    app[METRICS] = Metrics()
+    metrics = app[METRICS] = Metrics()
     app[KB] = getattr(engine.retriever, "kb", None)
+    if app[KB] is not None:
+        metrics.registry.register(QueryCacheCollector(app[KB]))
     app[CONNECTORS] = {}
     app.cleanup_ctx.append(_engine_ctx)
     app.router.add_get("/healthz", healthz)
