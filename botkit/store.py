@@ -1,6 +1,6 @@
 """Conversation storage: conversations, turns, hand-offs and feedback.
 
-:class:`ConversationStore` is the seam (a PostgreSQL backend implements the same protocol);
+:class:`ConversationStore` is the seam (botkit/backends/postgres.py implements it on PostgreSQL);
 :class:`SQLiteConversationStore` is the default. SQLite work runs in a thread so the event
 loop never waits on the disk, and one exchange (the customer's turn, the bot's reply, a
 hand-off and the status change) is written in one transaction: never half of it.
