@@ -295,6 +295,7 @@ def test_the_environment_moves_the_store_to_postgresql(monkeypatch: pytest.Monke
     other = build_store(cfg.storage, tmp_path / "c.sqlite3")
     assert isinstance(other, PostgresConversationStore) and (other.where, other.schema) == ("10.0.0.5:5432/shop",
                                                                                           "shop_bot")
+    assert other.source == "SHOP_DB"  # the variable its errors name
     monkeypatch.delenv("BOTKIT_DATABASE_URL")
     assert store_backend(parse_config(None).storage) == "sqlite"
     assert store_backend(parse_config({"storage": {"backend": "postgresql"}}).storage) == "postgresql"

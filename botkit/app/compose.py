@@ -45,7 +45,7 @@ def _postgres_store(storage: StorageConfig, path: Path) -> ConversationStore:
         raise ConfigError(f"{storage.database_url_env} must be a postgresql:// address "
                           "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE), not one starting "
                           f"{dsn.split(':', 1)[0]!r}")
-    return PostgresConversationStore(dsn, schema=storage.postgres_schema)
+    return PostgresConversationStore(dsn, schema=storage.postgres_schema, source=storage.database_url_env)
 
 
 # ``storage.backend`` -> how to build that conversation store, given the storage section and the

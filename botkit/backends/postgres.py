@@ -75,30 +75,30 @@ def where(dsn: str) -> str:
     return f"{host}:{port}/{parts.path.lstrip('/') or parts.username or '?'}"
 
 
-def connect_error(exc: BaseException, dsn: str) -> StorageError:
-    """What a failed connection means for an operator, in one line."""
+def connect_error(exc: BaseException, dsn: str, source: str = "BOTKIT_DATABASE_URL") -> StorageError:
+    """What a failed connection means for an operator, in one line; ``source``: where the DSN came from."""
     at = where(dsn)
     if isinstance(exc, socket.gaierror):
         return DatabaseUnavailable(f"cannot reach PostgreSQL at {at}: the host name does not resolve ({exc}); "
-                                   "check the host in BOTKIT_DATABASE_URL")
+                                   f"check the host in {source}")
     if isinstance(exc, ConnectionRefusedError | OSError):
         return DatabaseUnavailable(f"cannot reach PostgreSQL at {at}: {exc.strerror or exc}; check that the server "
                                    f"runs and listens there (`pg_isready -h {at.split(':')[0]}`) and the host and port "
-                                   "in BOTKIT_DATABASE_URL")
+                                   f"in {source}")
     if isinstance(exc, asyncio.TimeoutError):
         return DatabaseUnavailable(f"cannot reach PostgreSQL at {at}: no answer within {CONNECT_TIMEOUT_S:g} s; check "
-                                   "the host and port in BOTKIT_DATABASE_URL and any firewall between")
+                                   f"the host and port in {source} and any firewall between")
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return StorageError(f"PostgreSQL at {at}: {exc}; create it (`createdb`) or fix the database name in "
-                            "BOTKIT_DATABASE_URL")
+                            f"{source}")
     if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError | asyncpg.InvalidPasswordError):
         return StorageError(f"PostgreSQL at {at} refused the login: {exc}; check the user and password in "
-                            "BOTKIT_DATABASE_URL")
+                            f"{source}")
     if isinstance(exc, asyncpg.CannotConnectNowError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
         return DatabaseUnavailable(f"PostgreSQL at {at} cannot take connections now: {exc}; try again in a moment")
     if isinstance(exc, asyncpg.PostgresError):
         return StorageError(f"PostgreSQL at {at}: {exc}")
-    return StorageError(f"BOTKIT_DATABASE_URL is not a PostgreSQL DSN botkit can use ({type(exc).__name__}: {exc}); "
+    return StorageError(f"{source} is not a PostgreSQL DSN botkit can use ({type(exc).__name__}: {exc}); "
                         "write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
 
 
@@ -157,11 +157,12 @@ class PostgresConversationStore:
     (``postgresql://USER:PASSWORD@HOST:PORT/DATABASE``), over a pool of up to ``pool_size``
     connections."""
 
-    def __init__(self, dsn: str, *, schema: str = "botkit", pool_size: int = 10):
+    def __init__(self, dsn: str, *, schema: str = "botkit", pool_size: int = 10, source: str = "BOTKIT_DATABASE_URL"):
         if not SCHEMA_NAME.match(schema):
             raise StorageError(f"storage.schema: {schema!r} is not a PostgreSQL schema name botkit uses "
                                "(lower-case letters, digits and _, at most 63, not starting with a digit)")
         self._dsn = dsn
+        self.source = source  # where the DSN came from (an environment variable), named in errors
         self.schema = schema
         self.where = where(dsn)
         self.pool_size = pool_size
@@ -178,14 +179,14 @@ class PostgresConversationStore:
                 self._dsn, min_size=1, max_size=self.pool_size, timeout=CONNECT_TIMEOUT_S,
                 command_timeout=COMMAND_TIMEOUT_S, server_settings={"search_path": f'"{self.schema}"'})
         except Exception as exc:  # noqa: BLE001 - every way of failing to connect gets its one-line reason
-            raise connect_error(exc, self._dsn) from exc
+            raise connect_error(exc, self._dsn, self.source) from exc
         try:
             async with pool.acquire() as conn:
                 await migrate(conn, self.schema)
         except BaseException as exc:
             await pool.close()
             if isinstance(exc, _LOST):
-                raise connect_error(exc, self._dsn) from exc
+                raise connect_error(exc, self._dsn, self.source) from exc
             raise
         self._pool = pool
 
