@@ -23,7 +23,7 @@ import pytest
 from botkit.errors import ConfigError, DatabaseUnavailable, StorageError
 from botkit.store import StoreError
 from botkit.testing import ConversationStoreContract
-from botkit.types import InboxItem, IncomingMessage, Turn
+from botkit.types import Handoff, InboxItem, IncomingMessage, Turn
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DSN = os.environ.get("BOTKIT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -157,6 +157,29 @@ async def test_workers_starting_at_once_migrate_once(server: str, schema: str):
         admin = await asyncpg.connect(server)
         await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}_b" CASCADE')
         await admin.close()
+
+
+async def test_a_role_that_may_only_use_the_schema_runs_on_it_and_one_that_may_not_migrate_is_told_why(
+        server: str, schema: str, admin: asyncpg.Connection):
+    role = f"botkit_app_{uuid.uuid4().hex[:8]}"  # no CREATE on the database, as a least-privileged app role
+    await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        as_role = server.replace("//postgres@", f"//{role}@", 1).replace("//root@", f"//{role}@", 1)
+        assert role in as_role, "BOTKIT_TEST_DATABASE_URL must name its user (postgresql://USER@HOST/DB)"
+        with pytest.raises(StorageError, match=rf"cannot create or migrate the conversation store in schema "
+                                               rf"'{schema}' .*GRANT CREATE ON DATABASE"):
+            await PostgresConversationStore(as_role, schema=schema).start()
+        await migrate(admin, schema)  # the owner set it up once
+        await admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"; '
+                            f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+        async with PostgresConversationStore(as_role, schema=schema) as s:
+            await s.get_or_create("c", "web", "u", {}, T0)
+            item = await s.accept(InboxItem(IncomingMessage("c", "hi", "web", "u", {}, T0), "m1", {}))
+            h = await s.record([Turn("c", 1, "customer", "hi", T0)], status="handed_off", answers=item,
+                               handoff=Handoff(0, "c", "asked_for_human", "r", "", "", "web", "u", T0))
+            assert h is not None and h.id > 0  # identity columns need no sequence grant
+    finally:
+        await admin.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
 
 
 # -- a server that cannot be reached -----------------------------------------------------------

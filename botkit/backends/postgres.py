@@ -187,6 +187,14 @@ class PostgresConversationStore:
             await pool.close()
             if isinstance(exc, _LOST):
                 raise connect_error(exc, self._dsn, self.source) from exc
+            if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+                raise StorageError(
+                    f"PostgreSQL at {self.where}: cannot create or migrate the conversation store in schema "
+                    f"{self.schema!r} ({exc}); let this role create it (GRANT CREATE ON DATABASE, or create the schema "
+                    "owned by it), or start once with a role that may, then this one runs on it") from exc
+            if isinstance(exc, asyncpg.PostgresError):
+                raise StorageError(f"PostgreSQL at {self.where}: migrating the conversation store in schema "
+                                   f"{self.schema!r} failed, so nothing of it was changed: {exc}") from exc
             raise
         self._pool = pool
 

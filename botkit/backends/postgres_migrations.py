@@ -59,6 +59,9 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+LOCK_WAIT_S = 600.0  # how long a starting worker waits for another's migration
+
+
 class SchemaTooNew(StorageError):
     """The database's schema was made by a newer botkit: this one refuses to use it."""
 
@@ -68,10 +71,16 @@ async def migrate(conn: asyncpg.Connection, schema: str, migrations: Sequence[st
     worker waits, then finds it done); returns how many migrations ran. SchemaTooNew when the
     schema is at a version past ``migrations``: nothing is changed."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"botkit.migrate.{schema}")
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        await conn.execute(f'CREATE TABLE IF NOT EXISTS "{schema}".schema_version (component TEXT PRIMARY KEY, '
-                           "version INTEGER NOT NULL, updated_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        # another worker migrating holds the lock for as long as that takes: wait past command_timeout
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"botkit.migrate.{schema}",
+                           timeout=LOCK_WAIT_S)
+        # CREATE ... IF NOT EXISTS needs the right to create even when there is nothing to create:
+        # look first, so a role that may only use an existing schema starts on one that is up to date
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname=$1)", schema):
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
+        if await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".schema_version') is None:
+            await conn.execute(f'CREATE TABLE "{schema}".schema_version (component TEXT PRIMARY KEY, '
+                               "version INTEGER NOT NULL, updated_at TIMESTAMPTZ NOT NULL DEFAULT now())")
         current = await conn.fetchval(f'SELECT version FROM "{schema}".schema_version WHERE component=$1',
                                       COMPONENT) or 0
         if current > len(migrations):
