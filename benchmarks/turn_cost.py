@@ -1,0 +1,334 @@
+"""Turn cost (issue 13, item 5): the extractive turn measured beside the batched embedding ceiling
+in the same run, with the normalised-query cache off and on.
+
+One process, the demo KB, the extractive responder, a SQLite conversation store, escalation
+rules off (every turn goes through retrieval and a reply). It prints:
+
+* the ceiling: the project's embedder on batches of 64 of the run's own messages (sentences/s);
+* closed loop (each conversation waits for its reply before its next message) at 1 and N
+  conversations: turns/s, p50/p95, and at 1 conversation the per-turn split: embedding, the
+  whole search (embedding + FAISS + BM25 + router + passage), and the overhead beyond the search
+  (the thread hop, follow-up logic, the responder, the store writes);
+* open loop at half the N-conversation maximum (Poisson arrivals): p50/p95;
+* each of these with the query cache off and on, and the hit rate the run measured.
+
+Traffic: the customer messages of STAR (RasaHQ/STAR, MIT; crowd workers role-playing customers
+of 13 services, ../shared/datasets/star), in DialogueID order, each dialogue one conversation.
+Its topics are not the demo shop's, which does not change what a turn costs; the hit rate is a
+property of the traffic: how often a message is an exact repeat (after normalising case,
+spaces and trailing punctuation) of one seen before. The run's own rate is for a cold cache and
+a few hundred messages; the steady-state rate over the whole corpus (LRU of the configured
+size, no model needed) is printed beside it. Without the datasets, --traffic demo replays the
+demo's eval questions (labelled as such: every question repeats, so its hit rate means nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gzip
+import json
+import random
+import shutil
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, cast
+
+from benchmarks.common import REPO, data_path, log, parser, percentile, print_footer, print_header, print_table, workdir
+
+_TURN: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("turn_searches", default=None)
+
+
+def star_conversations(path: Path) -> list[list[str]]:
+    """The customer messages of each STAR dialogue, dialogues in DialogueID order."""
+    with gzip.open(path, "rt") as f:
+        dialogues = sorted((json.loads(line) for line in f if line.strip()), key=lambda d: d["DialogueID"])
+    out = []
+    for d in dialogues:
+        texts = [e["Text"].strip() for e in d["Events"]
+                 if e.get("Agent") == "User" and e.get("Action") == "utter" and str(e.get("Text") or "").strip()]
+        if texts:
+            out.append(texts)
+    return out
+
+
+def demo_conversations() -> list[list[str]]:
+    questions = [json.loads(line)["query"] for line in
+                 (REPO / "demo" / "eval" / "queries.jsonl").read_text().splitlines() if line.strip()]
+    return [questions[i:i + 4] for i in range(0, len(questions), 4)]
+
+
+def corpus_hit_rate(conversations: list[list[str]], capacity: int) -> tuple[float, float, int]:
+    """Exact-normalised repeat rate over the whole stream: with an LRU of ``capacity``, and unbounded."""
+    from knowledge.query_cache import normalise_query
+
+    lru: OrderedDict[str, None] = OrderedDict()
+    seen: set[str] = set()
+    hits = unbounded = n = 0
+    for conv in conversations:
+        for text in conv:
+            key = normalise_query(text)
+            n += 1
+            unbounded += key in seen
+            seen.add(key)
+            if key in lru:
+                hits += 1
+                lru.move_to_end(key)
+            else:
+                lru[key] = None
+                if len(lru) > capacity:
+                    lru.popitem(last=False)
+    return hits / n, unbounded / n, n
+
+
+class TimedEmbedder:
+    """Wraps the embedder to add each forward pass's milliseconds to the current turn's list."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.ms: list[float] = []
+        if hasattr(inner, "embed_queries"):  # only then: BatchingEmbedder batches ``embed`` of an embedder without
+            self.embed_queries = lambda texts: self._timed(inner.embed_queries, texts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _timed(self, fn: Any, texts: list[str]) -> Any:
+        t0 = time.perf_counter()
+        out = fn(texts)
+        self.ms.append((time.perf_counter() - t0) * 1000)
+        return out
+
+    def embed(self, texts: list[str]) -> Any:
+        return self._timed(self.inner.embed, texts)
+
+
+
+class Run:
+    """One engine (fresh KB, fresh conversation store, cold query cache) on the project."""
+
+    def __init__(self, root: Path, embedder: Any, cache_size: int, tag: str):
+        from botkit.engine import Engine
+        from botkit.project import Project
+        from botkit.responders.factory import make_responder
+        from botkit.store import SQLiteConversationStore
+        from knowledge.base import KnowledgeBase
+        from knowledge.query_cache import QueryCache
+        from knowledge.retriever import KnowledgeRetriever
+        from knowledge.store import KnowledgeStore
+
+        project = Project.load(root)
+        cfg = project.config
+        self.timed: Any = cast(Any, TimedEmbedder(embedder))
+        self.kb = KnowledgeBase(KnowledgeStore(project.db_path), self.timed, project.index_dir, cfg.knowledge,
+                                progress=False, language=cfg.language.split("-")[0])
+        self.kb.query_cache = QueryCache(cache_size)
+        retriever = KnowledgeRetriever(self.kb)
+        inner_search = retriever.search
+
+        async def search(query: str, k: int | None = None) -> Any:
+            result = await inner_search(query, k)
+            searches = _TURN.get()
+            if searches is not None:
+                searches.append(result.latency_ms)
+            return result
+
+        retriever.search = search  # type: ignore[method-assign]
+        self.engine = Engine(retriever=retriever, responder=make_responder(cfg.dialogue, root),
+                             store=SQLiteConversationStore(workdir() / f"conv-{tag}.sqlite3"), rules=[],
+                             config=cfg.dialogue)
+        self.turns: list[dict[str, float]] = []
+        self.batch_mark = (0, 0)
+
+    async def turn(self, conversation_id: str, text: str) -> None:
+        from botkit.types import IncomingMessage
+
+        searches: list[float] = []
+        token = _TURN.set(searches)
+        embedded = len(self.timed.ms)
+        t0 = time.perf_counter()
+        try:
+            await self.engine.handle(IncomingMessage(conversation_id, text[:4000]))
+        finally:
+            _TURN.reset(token)
+        ms = (time.perf_counter() - t0) * 1000
+        self.turns.append({"ms": ms, "search": sum(searches), "embed": sum(self.timed.ms[embedded:]),
+                           "searches": len(searches)})
+
+    def summary(self, wall: float) -> dict[str, float]:
+        stats = self.kb.query_cache.stats()
+        ms = [t["ms"] for t in self.turns]
+        return {"turns": len(ms), "tps": len(ms) / wall, "p50": percentile(ms, 0.5), "p95": percentile(ms, 0.95),
+                "search": percentile([t["search"] for t in self.turns], 0.5),
+                "embed": percentile([t["embed"] for t in self.turns], 0.5),
+                "overhead": percentile([t["ms"] - t["search"] for t in self.turns], 0.5),
+                "overhead95": percentile([t["ms"] - t["search"] for t in self.turns], 0.95),
+                "searches": sum(t["searches"] for t in self.turns) / max(1, len(ms)),
+                "hit": stats.hit_rate if stats.capacity else float("nan"),
+                "batch": self.batch()}
+
+    def batch(self) -> float:
+        """Mean queries per forward pass of the batching embedder (since the measured window began)."""
+        embedder = self.kb.embedder
+        passes = getattr(embedder, "batches", 0) - self.batch_mark[0]
+        return (getattr(embedder, "queries", 0) - self.batch_mark[1]) / passes if passes else float("nan")
+
+    def mark(self) -> None:
+        self.turns.clear()
+        self.kb.query_cache.hits = self.kb.query_cache.misses = 0
+        self.batch_mark = (getattr(self.kb.embedder, "batches", 0), getattr(self.kb.embedder, "queries", 0))
+
+
+async def _prepare(run: Run, warm: list[str]) -> None:
+    """One warm-up turn (the first forward passes are slow), then the traffic before the measured
+    window searched into the cache (16 at a time, batched), so a cache-on run starts where a server
+    that has been up a while would be; then the counters start from zero."""
+    await run.turn("warm-up", "how do I start a return?")
+    run.kb.query_cache.clear()
+    if run.kb.query_cache.enabled:
+        for start in range(0, len(warm), 16):
+            await asyncio.gather(*(run.engine.retriever.search(q[:4000]) for q in warm[start:start + 16]))
+    run.mark()
+
+
+async def closed_loop(run: Run, conversations: list[list[str]], concurrency: int, turns: int,
+                      warm: list[str]) -> dict[str, float]:
+    async with run.engine:
+        await _prepare(run, warm)
+        queue = iter(enumerate(conversations))
+        budget = [turns]
+
+        async def worker() -> None:
+            for i, conv in queue:
+                for text in conv:
+                    if budget[0] <= 0:
+                        return
+                    budget[0] -= 1
+                    await run.turn(f"c{concurrency}-{i}", text)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return run.summary(time.perf_counter() - t0)
+
+
+async def open_loop(run: Run, conversations: list[list[str]], rate: float, turns: int, warm: list[str],
+                    active: int = 50) -> dict[str, float]:
+    """Poisson arrivals at ``rate`` turns/s; messages taken round-robin from ``active`` dialogues at a
+    time, so one conversation's messages are far apart (a conversation answers one turn at a time)."""
+    rng = random.Random(13)
+    streams = [(i, iter(conv)) for i, conv in enumerate(conversations[:active])]
+    nxt = active
+    plan: list[tuple[str, str]] = []
+    while len(plan) < turns and streams:
+        for slot, (i, it) in enumerate(list(streams)):
+            text = next(it, None)
+            if text is None:
+                if nxt < len(conversations):
+                    streams[slot] = (nxt, iter(conversations[nxt]))
+                    nxt += 1
+                continue
+            plan.append((f"open-{i}", text))
+    plan = plan[:turns]
+    async with run.engine:
+        await _prepare(run, warm)
+        tasks = []
+        t0 = time.perf_counter()
+        due = t0
+        for conv, text in plan:
+            due += rng.expovariate(rate)
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            tasks.append(asyncio.create_task(run.turn(conv, text)))
+        await asyncio.gather(*tasks)
+        return run.summary(time.perf_counter() - t0)
+
+
+def ceiling(embedder: Any, texts: list[str], seconds: float = 4.0) -> float:
+    """Sentences/s of the embedder alone on batches of 64 (the most it could serve)."""
+    embed = getattr(embedder, "embed_queries", embedder.embed)
+    batch = (texts * (64 // max(1, len(texts)) + 1))[:64]
+    embed(batch)  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        embed(batch)
+        n += len(batch)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--traffic", choices=["star", "demo"], default="star")
+    p.add_argument("--conversations", type=int, default=100, help="N, the closed-loop concurrency")
+    p.add_argument("--turns", type=int, default=400, help="turns per N-conversation and open-loop run")
+    p.add_argument("--single-turns", type=int, default=150, help="turns per 1-conversation run")
+    p.add_argument("--cache-size", type=int, default=1024)
+    p.add_argument("--warm", type=int, default=300, help="messages searched into the cache before a cache-on run "
+                   "(the traffic before the measured window)")
+    args = p.parse_args()
+
+    from botkit.app.cli import main as cli
+    from botkit.cpu import describe
+    from botkit.project import Project
+    from knowledge.base import KnowledgeBase
+
+    if args.traffic == "star":
+        conversations = star_conversations(data_path(args, "star", "dialogues.jsonl.gz"))
+        traffic = "STAR customer messages (crowd role-play, 13 services; ../shared/datasets/star, MIT)"
+    else:
+        conversations = demo_conversations()
+        traffic = "SIMULATED: the demo eval questions replayed (every one repeats: the hit rate means nothing)"
+    lru_rate, unbounded_rate, n_msgs = corpus_hit_rate(conversations, args.cache_size)
+    print_header("turn cost: extractive turn vs the embedding ceiling, query cache off/on (issue 13, item 5)", [
+        f"CPU: {describe()}",
+        f"traffic: {traffic}; {len(conversations)} conversations, {n_msgs} messages",
+        "closed loop: a conversation sends its next message when the reply came; escalation rules off; "
+        f"SQLite conversation store; each run has a fresh KB instance; a cache-on run first searches the "
+        f"{args.warm} messages before the measured window into its cache (hit rate: measured window only)",
+        "overhead = turn minus its searches (embedding + FAISS + BM25 + router + passage pick); "
+        "batch = mean queries per forward pass (queries of concurrent conversations embedded together)"])
+
+    root = workdir() / "demo"
+    shutil.copytree(REPO / "demo", root, ignore=shutil.ignore_patterns(".botkit"))
+    cli(["--project", str(root), "kb", "import"])
+    opened = KnowledgeBase.open(Project.load(root), progress=False)
+    embedder = opened.embedder
+    embedder.start()
+    opened.store.close()
+    sample = [t for conv in conversations[:200] for t in conv][:256]
+    skip = 0
+    while sum(len(c) for c in conversations[:skip]) < args.warm and skip < len(conversations) // 2:
+        skip += 1
+    warm, measured = [t for c in conversations[:skip] for t in c], conversations[skip:]
+    ceil = ceiling(embedder, sample)
+    log(f"ceiling {ceil:.0f} sentences/s")
+
+    rows: list[list[Any]] = []
+    maxima: dict[int, float] = {}
+    n = args.conversations
+    for size in (0, args.cache_size):
+        label = "on" if size else "off"
+        for c, turns in ((1, args.single_turns), (n, args.turns)):
+            log(f"closed loop, {c} conversation(s), cache {label}")
+            r = asyncio.run(closed_loop(Run(root, embedder, size, f"{label}-{c}"), measured, c, turns, warm))
+            maxima[size] = max(maxima.get(size, 0.0), r["tps"])
+            rows.append([f"closed {c}", label, r["turns"], r["tps"], r["tps"] / ceil, r["p50"], r["p95"],
+                         r["embed"] if c == 1 else None, r["search"] if c == 1 else None,
+                         r["overhead"] if c == 1 else None, r["overhead95"] if c == 1 else None, r["batch"],
+                         r["hit"]])
+    for size in (0, args.cache_size):
+        label = "on" if size else "off"
+        rate = maxima[0] / 2  # half the cache-off maximum: the same offered load for both
+        log(f"open loop at {rate:.1f} turns/s, cache {label}")
+        r = asyncio.run(open_loop(Run(root, embedder, size, f"open-{label}"), measured, rate, args.turns, warm))
+        rows.append([f"open {rate:.1f}/s", label, r["turns"], r["tps"], None, r["p50"], r["p95"],
+                     None, None, None, None, r["batch"], r["hit"]])
+    print(f"ceiling: {ceil:.0f} sentences/s ({embedder.name}, batches of 64, the run's own messages)\n")
+    print_table(["load", "cache", "turns", "turns/s", "x ceiling", "p50 ms", "p95 ms", "embed p50",
+                 "search p50", "overhead p50", "overhead p95", "batch", "hit rate"], rows)
+    print(f"corpus hit rate (exact repeats after normalising, every message of the traffic in order): "
+          f"{lru_rate:.3f} with an LRU of {args.cache_size}, {unbounded_rate:.3f} unbounded\n")
+    print_footer()
+
+
+if __name__ == "__main__":
+    main()
