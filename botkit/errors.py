@@ -23,6 +23,7 @@ training/, with the module that defines it (tests/test_error_tree.py keeps this 
     │   └── ConflictError       botkit.store                 it lost a race (another agent took the conversation first)
     ├── ReportRangeError        botkit.analytics             a report's range or bucket was refused (bad date, ...)
     ├── AuthError               botkit.app.accounts          an account change was refused (unknown user, weak password)
+    ├── PortInUse               botkit.app.running           the port `botkit serve` was asked to listen on is taken
     ├── TelegramChannelError    connectors.telegram          Telegram unreachable at start-up or a message undeliverable
     │   ├── MalformedUpdate     connectors.telegram          an update no handler can read: refused (400), not retried
     │   └── TelegramDeliveryError connectors.telegram        a message could not be delivered (after the retries)
