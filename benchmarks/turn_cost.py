@@ -215,24 +215,33 @@ async def closed_loop(run: Run, conversations: list[list[str]], concurrency: int
         return run.summary(time.perf_counter() - t0)
 
 
+def open_plan(conversations: list[list[str]], turns: int, active: int) -> list[tuple[str, str]]:
+    """(conversation id, message) in arrival order: one message from each of ``active`` dialogues in
+    turn, a finished dialogue replaced by the next; shorter than ``turns`` when the traffic runs out."""
+    streams = [(i, iter(conv)) for i, conv in enumerate(conversations[:active])]
+    nxt = active
+    plan: list[tuple[str, str]] = []
+    while len(plan) < turns and streams:
+        live = []
+        for i, it in streams:
+            text = next(it, None)
+            if text is not None:
+                plan.append((f"open-{i}", text))
+                live.append((i, it))
+            elif nxt < len(conversations):  # this dialogue is over: the next one takes its place
+                live.append((nxt, iter(conversations[nxt])))
+                nxt += 1
+        streams = live
+    plan = plan[:turns]
+    return plan
+
+
 async def open_loop(run: Run, conversations: list[list[str]], rate: float, turns: int, warm: list[str],
                     active: int = 50) -> dict[str, float]:
     """Poisson arrivals at ``rate`` turns/s; messages taken round-robin from ``active`` dialogues at a
     time, so one conversation's messages are far apart (a conversation answers one turn at a time)."""
     rng = random.Random(13)
-    streams = [(i, iter(conv)) for i, conv in enumerate(conversations[:active])]
-    nxt = active
-    plan: list[tuple[str, str]] = []
-    while len(plan) < turns and streams:
-        for slot, (i, it) in enumerate(list(streams)):
-            text = next(it, None)
-            if text is None:
-                if nxt < len(conversations):
-                    streams[slot] = (nxt, iter(conversations[nxt]))
-                    nxt += 1
-                continue
-            plan.append((f"open-{i}", text))
-    plan = plan[:turns]
+    plan = open_plan(conversations, turns, active)
     async with run.engine:
         await _prepare(run, warm)
         tasks = []
