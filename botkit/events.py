@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from botkit.types import Conversation, Handoff, Turn
@@ -31,6 +31,10 @@ class Event:
     conversation: Conversation
     turn: Turn | None = None
     handoff: Handoff | None = None
+    #: True when another process published it (a bus between workers, botkit.backends.redis_bus):
+    #: a listener that acts once for everyone (sending a Telegram message) skips it; one that
+    #: serves this process's own sockets (the web chat, the console page) takes it. Not compared.
+    remote: bool = field(default=False, compare=False)
 
 
 Listener = Callable[[Event], Awaitable[None]]
