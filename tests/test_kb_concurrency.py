@@ -101,7 +101,8 @@ def timed_search(kb, query: str) -> tuple[float, int, str]:
 
 def test_search_keeps_answering_from_the_old_index_while_another_process_imports(demo_dir: Path, embedder,
                                                                                 tmp_path: Path):
-    kb = open_kb(demo_dir, embedder)
+    # the query cache off: every search embeds and searches, as a new question would
+    kb = open_kb(demo_dir, embedder, retrieval__query_cache_size=0)
     kb.start()
     try:
         old_version = kb.store.kb_version()
