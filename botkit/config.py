@@ -184,6 +184,14 @@ class StorageConfig(StrictModel):
     postgres_schema: str = Field(
         "botkit", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
         description="the PostgreSQL schema holding botkit's tables (created on start, migrated to this version)")
+    redis_url_env: str = Field(
+        "BOTKIT_REDIS_URL", pattern=r"^[A-Z_][A-Z0-9_]{0,63}$",
+        description="the environment variable holding the Redis URL, redis://[:PASSWORD@]HOST:PORT/DB; when it "
+        "is set, the event bus and the per-conversation locks go through Redis, so several workers serve one "
+        "bot (botkit/backends); unset: they stay inside the one process")
+    redis_prefix: str = Field(
+        "botkit:", pattern=r"^[A-Za-z0-9_:.-]{1,64}$",
+        description="the prefix of botkit's Redis keys: bots sharing one Redis each need their own")
 
 
 def _default_channels() -> dict[str, dict[str, Any] | None]:

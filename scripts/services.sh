@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start the local servers the tests talk to when they are down (scripts/test.sh runs this first):
-# PostgreSQL for tests/test_postgres_store.py. Quick and idempotent: a server that answers is left
+# PostgreSQL for tests/test_postgres_store.py, Redis for tests/test_redis_backends.py. Quick and idempotent: a server that answers is left
 # alone. Needs root to start one (as CI runs); otherwise it says so, and under CI=true the tests
 # that need the server then fail rather than skip.
 set -uo pipefail
@@ -33,4 +33,31 @@ start_postgres() {
   return 1
 }
 
+redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
+
+start_redis() {
+  if [ -n "${BOTKIT_TEST_REDIS_URL:-}" ]; then
+    return 0  # a server of the caller's choosing: not ours to start
+  fi
+  if ! command -v redis-cli >/dev/null 2>&1; then
+    echo "Redis is not installed (no redis-cli; apt-get install redis-server): the Redis tests cannot run" >&2
+    return 1
+  fi
+  redis_up && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v redis-server >/dev/null 2>&1; then
+    echo "Redis at 127.0.0.1:6379 is down and cannot be started from here (needs root and redis-server):" \
+         "the Redis tests will not run" >&2
+    return 1
+  fi
+  echo "starting Redis (service redis-server start)" >&2
+  service redis-server start >&2 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 >&2 || true
+  for _ in $(seq 1 15); do
+    redis_up && return 0
+    sleep 1
+  done
+  echo "Redis did not come up within 15 s; see /var/log/redis/redis-server.log" >&2
+  return 1
+}
+
 start_postgres || true
+start_redis || true

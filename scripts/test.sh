@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-bash scripts/services.sh  # PostgreSQL for its tests, started when it is down
+bash scripts/services.sh  # PostgreSQL and Redis for their tests, started when they are down
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing chromium (Debian package) for the browser tests" >&2

@@ -15,22 +15,40 @@ import textwrap
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-redis_asyncio = pytest.importorskip("redis.asyncio",
-                                    reason="the redis extra is not installed: pip install botkit[redis]")
+_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+try:
+    import redis.asyncio as redis_asyncio
+except ImportError:
+    if _CI:
+        pytest.fail("CI needs the redis extra for these tests: pip install 'botkit[redis]'", pytrace=False)
+    pytest.skip("the redis extra is not installed: pip install 'botkit[redis]'", allow_module_level=True)
 
+from botkit.app.compose import build_bus_and_locks  # noqa: E402
 from botkit.backends import event_codec  # noqa: E402
 from botkit.backends.redis_bus import RedisEventBus  # noqa: E402
 from botkit.backends.redis_lock import RedisConversationLock  # noqa: E402
+from botkit.config import DialogueConfig, StorageConfig  # noqa: E402
+from botkit.engine import Engine  # noqa: E402
 from botkit.errors import ConfigError, StorageError  # noqa: E402
 from botkit.events import Event, Listener  # noqa: E402
-from botkit.testing import ConversationLockContract, EventBusContract  # noqa: E402
+from botkit.testing import (  # noqa: E402
+    ConversationLockContract,
+    EventBusContract,
+    InMemoryConversationStore,
+    ScriptedResponder,
+    StaticRetriever,
+    hit,
+)
 from botkit.testing.bus_contract import Recorder, event  # noqa: E402
+from botkit.types import IncomingMessage  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 URL = os.environ.get("BOTKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -45,7 +63,7 @@ def _reachable() -> str | None:
 
 
 _PROBLEM = _reachable()
-if _PROBLEM and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+if _PROBLEM and _CI:
     pytest.fail(f"CI needs Redis for these tests: {_PROBLEM}", pytrace=False)
 pytestmark = pytest.mark.skipif(_PROBLEM is not None, reason=_PROBLEM or "")
 
@@ -516,3 +534,94 @@ async def test_a_dropped_connection_while_waiting_does_not_lose_the_turn(prefix:
     finally:
         await a.close()
         await b.close()
+
+
+# -- two engines (two workers) sharing one store and one Redis --------------------------------------
+def two_engines(prefix: str) -> tuple[Engine, Engine]:
+    store = InMemoryConversationStore()  # the database both workers share
+    retriever = StaticRetriever({"how do refunds work": [hit("refunds", "Refunds reach your card within 5 days.")]})
+    return tuple(  # type: ignore[return-value]
+        Engine(retriever=retriever, responder=ScriptedResponder(lambda request: "Within 5 days."), store=store,
+               config=DialogueConfig(), bus=RedisEventBus(URL, prefix=prefix),
+               locks=RedisConversationLock(URL, prefix=prefix, ttl=2.0))
+        for _ in range(2))
+
+
+async def test_a_conversation_answered_on_two_workers_at_once_stays_in_order(prefix: str):
+    """A webhook delivers one conversation's messages to two workers at the same time: they are
+    answered one at a time (each reply follows its own message, seqs without gaps or repeats),
+    and each worker's listeners hear the other's events."""
+    a, b = two_engines(prefix)
+    heard_on_b = Recorder()
+    async with a, b:
+        b.subscribe(heard_on_b)
+        replies = await asyncio.gather(*((a if n % 2 else b).handle(
+            IncomingMessage("tg-1", f"how do refunds work ({n})", "telegram", "42")) for n in range(6)))
+        turns = await a.store.turns("tg-1")
+        await wait_until(lambda: len([e for e in heard_on_b.events if e.remote]) == 6, "worker A's events on B")
+    assert [t.seq for t in turns] == list(range(1, 13))
+    assert [t.role for t in turns] == ["customer", "bot"] * 6  # never two customer turns before a reply
+    assert sorted(r.turn_seq for r in replies) == [2, 4, 6, 8, 10, 12]
+    assert len(heard_on_b.events) == 12 and sum(not e.remote for e in heard_on_b.events) == 6
+    assert await keys_under(prefix) == [f"{prefix}events"]  # no lock left behind
+
+
+def test_the_switch_is_the_environment_variable(monkeypatch: pytest.MonkeyPatch):
+    storage = StorageConfig()
+    monkeypatch.delenv("BOTKIT_REDIS_URL", raising=False)
+    assert build_bus_and_locks(storage) == (None, None)  # unset: the engine's in-process ones
+    monkeypatch.setenv("BOTKIT_REDIS_URL", URL)
+    bus, locks = build_bus_and_locks(storage)
+    assert isinstance(bus, RedisEventBus) and isinstance(locks, RedisConversationLock)
+    assert bus.stream == "botkit:events" and locks.prefix == "botkit:"
+    named = StorageConfig(redis_url_env="MY_REDIS", redis_prefix="shop2:")
+    monkeypatch.setenv("MY_REDIS", URL)
+    bus, locks = build_bus_and_locks(named)
+    assert isinstance(bus, RedisEventBus) and bus.stream == "shop2:events"
+    monkeypatch.setenv("MY_REDIS", "localhost:6379")
+    with pytest.raises(ConfigError, match="not redis://host"):
+        build_bus_and_locks(named)
+
+
+class SentBox:
+    """A channel that records what it sent."""
+
+    def __init__(self, name: str, follows_other_workers: bool) -> None:
+        self.name = name
+        self.follows_other_workers = follows_other_workers
+        self.sent: list[tuple[str, str]] = []
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, conversation: object, message: object) -> None:
+        self.sent.append((conversation.id, message.text))  # type: ignore[attr-defined]
+
+
+async def test_another_workers_agent_reply_goes_to_this_workers_sockets_but_not_twice_to_telegram():
+    """With a Redis bus every worker hears every event: the web chat (tabs connected here) sends
+    other workers' events too; Telegram (an outside API) only the worker that published does."""
+    from aiohttp import web
+
+    from botkit.app.keys import CONNECTORS, ENGINE, METRICS
+    from botkit.app.server import Metrics, _engine_ctx
+    from botkit.types import Conversation, Turn
+
+    engine = Engine(retriever=StaticRetriever({}), responder=ScriptedResponder([]), store=InMemoryConversationStore())
+    webchat, telegram = SentBox("webchat", True), SentBox("telegram", False)
+    app = web.Application()
+    app[ENGINE], app[METRICS], app[CONNECTORS] = engine, Metrics(), {"webchat": webchat, "telegram": telegram}
+    lifecycle = _engine_ctx(app)
+    await lifecycle.__anext__()
+    try:
+        for channel in ("webchat", "telegram"):
+            conv = Conversation(f"{channel}-1", channel, "42", "handed_off", T0)
+            for remote, text in ((False, "from here"), (True, "from another worker")):
+                turn = Turn(conv.id, 3, "agent", text, T0, action="agent", author="ann")
+                await engine.bus.publish(Event("agent", conv, turn, remote=remote))
+    finally:
+        with pytest.raises(StopAsyncIteration):
+            await lifecycle.__anext__()
+    assert webchat.sent == [("webchat-1", "from here"), ("webchat-1", "from another worker")]
+    assert telegram.sent == [("telegram-1", "from here")]  # the other worker sent its own reply

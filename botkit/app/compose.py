@@ -18,6 +18,8 @@ from botkit.config import StorageConfig
 from botkit.engine import Engine
 from botkit.errors import ConfigError, GenerationError
 from botkit.escalation import build_rules, summarize
+from botkit.events import EventBus
+from botkit.locks import ConversationLock
 from botkit.project import Project
 from botkit.store import ConversationStore, SQLiteConversationStore
 
@@ -92,6 +94,7 @@ def build_engine(project: Project, *, store: ConversationStore | None = None, pr
     responder = make_responder(cfg.dialogue, project.root)
     if cfg.dialogue.responder == "local-lm" and cfg.dialogue.local_lm is not None:
         responder = _registry_responder(project)
+    bus, locks = build_bus_and_locks(cfg.storage)
     return Engine(
         retriever=KnowledgeRetriever(kb),
         responder=responder,
@@ -100,7 +103,29 @@ def build_engine(project: Project, *, store: ConversationStore | None = None, pr
         config=cfg.dialogue,
         bot_name=cfg.name,
         summarize=summarize,
+        bus=bus,
+        locks=locks,
     )
+
+
+def build_bus_and_locks(storage: StorageConfig) -> tuple[EventBus | None, ConversationLock | None]:
+    """The Redis event bus and conversation lock when the variable ``storage.redis_url_env``
+    (BOTKIT_REDIS_URL) holds a URL, else (None, None): the engine's in-process ones. Not
+    connected yet: ``Engine.start`` fails with a clear error when Redis is not there."""
+    url = os.environ.get(storage.redis_url_env, "").strip()
+    if not url:
+        return None, None
+    try:
+        from botkit.backends.redis_bus import RedisEventBus
+        from botkit.backends.redis_common import check_url
+        from botkit.backends.redis_lock import RedisConversationLock
+    except ImportError as exc:
+        raise ConfigError(f"{storage.redis_url_env} is set, but the Redis client is not installed: "
+                          f"pip install 'botkit[redis]' (or unset {storage.redis_url_env}): {exc}") from exc
+    check_url(url)
+    log.info("events and conversation locks go through Redis (%s, keys %s*)", storage.redis_url_env,
+             storage.redis_prefix)
+    return RedisEventBus(url, prefix=storage.redis_prefix), RedisConversationLock(url, prefix=storage.redis_prefix)
 
 
 def build_store(storage: StorageConfig, path: Path) -> ConversationStore:

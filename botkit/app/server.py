@@ -96,6 +96,13 @@ def outgoing_for(event: Event) -> OutgoingMessage | None:
     return None
 
 
+def follows_other_workers(connector: Connector) -> bool:
+    """Whether ``connector`` sends other workers' events too (it serves clients connected to this
+    process, as the web chat does), or only this worker's (an outside API: sent once, by the
+    worker that published the event)."""
+    return bool(getattr(connector, "follows_other_workers", False))
+
+
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = app[ENGINE]
     metrics: Metrics = app[METRICS]  # type: ignore[assignment]
@@ -103,12 +110,13 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     engine.turn_observers.append(metrics.observe_turn)
 
     async def deliver(event: Event) -> None:
-        metrics.events.labels(event.kind).inc()
-        if event.kind == "handoff" and event.handoff is not None:
-            metrics.handoffs.labels(event.handoff.reason).inc()
+        if not event.remote:  # another worker's event (a Redis bus) is counted by that worker
+            metrics.events.labels(event.kind).inc()
+            if event.kind == "handoff" and event.handoff is not None:
+                metrics.handoffs.labels(event.handoff.reason).inc()
         message = outgoing_for(event)
         connector: Connector | None = app[CONNECTORS].get(event.conversation.channel)
-        if message is None or connector is None:
+        if message is None or connector is None or (event.remote and not follows_other_workers(connector)):
             return
         try:
             await connector.send(event.conversation, message)
@@ -131,18 +139,21 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
             while not moves.empty():
                 batch.append(moves.get_nowait())
             try:
-                await send_places({e.handoff.conversation_id for e in batch if e.kind == "handoff" and e.handoff})
+                await send_places({e.handoff.conversation_id for e in batch if e.kind == "handoff" and e.handoff},
+                                  everywhere=not all(e.remote for e in batch))
             except Exception:  # noqa: BLE001 - the next move sends fresh notices
                 log.exception("could not tell waiting customers their place in the queue")
 
-    async def send_places(new: set[str]) -> None:
+    async def send_places(new: set[str], everywhere: bool = True) -> None:
+        """``everywhere`` False (only other workers' moves): only to channels that serve this
+        process's own clients; the worker where the queue moved tells the rest (once)."""
         now = engine.clock()
         waiting = await engine.store.handoffs("waiting")
         pickups = await engine.store.recent_pickups(waiting_mod.SAMPLES)
         for place in waiting_mod.places(waiting, pickups, now):
             h = place.handoff
             connector = app[CONNECTORS].get(h.channel)
-            if connector is None:
+            if connector is None or not (everywhere or follows_other_workers(connector)):
                 continue
             data = place.data(h.conversation_id in new)
             conv = Conversation(h.conversation_id, h.channel, h.customer_id, "handed_off", h.created_at, {})

@@ -22,12 +22,20 @@ from botkit.errors import ConfigError, StorageError
 #: What a dropped connection raises (the backends retry on these and reconnect).
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 
-__all__ = ["CONNECTION_ERRORS", "RedisError", "connect", "ping", "shown", "unavailable"]
+__all__ = ["CONNECTION_ERRORS", "RedisError", "check_url", "connect", "ping", "shown", "unavailable"]
 
 
 def shown(url: str) -> str:
     """``url`` fit for a log line or an error: the password replaced by ``***``."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def check_url(url: str) -> None:
+    """A :class:`~botkit.errors.ConfigError` when ``url`` cannot be a Redis URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix") or (parts.scheme != "unix" and not parts.hostname):
+        raise ConfigError(f"Redis URL {shown(url)!r} is not redis://host[:port][/db] (or rediss://, unix://): "
+                          "fix BOTKIT_REDIS_URL (or the variable storage.redis_url_env names)")
 
 
 def connect(url: str, name: str | None = None) -> Redis:
@@ -37,10 +45,7 @@ def connect(url: str, name: str | None = None) -> Redis:
     on a fresh connection; past that the caller sees the error and decides (wait, or fail).
     ``name``: the connections' CLIENT SETNAME (what `redis-cli client list` shows).
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix") or (parts.scheme != "unix" and not parts.hostname):
-        raise ConfigError(f"Redis URL {shown(url)!r} is not redis://host[:port][/db] (or rediss://, unix://): "
-                          "fix BOTKIT_REDIS_URL (or the variable storage.redis_url_env names)")
+    check_url(url)
     try:
         return Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 3),
                               retry_on_error=[RedisConnectionError, RedisTimeoutError],

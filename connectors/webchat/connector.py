@@ -117,6 +117,12 @@ class _Client:
 class WebChatConnector:
     """The ``webchat`` channel (see the module docstring)."""
 
+    #: It sends to the browser tabs connected to this process, so with several workers (a Redis
+    #: bus) it takes the events of the others too: an agent's reply committed on another worker
+    #: reaches a tab open here. A channel that sends through an outside API (Telegram) leaves
+    #: this False, and only the worker that published an event sends it: once.
+    follows_other_workers = True
+
     def __init__(self, ctx: ConnectorContext, config: WebChatConfig):
         self.name = ctx.name
         self.ctx = ctx
