@@ -57,7 +57,7 @@ def connect(url: str, name: str | None = None) -> Redis:
 
 def unavailable(url: str, exc: BaseException, doing: str) -> StorageError:
     """The error for Redis not answering while ``doing`` something."""
-    return StorageError(f"Redis at {shown(url)} is not reachable ({doing}): {exc}. Start it "
+    return StorageError(f"Redis at {shown(url)} is not reachable ({doing}): {str(exc).rstrip('. ')}. Start it "
                         "(e.g. `service redis-server start`) or fix BOTKIT_REDIS_URL; unset it to keep "
                         "events and locks inside this one process")
 
