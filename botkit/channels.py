@@ -47,6 +47,9 @@ class OutgoingMessage:
     # event "queue": {"position": int, "expected_wait_s": float | None, "initial": bool}; a channel
     # that can update a status line shows each, one that can only post messages shows the initial one
     data: Mapping[str, object] = field(default_factory=dict)
+    # the stored turn it shows (an agent's reply), if any: a channel that has just shown the
+    # history up to that turn skips it (another worker's event can arrive after the history was read)
+    turn: int | None = None
 
 
 def as_text(message: OutgoingMessage, *, with_sources: bool = True) -> str:

@@ -358,6 +358,39 @@ async def test_agent_messages_sent_while_offline_appear_on_resume(make_chat: Mak
                                       "at": resumed["history"][-1]["at"]}
 
 
+async def test_another_workers_agent_reply_reaches_the_tab_once_even_when_its_history_had_it(make_chat: MakeChat):
+    """With several workers (a Redis bus) an agent's reply committed on another worker can reach
+    this worker after a tab resumed with it in its history: shown once; a newer one is shown."""
+    from dataclasses import replace
+
+    from botkit.events import Event
+
+    chat = await make_chat()
+    ws, welcome = await chat.socket()
+    conv_id = welcome["conversation"]
+    await chat.ask(ws, "let me talk to an agent")
+    await ws.close()
+    await chat.engine.take(conv_id, "Dana")
+    events: list[Event] = []
+
+    async def keep(event: Event) -> None:
+        events.append(event)
+
+    unsubscribe = chat.engine.subscribe(keep)
+    await chat.engine.agent_message(conv_id, "Dana", "Are you still there?")
+    unsubscribe()
+    ws2, resumed = await chat.socket(welcome["session"])
+    assert resumed["history"][-1]["text"] == "Are you still there?"
+    agent_event = next(e for e in events if e.kind == "agent")
+    await chat.engine.bus.publish(replace(agent_event, remote=True))  # late, from "another worker"
+    assert [f for f in await quiet(ws2) if f.get("type") == "agent"] == []
+    assert agent_event.turn is not None
+    newer = replace(agent_event.turn, seq=agent_event.turn.seq + 1, text="Found it!")
+    await chat.engine.bus.publish(replace(agent_event, turn=newer, remote=True))
+    frames = await until(ws2, lambda f: f.get("type") == "agent")
+    assert frames[-1]["text"] == "Found it!"
+
+
 async def test_markup_travels_as_raw_text_and_the_widget_inserts_text_only(make_chat: MakeChat):
     chat = await make_chat()
     ws, welcome = await chat.socket()

@@ -84,12 +84,12 @@ def outgoing_for(event: Event) -> OutgoingMessage | None:
     """What the customer must be shown for an event that is not a direct reply."""
     conv_id = event.conversation.id
     if event.kind == "agent" and event.turn is not None:
-        return OutgoingMessage(conv_id, event.turn.text, "agent", author=event.turn.author)
+        return OutgoingMessage(conv_id, event.turn.text, "agent", author=event.turn.author, turn=event.turn.seq)
     if event.kind == "assigned" and event.handoff is not None:
         return OutgoingMessage(conv_id, f"{event.handoff.agent} from our team has joined the conversation.", "system",
                                author=event.handoff.agent or "", event="agent_joined")
     if event.kind == "bot" and event.turn is not None and event.turn.action == "returned":
-        return OutgoingMessage(conv_id, event.turn.text, "bot", event="agent_left")
+        return OutgoingMessage(conv_id, event.turn.text, "bot", event="agent_left", turn=event.turn.seq)
     if event.kind == "closed":
         return OutgoingMessage(conv_id, "This conversation has been closed. Write again any time.", "system",
                                event="closed")

@@ -239,7 +239,7 @@ class WebChatConnector:
             return
         frame = proto.dumps(proto.outgoing(message, self.url_for))
         for client in list(clients):
-            client.post(frame)
+            client.post(frame, message.turn)  # a turn the tab's welcome history had is not shown twice
 
     def _broadcast(self, conversation_id: str, frame: dict[str, Any] | str, turn: int | None = None,
                    skip: _Client | None = None) -> None:
