@@ -35,9 +35,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from botkit.backends.redis_common import CONNECTION_ERRORS, connect, ping, shown, unavailable
+from botkit.backends.redis_common import CONNECTION_ERRORS, RedisError, connect, ping, shown, unavailable
 
 log = logging.getLogger(__name__)
+
+_RENEW_FAILURES: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, RedisError)
 
 # KEYS[1] queue, KEYS[2] lease; ARGV[1] token, ARGV[2] ttl ms
 _ENQUEUE = """
@@ -101,6 +103,7 @@ class RedisConversationLock:
         self._local: dict[str, asyncio.Lock] = {}  # conversation id -> the queueing FIFO of this process
         self._users: dict[str, int] = {}  # conversation id -> holders and waiters in this process
         self._inflight: set[asyncio.Future[Any]] = set()  # BLPOPs of waiters, also of those that left
+        self._queueing = 0  # holds entered whose ticket is not in Redis yet
         self.name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"  # its connections' client name ends so
 
     @property
@@ -143,10 +146,14 @@ class RedisConversationLock:
         local = self._local.setdefault(conversation_id, asyncio.Lock())
         self._users[conversation_id] = self._users.get(conversation_id, 0) + 1
         token = uuid.uuid4().hex
+        self._queueing += 1
         try:
             try:
-                async with local:
-                    await self._enqueue(conversation_id, token)
+                try:
+                    async with local:
+                        await self._enqueue(conversation_id, token)
+                finally:
+                    self._queueing -= 1
                 await self._wait_turn(conversation_id, token)
                 yield
             finally:  # also when cancelled while queueing: the ticket may have reached Redis
@@ -237,7 +244,7 @@ class RedisConversationLock:
                         pipe.pexpire(f"{self.prefix}lease:{token}", self._ttl_ms)
                         pipe.pexpire(self._queue(conversation_id), 2 * self._ttl_ms)
                     results = await pipe.execute()
-            except CONNECTION_ERRORS as exc:
+            except _RENEW_FAILURES as exc:  # the renewer never dies: it retries next round
                 log.warning("conversation lock: could not renew %d leases at Redis %s (%s)",
                             len(tickets), shown(self.url), exc)
                 continue
