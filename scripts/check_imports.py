@@ -15,7 +15,9 @@ The layers, lowest first; each may import only itself and the layers it lists::
     knowledge     knowledge.*                       -> botkit core
     training      training.*                        -> botkit core, knowledge
     connectors    connectors.*                      -> botkit core
-    backends      botkit.backends.*                 -> botkit core  (PostgreSQL, Redis: their drivers)
+    backends      botkit.backends.*                 -> botkit core, knowledge, training, connectors
+                                                       (PostgreSQL, Redis: their drivers; the twins of
+                                                       those layers' SQLite stores)
     app           botkit.app.*, botkit.__main__     -> everything
 
 Four checks:
@@ -44,7 +46,7 @@ ALLOWED: dict[str, set[str]] = {
     "knowledge": {"core", "knowledge"},
     "training": {"core", "knowledge", "training"},
     "connectors": {"core", "connectors"},
-    "backends": {"core", "backends"},
+    "backends": {"core", "knowledge", "training", "connectors", "backends"},
     "app": {"core", "knowledge", "training", "connectors", "backends", "app"},
 }
 
