@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import errno
 import logging
+import os
+import secrets
 import shutil
 import sys
 import textwrap
@@ -275,35 +277,85 @@ def cmd_agent(args: argparse.Namespace) -> int:
 # -- serving --------------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from botkit.app.cli_api import mount_cli_api
-    from botkit.app.running import announced, check_port, port_in_use_message
-    from botkit.app.server import build_app, serve
-
     project = _project(args)
     server = project.config.server
     host = args.host or server.host
     port = args.port if args.port is not None else server.port
+    if args.nginx:
+        return _print_nginx(host, port, args.workers)
+    if args.workers > 1:
+        return _serve_workers(args, project, host, port)
+
+    from botkit.app.cli_api import mount_cli_api
+    from botkit.app.running import announced, check_port, port_in_use_message
+    from botkit.app.server import build_app, serve
+
     check_port(host, port)  # before the model loads: a busy port is one line, not a traceback 10 s later
     app = build_app(project)
-    base = server.public_url or f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::') else host}:{port}"
-    lines = [f"{project.config.name}: serving {project.root} on http://{host}:{port}"]
-    if "webchat" in project.config.channels:
-        lines.append(f"  customer chat page : {base}/chat")
-    lines += [f"  agent console      : {base}/console", f"  knowledge editor   : {base}/kb",
-              f"  health / metrics   : {base}/healthz  {base}/metrics"]
-    if args.demo_accounts:
-        lines += _demo_account_lines(project)
-    print("\n".join(lines), flush=True)
+    worker = args.worker_index
+    if worker is not None:  # one of `botkit serve --workers N`'s: the supervisor announced the server
+        print(f"{project.config.name}: worker {worker} serving on http://{host}:{port}", flush=True)
+    else:
+        base = server.public_url or f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::') else host}:{port}"
+        lines = [f"{project.config.name}: serving {project.root} on http://{host}:{port}"]
+        if "webchat" in project.config.channels:
+            lines.append(f"  customer chat page : {base}/chat")
+        lines += [f"  agent console      : {base}/console", f"  knowledge editor   : {base}/kb",
+                  f"  health / metrics   : {base}/healthz  {base}/metrics"]
+        if args.demo_accounts:
+            lines += _demo_account_lines(project)
+        print("\n".join(lines), flush=True)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     try:
-        with announced(project.state_dir, host, port) as token:  # serve.json: `botkit ask` finds this server
-            mount_cli_api(app, token)
-            serve(app, host, port, server)  # web.run_app with slow-client deadlines and server.max_connections
+        if worker is not None:
+            from botkit.app.workers import TOKEN_ENV
+
+            mount_cli_api(app, os.environ.pop(TOKEN_ENV, "") or secrets.token_urlsafe(24))
+            serve(app, host, port, server)
+        else:
+            with announced(project.state_dir, host, port) as token:  # serve.json: `botkit ask` finds this server
+                mount_cli_api(app, token)
+                serve(app, host, port, server)  # web.run_app with slow-client deadlines and server.max_connections
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:  # taken between the check and the bind
             raise BotkitError(port_in_use_message(host, port)) from None
         raise
     return 0
+
+
+def _print_nginx(host: str, port: int, workers: int) -> int:
+    from botkit.app.workers import local_address, nginx_site, worker_ports
+
+    ports = worker_ports(port, max(1, workers))
+    print(f"# nginx in front of {len(ports)} botkit worker(s) (`botkit serve --workers {len(ports)} --port {port}`);"
+          "\n# put it in /etc/nginx/conf.d/botkit.conf and set server.behind_proxy: true in bot.yaml.")
+    print(nginx_site([f"{local_address(host)}:{p}" for p in ports]), end="")
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, project: Project, host: str, port: int) -> int:
+    """``--workers N``: the supervisor (botkit.app.workers) starts N workers on ports port..port+N-1."""
+    from botkit.app.running import announced, check_port
+    from botkit.app.workers import Supervisor, check_shared_backends, worker_ports
+
+    check_shared_backends(project.config.storage, args.workers)
+    ports = worker_ports(port, args.workers)
+    for p in ports:
+        check_port(host, p)
+    server = project.config.server
+    lines = [f"{project.config.name}: {args.workers} workers serving {project.root} on http://{host}:"
+             f"{ports[0]}-{ports[-1]} (put a load balancer in front: `botkit serve --workers {args.workers} "
+             f"--port {port} --nginx` prints an nginx configuration)"]
+    if not server.behind_proxy:
+        lines.append("  note: server.behind_proxy is false, so behind the load balancer every customer has its "
+                     "address (rate limits, sign-in throttling); set it to true in bot.yaml")
+    if args.demo_accounts:
+        lines += _demo_account_lines(project)
+    print("\n".join(lines), flush=True)
+    with announced(project.state_dir, host, ports[0]) as token:  # `botkit ask`: worker 0
+        supervisor = Supervisor(project.root, host, ports, token, verbose=bool(getattr(args, "verbose", False)),
+                                shutdown_timeout_s=server.shutdown_timeout_s)
+        return supervisor.run()
 
 
 DEMO_ACCOUNTS_FILE = "demo-accounts.txt"
@@ -325,6 +377,16 @@ def _demo_account_lines(project: Project) -> list[str]:
     if created and sys.stdout.isatty():
         lines += [f"  demo account       : {name} / {password}" for name, password in created.items()]
     return lines
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 1 <= number <= 64:
+        raise argparse.ArgumentTypeError(f"{number} workers: give 1 to 64")
+    return number
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -361,4 +423,10 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="default: server.port in bot.yaml (8080)")
     p.add_argument("--demo-accounts", action="store_true",
                    help="create demo agent/operator accounts if missing and print their passwords")
+    p.add_argument("--workers", type=_positive, default=1, metavar="N",
+                   help="serve with N worker processes on ports PORT..PORT+N-1, restarted when they die; "
+                        "N > 1 needs BOTKIT_DATABASE_URL and BOTKIT_REDIS_URL (docs/workers.md)")
+    p.add_argument("--nginx", action="store_true",
+                   help="print an nginx configuration for these workers (upstreams, websockets) and exit")
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the --workers supervisor
     p.set_defaults(func=cmd_serve)
