@@ -5,20 +5,31 @@ import, one edit) is one transaction and raises the KB version by one, so every 
 cite the version it was grounded in. Chunk ids come from an AUTOINCREMENT column and are
 never reused: an id in the vector index always means the same text, which is what makes
 checking the index against the store (``live_chunk_ids``) sufficient.
+
+The logic lives in :class:`KnowledgeStoreBase`, written against a small SQL seam (read rows,
+write, one serialised write transaction) in the SQL that SQLite and PostgreSQL share;
+:class:`KnowledgeStore` is its SQLite form and ``botkit.backends.pg_knowledge`` its PostgreSQL
+form, chosen by the same switch as the conversation store (``BOTKIT_DATABASE_URL``). The
+PostgreSQL form is shared by several workers, each with its own in-memory index: it pushes
+each new KB version to them (:meth:`KnowledgeStoreBase.watch`) so they catch up without a
+query per search.
 """
 
 from __future__ import annotations
 
+import abc
 import builtins
 import contextlib
 import difflib
 import json
 import sqlite3
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +84,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _article(row: sqlite3.Row) -> Article:
+Row = Mapping[str, Any]  # a row by column name (sqlite3.Row, or psycopg's dict_row)
+
+
+def _article(row: Row) -> Article:
     return Article(
         id=row["id"], title=row["title"], body=row["body"], tags=tuple(json.loads(row["tags"])),
         questions=tuple(json.loads(row["questions"])), source=row["source"], rev=row["rev"],
@@ -81,7 +95,7 @@ def _article(row: sqlite3.Row) -> Article:
     )
 
 
-def _revision(row: sqlite3.Row) -> Revision:
+def _revision(row: Row) -> Revision:
     return Revision(
         article_id=row["article_id"], rev=row["rev"], kb_version=row["kb_version"], at=row["at"],
         author=row["author"], action=row["action"], title=row["title"], body=row["body"],
@@ -90,54 +104,85 @@ def _revision(row: sqlite3.Row) -> Revision:
     )
 
 
-def _base(row: sqlite3.Row) -> ImportBase:
+def _base(row: Row) -> ImportBase:
     return ImportBase(row["article_id"], row["rev"], row["content_hash"], row["source"], row["at"])
 
 
-def _chunk(row: sqlite3.Row) -> Chunk:
+def _chunk(row: Row) -> Chunk:
     return Chunk(row["chunk_id"], row["article_id"], row["ord"], row["kind"], row["heading"],
                  row["text"], row["embed_text"], row["text_hash"])
 
 
-class KnowledgeStore:
-    """SQLite-backed articles, revisions and chunks. Thread-safe; WAL so several processes
-    (a running server and the CLI) can share one database.
+class KnowledgeStoreBase(abc.ABC):
+    """Articles, revisions, chunks and cached embeddings over a small SQL seam (the statements
+    are in the SQL SQLite and PostgreSQL share; ``?`` placeholders).
 
-    :meth:`start` (or ``with``) opens the database; a caller that never calls it gets it
-    opened on first use. synchronous=NORMAL (as always): a killed process loses nothing
-    committed; a power cut may lose the latest commits but never corrupts the file.
+    A subclass gives the seam: :meth:`_rows`, :meth:`_row`, :meth:`_exec`, :meth:`_exec_many`
+    (run under :attr:`_lock`, a reentrant lock: locked methods call each other) and
+    :meth:`_transaction`, one write transaction serialised with every other writer of the same
+    store (other threads, other processes: that is what keeps KB versions gap-free and every
+    batch one version). It may override :meth:`latest_version` and :meth:`watch` (a store shared
+    by several processes that tells them about a new version) and sets :attr:`shared_index`
+    when every process keeps its own in-memory index rather than index files on disk.
     """
 
-    def __init__(self, path: Path | str, chunker: Callable[[ArticleDraft], list[ChunkDraft]] | None = None):
-        self.path = Path(path)
+    #: True: several workers share the store and each keeps its index in memory (no index files)
+    shared_index = False
+    _lock: threading.RLock
+
+    def __init__(self, chunker: Callable[[ArticleDraft], list[ChunkDraft]] | None = None):
         self._chunker = chunker or chunk_article
-        self._sql = SQLiteDatabase(self.path, SCHEMA, what="the knowledge database", synchronous="NORMAL",
-                                   reentrant=True, open_error=KnowledgeError)
-        self._lock = self._sql.lock  # reentrant: locked methods call each other (upsert -> kb_version)
-        self._migrated = False
 
+    # -- the seam ----------------------------------------------------------------------------
+    @abc.abstractmethod
     def start(self) -> None:
-        """Open the database now (created with its schema if missing, an older one migrated);
-        raises KnowledgeError if the file is not a SQLite database."""
-        self._sql.start()
-        self._db  # noqa: B018 - migrates an older database now rather than on first use
+        """Open the database now (created or migrated as needed)."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        self._sql.close()
-        self._migrated = False
+        """Close it (and stop any watcher); start() opens it again."""
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        """The connection (opened on first use, an older database migrated); use it under ``self._lock``."""
-        db = self._sql.connection
-        if not self._migrated:
-            with self._lock, self._writing():
-                if not self._migrated:
-                    migrate(db)
-                    self._migrated = True
-        return db
+    @abc.abstractmethod
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[Row]:
+        """All rows of a query (under ``self._lock``)."""
 
-    def __enter__(self) -> "KnowledgeStore":
+    @abc.abstractmethod
+    def _row(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """The first row of a query, or None (under ``self._lock``)."""
+
+    @abc.abstractmethod
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; returns the rows it changed (under ``self._lock``)."""
+
+    @abc.abstractmethod
+    def _exec_many(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
+        """Run a statement once per parameter tuple (under ``self._lock``)."""
+
+    @abc.abstractmethod
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+        """Hold ``self._lock`` and one write transaction, serialised with every other writer of this
+        store: all of the block's writes are committed, or none (an exception rolls back)."""
+
+    def _cache_transaction(self) -> contextlib.AbstractContextManager[None]:
+        """A transaction for embedding-cache writes (need not wait for the KB writers' lock)."""
+        return self._transaction()
+
+    def _version_bumped(self, version: int) -> None:
+        """Called inside the transaction that raises the KB version to ``version`` (a shared store
+        announces it to the other workers here: delivered when it commits)."""
+        return None
+
+    def latest_version(self) -> int:
+        """The newest KB version this process knows of, as cheaply as the store can tell (a search
+        asks before each query): here, one query; a watched shared store answers from memory."""
+        return self.kb_version()
+
+    def watch(self, on_change: Callable[[int], None]) -> None:
+        """Call ``on_change(version)`` (from another thread) when another process commits a new KB
+        version. Here nothing: :meth:`latest_version` reads the database, so a search notices."""
+        return None
+
+    def __enter__(self) -> "KnowledgeStoreBase":
         self.start()
         return self
 
@@ -147,12 +192,12 @@ class KnowledgeStore:
     # -- reading ---------------------------------------------------------------------------
     def kb_version(self) -> int:
         with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key='kb_version'").fetchone()
-        return int(row[0]) if row else 0
+            row = self._row("SELECT value FROM meta WHERE key='kb_version'")
+        return int(row["value"]) if row else 0
 
     def get(self, article_id: str) -> Article:
         with self._lock:
-            row = self._db.execute("SELECT * FROM articles WHERE id=?", (article_id,)).fetchone()
+            row = self._row("SELECT * FROM articles WHERE id=?", (article_id,))
         if row is None:
             raise ArticleNotFound(f"no article with id {article_id!r}; `botkit kb list` shows the ids")
         return _article(row)
@@ -163,21 +208,20 @@ class KnowledgeStore:
         except ArticleNotFound:
             return None
 
-    def list(self, tag: str | None = None) -> list[Article]:
+    def list(self, tag: str | None = None) -> builtins.list[Article]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM articles ORDER BY id").fetchall()
+            rows = self._rows("SELECT * FROM articles ORDER BY id")
         articles = [_article(r) for r in rows]
         return [a for a in articles if tag in a.tags] if tag else articles
 
     def count(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM articles").fetchone()[0])
+            row = self._row("SELECT count(*) AS n FROM articles")
+        return int(row["n"]) if row else 0
 
     def history(self, article_id: str) -> builtins.list[Revision]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM revisions WHERE article_id=? ORDER BY rev", (article_id,)
-            ).fetchall()
+            rows = self._rows("SELECT * FROM revisions WHERE article_id=? ORDER BY rev", (article_id,))
         if not rows:
             raise ArticleNotFound(f"no article with id {article_id!r} has ever existed")
         return [_revision(r) for r in rows]
@@ -195,7 +239,7 @@ class KnowledgeStore:
         old = self.revision(article_id, from_rev)
         new = history[-1] if to_rev is None else self.revision(article_id, to_rev)
 
-        def render(r: Revision) -> list[str]:
+        def render(r: Revision) -> builtins.list[str]:
             if r.action == "delete":
                 return []
             head = [f"title: {r.title}", f"tags: {', '.join(r.tags)}"]
@@ -209,28 +253,28 @@ class KnowledgeStore:
     def content_hashes(self) -> dict[str, str]:
         """article id -> content hash of its current revision (what :meth:`upsert` compares drafts with)."""
         with self._lock:
-            rows = self._db.execute("SELECT id, content_hash FROM articles").fetchall()
-        return {r[0]: r[1] for r in rows}
+            rows = self._rows("SELECT id, content_hash FROM articles")
+        return {r["id"]: r["content_hash"] for r in rows}
 
     def import_bases(self) -> dict[str, ImportBase]:
         """article id -> what its last file import saw (knowledge.imports); no entry for one never imported."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM import_bases").fetchall()
+            rows = self._rows("SELECT * FROM import_bases")
         return {r["article_id"]: _base(r) for r in rows}
 
     def import_base(self, article_id: str) -> ImportBase | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM import_bases WHERE article_id=?", (article_id,)).fetchone()
+            row = self._row("SELECT * FROM import_bases WHERE article_id=?", (article_id,))
         return _base(row) if row else None
 
     def _latest(self) -> dict[str, Latest]:
         """Every entry that ever existed -> its newest revision, and its content hash if it is live."""
-        rows = self._db.execute(
+        rows = self._rows(
             "SELECT r.article_id, r.rev, r.action, r.author, r.at, a.content_hash FROM revisions r "
             "JOIN (SELECT article_id, max(rev) AS rev FROM revisions GROUP BY article_id) m "
             "  ON r.article_id = m.article_id AND r.rev = m.rev "
             "LEFT JOIN articles a ON a.id = r.article_id"
-        ).fetchall()
+        )
         return {r["article_id"]: Latest(r["rev"], r["action"], r["author"], r["at"], r["content_hash"]) for r in rows}
 
     def chunk(self, draft: ArticleDraft) -> builtins.list[ChunkDraft]:
@@ -239,39 +283,35 @@ class KnowledgeStore:
 
     def live_chunk_ids(self) -> np.ndarray:
         with self._lock:
-            rows = self._db.execute("SELECT chunk_id FROM chunks ORDER BY chunk_id").fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            rows = self._rows("SELECT chunk_id FROM chunks ORDER BY chunk_id")
+        return np.fromiter((r["chunk_id"] for r in rows), dtype=np.int64, count=len(rows))
 
     def chunks(self, chunk_ids: Iterable[int] | None = None) -> builtins.list[Chunk]:
         with self._lock:
             if chunk_ids is None:
-                rows = self._db.execute("SELECT * FROM chunks ORDER BY chunk_id").fetchall()
+                rows = self._rows("SELECT * FROM chunks ORDER BY chunk_id")
             else:
                 ids = [int(i) for i in chunk_ids]
                 rows = []
                 for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
                     part = ids[start:start + 900]
-                    rows += self._db.execute(
-                        f"SELECT * FROM chunks WHERE chunk_id IN ({','.join('?' * len(part))})", part
-                    ).fetchall()
+                    rows += self._rows(f"SELECT * FROM chunks WHERE chunk_id IN ({','.join('?' * len(part))})", part)
         return [_chunk(r) for r in rows]
 
     def article_chunks(self, article_id: str) -> builtins.list[Chunk]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM chunks WHERE article_id=? ORDER BY ord", (article_id,)
-            ).fetchall()
+            rows = self._rows("SELECT * FROM chunks WHERE article_id=? ORDER BY ord", (article_id,))
         return [_chunk(r) for r in rows]
 
     def titles(self, article_ids: Iterable[str]) -> dict[str, tuple[str, str, str]]:
         """id -> (title, kind, body) for the given ids."""
-        ids = list(set(article_ids))
+        ids = builtins.list(set(article_ids))
         if not ids:
             return {}
         with self._lock:
-            rows = self._db.execute(
+            rows = self._rows(
                 f"SELECT id, title, questions, body FROM articles WHERE id IN ({','.join('?' * len(ids))})", ids
-            ).fetchall()
+            )
         return {r["id"]: (r["title"], "faq" if r["questions"] != "[]" else "article", r["body"]) for r in rows}
 
     # -- embedding cache -------------------------------------------------------------------
@@ -279,60 +319,57 @@ class KnowledgeStore:
         found: dict[str, np.ndarray] = {}
         with self._lock:
             for start in range(0, len(hashes), 900):
-                part = list(hashes[start:start + 900])
-                for row in self._db.execute(
+                part = builtins.list(hashes[start:start + 900])
+                for row in self._rows(
                     "SELECT text_hash, vector FROM embeddings WHERE model=? "
                     f"AND text_hash IN ({','.join('?' * len(part))})",
                     [model, *part],
                 ):
-                    found[row[0]] = np.frombuffer(row[1], dtype=np.float32)
+                    found[row["text_hash"]] = np.frombuffer(row["vector"], dtype=np.float32)
         return found
 
     def cache_embeddings(self, model: str, items: dict[str, np.ndarray]) -> None:
         """Add vectors to the cache in one transaction: a crash leaves the whole batch or none of it.
 
-        Several processes share the cache (WAL; a writer waits up to 30 s for another's commit).
+        Several processes share the cache (a writer waits for another's commit).
         """
         if not items:
             return
-        with self._lock, self._writing(), self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO embeddings (text_hash, model, vector) VALUES (?, ?, ?)",
+        with self._cache_transaction():
+            self._exec_many(
+                "INSERT INTO embeddings (text_hash, model, vector) VALUES (?, ?, ?) "
+                "ON CONFLICT (text_hash, model) DO UPDATE SET vector=excluded.vector",
                 [(h, model, np.asarray(v, dtype=np.float32).tobytes()) for h, v in items.items()],
             )
 
     # -- writing ---------------------------------------------------------------------------
-    def _writing(self) -> contextlib.AbstractContextManager[None]:
-        """A lock held by another process, or a full disk, as the error that says what to do."""
-        return translate_errors(self.path, "the knowledge base")
-
     def _bump_version(self, author: str, summary: str) -> int:
         version = self.kb_version() + 1
-        self._db.execute(
+        self._exec(
             "INSERT INTO meta (key, value) VALUES ('kb_version', ?) "
             "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(version),)
         )
-        self._db.execute(
+        self._exec(
             "INSERT INTO kb_versions (version, at, author, summary) VALUES (?, ?, ?, ?)",
             (version, _now(), author, summary),
         )
+        self._version_bumped(version)
         return version
 
     def _next_rev(self, article_id: str) -> int:
-        row = self._db.execute("SELECT max(rev) FROM revisions WHERE article_id=?", (article_id,)).fetchone()
-        return (row[0] or 0) + 1
+        row = self._row("SELECT max(rev) AS rev FROM revisions WHERE article_id=?", (article_id,))
+        return ((row["rev"] if row else None) or 0) + 1
 
     def _write(self, d: ArticleDraft, version: int, author: str, action: str, note: str = "") -> int:
         """Write one revision of ``d`` and make it current; returns its revision number."""
         rev, at = self._next_rev(d.id), _now()
-        tags, questions = json.dumps(list(d.tags)), json.dumps(list(d.questions))
-        self._db.execute(
+        tags, questions = json.dumps(builtins.list(d.tags)), json.dumps(builtins.list(d.questions))
+        self._exec(
             "INSERT INTO revisions (article_id, rev, kb_version, at, author, action, title, body, tags, questions, "
             "note) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (d.id, rev, version, at, author, action, d.title, d.body, tags, questions, note),
         )
-        self._db.execute(
+        self._exec(
             "INSERT INTO articles (id, title, body, tags, questions, source, rev, content_hash, updated_at, "
             "updated_by) VALUES (?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT(id) DO UPDATE SET title=excluded.title, body=excluded.body, tags=excluded.tags, "
@@ -346,7 +383,7 @@ class KnowledgeStore:
     def _replace_chunks(self, d: ArticleDraft) -> None:
         """Keep chunk rows whose text is unchanged (their ids stay in the index), replace the rest."""
         new = self._chunker(d)
-        old = self._db.execute("SELECT chunk_id, text_hash FROM chunks WHERE article_id=?", (d.id,)).fetchall()
+        old = self._rows("SELECT chunk_id, text_hash FROM chunks WHERE article_id=?", (d.id,))
         wanted = Counter(c.hash for c in new)
         keep: set[int] = set()
         for row in old:
@@ -354,18 +391,18 @@ class KnowledgeStore:
                 wanted[row["text_hash"]] -= 1
                 keep.add(row["chunk_id"])
         drop = [row["chunk_id"] for row in old if row["chunk_id"] not in keep]
-        self._db.executemany("DELETE FROM chunks WHERE chunk_id=?", [(i,) for i in drop])
-        kept_by_hash: dict[str, list[int]] = {}
+        self._exec_many("DELETE FROM chunks WHERE chunk_id=?", [(i,) for i in drop])
+        kept_by_hash: dict[str, builtins.list[int]] = {}
         for row in old:
             if row["chunk_id"] in keep:
                 kept_by_hash.setdefault(row["text_hash"], []).append(row["chunk_id"])
         for c in new:
             ids = kept_by_hash.get(c.hash)
             if ids:  # unchanged text: keep the id, refresh its position and display text
-                self._db.execute("UPDATE chunks SET ord=?, heading=?, text=? WHERE chunk_id=?",
-                                 (c.ord, c.heading, c.text, ids.pop()))
+                self._exec("UPDATE chunks SET ord=?, heading=?, text=? WHERE chunk_id=?",
+                           (c.ord, c.heading, c.text, ids.pop()))
             else:
-                self._db.execute(
+                self._exec(
                     "INSERT INTO chunks (article_id, ord, kind, heading, text, embed_text, text_hash) "
                     "VALUES (?,?,?,?,?,?,?)",
                     (d.id, c.ord, c.kind, c.heading, c.text, c.embed_text, c.hash),
@@ -373,15 +410,11 @@ class KnowledgeStore:
 
     def upsert(self, drafts: Sequence[ArticleDraft], author: str = "operator", note: str = "") -> ChangeSummary:
         """Create or update articles in one transaction; unchanged content makes no revision."""
-        created: list[str] = []
-        updated: list[str] = []
-        unchanged: list[str] = []
-        with self._lock, self._writing(), self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            current = {
-                r["id"]: r["content_hash"]
-                for r in self._db.execute("SELECT id, content_hash FROM articles").fetchall()
-            }
+        created: builtins.list[str] = []
+        updated: builtins.list[str] = []
+        unchanged: builtins.list[str] = []
+        with self._transaction():
+            current = {r["id"]: r["content_hash"] for r in self._rows("SELECT id, content_hash FROM articles")}
             for d in drafts:
                 if d.id not in current:
                     created.append(d.id)
@@ -404,18 +437,17 @@ class KnowledgeStore:
         since its last import (an edit, a rollback, a deletion) is never overwritten. Its file
         unchanged: the change stands (``kept``); its file changed too: a conflict, not imported
         unless ``resolve`` says who wins ("theirs": the file, "ours": the store). See knowledge.imports."""
-        created: list[str] = []
-        updated: list[str] = []
-        unchanged: list[str] = []
-        kept: list[ImportChange] = []
-        conflicts: list[ImportChange] = []
-        resolved: list[ImportChange] = []
-        writes: list[tuple[ArticleDraft, str, str]] = []  # draft, action, note
-        seen: list[tuple[ArticleDraft, int]] = []  # import bases to record: the draft and the revision it matches
-        with self._lock, self._writing(), self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        created: builtins.list[str] = []
+        updated: builtins.list[str] = []
+        unchanged: builtins.list[str] = []
+        kept: builtins.list[ImportChange] = []
+        conflicts: builtins.list[ImportChange] = []
+        resolved: builtins.list[ImportChange] = []
+        writes: builtins.list[tuple[ArticleDraft, str, str]] = []  # draft, action, note
+        seen: builtins.list[tuple[ArticleDraft, int]] = []  # import bases to record: the draft and its revision
+        with self._transaction():
             latest = self._latest()
-            bases = {r["article_id"]: _base(r) for r in self._db.execute("SELECT * FROM import_bases").fetchall()}
+            bases = {r["article_id"]: _base(r) for r in self._rows("SELECT * FROM import_bases")}
             for d in drafts:
                 now, base = latest.get(d.id), bases.get(d.id)
                 outcome = decide(d.hash, now, base, resolve)
@@ -453,7 +485,7 @@ class KnowledgeStore:
                 for d, action, why in writes:
                     seen.append((d, self._write(d, version, author, action, why)))
             at = _now()
-            self._db.executemany(
+            self._exec_many(
                 "INSERT INTO import_bases (article_id, rev, content_hash, source, at) VALUES (?,?,?,?,?) "
                 "ON CONFLICT(article_id) DO UPDATE SET rev=excluded.rev, content_hash=excluded.content_hash, "
                 "source=excluded.source, at=excluded.at",
@@ -463,24 +495,23 @@ class KnowledgeStore:
                              conflicts=tuple(conflicts), resolved=tuple(resolved))
 
     def delete(self, article_id: str, author: str = "operator", note: str = "") -> ChangeSummary:
-        with self._lock, self._writing(), self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._transaction():
             article = self.get(article_id)
             version = self._bump_version(author, note or f"deleted {article_id}")
-            self._db.execute(
+            self._exec(
                 "INSERT INTO revisions (article_id, rev, kb_version, at, author, action, title, body, tags, questions, "
                 "note) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (article_id, self._next_rev(article_id), version, _now(), author, "delete", article.title,
-                 article.body, json.dumps(list(article.tags)), json.dumps(list(article.questions)), note),
+                 article.body, json.dumps(builtins.list(article.tags)), json.dumps(builtins.list(article.questions)),
+                 note),
             )
-            self._db.execute("DELETE FROM articles WHERE id=?", (article_id,))
-            self._db.execute("DELETE FROM chunks WHERE article_id=?", (article_id,))
+            self._exec("DELETE FROM articles WHERE id=?", (article_id,))
+            self._exec("DELETE FROM chunks WHERE article_id=?", (article_id,))
         return ChangeSummary(version, deleted=(article_id,))
 
     def rollback(self, article_id: str, to_rev: int, author: str = "operator") -> ChangeSummary:
         """Restore the content of an earlier revision as a new revision (works for deleted articles too)."""
-        with self._lock, self._writing(), self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._transaction():
             target = self.revision(article_id, to_rev)
             if target.action == "delete":
                 raise KnowledgeError(
@@ -494,3 +525,71 @@ class KnowledgeStore:
             version = self._bump_version(author, f"rolled {article_id} back to revision {to_rev}")
             self._write(draft, version, author, "rollback", f"to revision {to_rev}")
         return ChangeSummary(version, updated=(article_id,))
+
+
+class KnowledgeStore(KnowledgeStoreBase):
+    """SQLite-backed articles, revisions and chunks. Thread-safe; WAL so several processes
+    (a running server and the CLI) can share one database.
+
+    :meth:`start` (or ``with``) opens the database; a caller that never calls it gets it
+    opened on first use. synchronous=NORMAL (as always): a killed process loses nothing
+    committed; a power cut may lose the latest commits but never corrupts the file.
+    """
+
+    def __init__(self, path: Path | str, chunker: Callable[[ArticleDraft], list[ChunkDraft]] | None = None):
+        super().__init__(chunker)
+        self.path = Path(path)
+        self._sql = SQLiteDatabase(self.path, SCHEMA, what="the knowledge database", synchronous="NORMAL",
+                                   reentrant=True, open_error=KnowledgeError)
+        self._lock = self._sql.lock  # type: ignore[assignment]  # reentrant: upsert -> kb_version
+        self._migrated = False
+
+    def start(self) -> None:
+        """Open the database now (created with its schema if missing, an older one migrated);
+        raises KnowledgeError if the file is not a SQLite database."""
+        self._sql.start()
+        self._db  # noqa: B018 - migrates an older database now rather than on first use
+
+    def close(self) -> None:
+        self._sql.close()
+        self._migrated = False
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection (opened on first use, an older database migrated); use it under ``self._lock``."""
+        db = self._sql.connection
+        if not self._migrated:
+            with self._lock, self._writing():
+                if not self._migrated:
+                    migrate(db)
+                    self._migrated = True
+        return db
+
+    def __enter__(self) -> "KnowledgeStore":
+        self.start()
+        return self
+
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        """A lock held by another process, or a full disk, as the error that says what to do."""
+        return translate_errors(self.path, "the knowledge base")
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[Row]:
+        return self._db.execute(sql, params).fetchall()
+
+    def _row(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self._db.execute(sql, params).fetchone()
+        return row
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._db.execute(sql, params).rowcount
+
+    def _exec_many(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
+        self._db.executemany(sql, seq)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # BEGIN IMMEDIATE takes SQLite's write lock now: another process's writer waits (up to
+        # 30 s) for this one's commit, so versions never interleave
+        with self._lock, self._writing(), self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            yield
