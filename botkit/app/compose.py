@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from botkit.generation.prompt import ChatMessage
     from botkit.responders.base import Responder
     from botkit.responders.reloading import ReloadingResponder
+    from connectors.webchat.limits import RateLimiter
     from knowledge.base import KnowledgeBase
 
 CONVERSATIONS_DB = "conversations.sqlite3"
@@ -126,6 +127,20 @@ def build_bus_and_locks(storage: StorageConfig) -> tuple[EventBus | None, Conver
     log.info("events and conversation locks go through Redis (%s, keys %s*)", storage.redis_url_env,
              storage.redis_prefix)
     return RedisEventBus(url, prefix=storage.redis_prefix), RedisConversationLock(url, prefix=storage.redis_prefix)
+
+
+def build_rate_limiter(storage: StorageConfig) -> "RateLimiter | None":
+    """The Redis rate limiter when ``storage.redis_url_env`` holds a URL (workers share the web
+    chat's and /help/search's buckets), else None: each takes an in-process one. Not connected yet."""
+    url = os.environ.get(storage.redis_url_env, "").strip()
+    if not url:
+        return None
+    try:
+        from botkit.backends.redis_limits import RedisRateLimiter
+    except ImportError as exc:
+        raise ConfigError(f"{storage.redis_url_env} is set, but the Redis client is not installed: "
+                          f"pip install 'botkit[redis]' (or unset {storage.redis_url_env}): {exc}") from exc
+    return RedisRateLimiter(url, prefix=storage.redis_prefix)
 
 
 def build_store(storage: StorageConfig, path: Path) -> ConversationStore:

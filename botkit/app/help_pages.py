@@ -22,14 +22,15 @@ from aiohttp import web
 
 from botkit import net
 from botkit.app.keys import KB, PROJECT
-from connectors.webchat.limits import KeyedBuckets
+from connectors.webchat.limits import RATE_LIMITER, Limit, LocalRateLimiter
 from connectors.webchat.protocol import OWN_ARTICLE_URL
 
 ARTICLE_PATH = OWN_ARTICLE_URL  # what the web chat's source chips link to by default
 SEARCH_PATH = "/help/search"
 MAX_QUERY_CHARS = 300
 SEARCHES_PER_MINUTE = 30
-_BUCKETS = web.AppKey("help_search_buckets", KeyedBuckets)
+SEARCH_LIMIT = Limit("help-search", SEARCHES_PER_MINUTE, 60.0)
+_LOCAL_LIMITER = web.AppKey("help_search_limiter", LocalRateLimiter)  # without the app's shared one
 
 PAGE = """<!doctype html>
 <html lang="{lang}">
@@ -165,7 +166,8 @@ async def search(request: web.Request) -> web.Response:
         return web.json_response({"error": f"the query is too long (at most {MAX_QUERY_CHARS} characters)"},
                                  status=400)
     address = net.client_ip(request.headers, request.remote, project.config.server.behind_proxy) or "unknown"
-    wait = request.app[_BUCKETS].get(address).take(request.app[_BUCKETS].clock())
+    limiter = request.app.get(RATE_LIMITER) or request.app[_LOCAL_LIMITER]  # shared by the workers with Redis
+    wait = await limiter.take([(SEARCH_LIMIT, address)])
     if wait:
         return web.json_response({"error": "too many searches; try again shortly"}, status=429,
                                  headers={"Retry-After": str(max(1, round(wait)))})
@@ -178,6 +180,6 @@ async def search(request: web.Request) -> web.Response:
 
 
 def setup_help_pages(app: web.Application) -> None:
-    app[_BUCKETS] = KeyedBuckets(SEARCHES_PER_MINUTE, 60.0)
+    app[_LOCAL_LIMITER] = LocalRateLimiter()
     app.router.add_get(ARTICLE_PATH, article_page)
     app.router.add_get(SEARCH_PATH, search)

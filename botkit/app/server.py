@@ -32,6 +32,7 @@ from botkit.events import Event
 from botkit.project import Project
 from botkit.types import Conversation, Reply
 from connectors.base import Connector, ConnectorContext, OutgoingMessage, factory
+from connectors.webchat.limits import RATE_LIMITER
 
 log = logging.getLogger(__name__)
 QUEUE_MOVES = frozenset({"handoff", "assigned", "returned", "closed"})
@@ -177,6 +178,15 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         await engine.close()
 
 
+async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
+    limiter = app[RATE_LIMITER]
+    await limiter.start()
+    try:
+        yield
+    finally:
+        await limiter.close()
+
+
 async def _connectors_ctx(app: web.Application) -> AsyncIterator[None]:
     started: list[Connector] = []
     try:
@@ -222,7 +232,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 
 def build_app(project: Project, engine: Engine | None = None) -> web.Application:
     """The whole server for a project (channels from ``channels`` in bot.yaml)."""
-    from botkit.app.compose import build_engine
+    from botkit.app.compose import build_engine, build_rate_limiter
 
     engine = engine or build_engine(project)
     app = web.Application(client_max_size=2 * 1024 * 1024,
@@ -235,6 +245,10 @@ def build_app(project: Project, engine: Engine | None = None) -> web.Application
         metrics.registry.register(QueryCacheCollector(app[KB]))
     app[CONNECTORS] = {}
     app.cleanup_ctx.append(_engine_ctx)
+    limiter = build_rate_limiter(project.config.storage)
+    if limiter is not None:  # BOTKIT_REDIS_URL: the workers share the web chat's and /help/search's buckets
+        app[RATE_LIMITER] = limiter
+        app.cleanup_ctx.append(_limiter_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     for name, section in project.config.channels.items():

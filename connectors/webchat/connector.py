@@ -55,7 +55,7 @@ from botkit.errors import MessageRejected
 from botkit.store import StoreError
 from botkit.types import Conversation, InboxItem, IncomingMessage, Reply
 from connectors.webchat.config import WebChatConfig
-from connectors.webchat.limits import KeyedBuckets, TokenBucket, take_all
+from connectors.webchat.limits import RATE_LIMITER, Limit, LocalRateLimiter, TokenBucket
 from connectors.webchat.sessions import SESSIONS_DB, SessionStore
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,10 @@ class WebChatConnector:
         self.max_frame_bytes = max(MIN_FRAME_BYTES, config.max_message_chars * 6 + 4096)  # "\u2028" is 6 bytes
         self.sessions = SessionStore(ctx.project.state_dir / SESSIONS_DB, timedelta(days=config.session_days))
         per_session, per_ip = config.rate_limit_per_session, config.rate_limit_per_ip
-        self._session_buckets = KeyedBuckets(per_session.messages, per_session.seconds)
-        self._ip_buckets = KeyedBuckets(per_ip.messages, per_ip.seconds)
+        self._session_limit = Limit("webchat-session", per_session.messages, per_session.seconds)
+        self._ip_limit = Limit("webchat-ip", per_ip.messages, per_ip.seconds)
+        # Shared by the workers when the app passes a Redis limiter (BOTKIT_REDIS_URL); the app starts it.
+        self._limiter = ctx.app.get(RATE_LIMITER) or LocalRateLimiter()
         self._by_conversation: dict[str, set[_Client]] = {}
         self._connections: dict[str, int] = {}  # open sockets per client address
         self._clients: set[_Client] = set()
@@ -388,14 +390,14 @@ class WebChatConnector:
             return
         # A new session costs the client address a message token (resuming one is free), so a
         # script cannot fill the session table by reconnecting in a loop.
-        bucket = self._ip_buckets.get(client.ip)
-        wait = bucket.wait(time.monotonic())
+        ip_bucket = [(self._ip_limit, client.ip)]
+        wait = await self._limiter.take(ip_bucket, peek=True)
         session = await self.sessions.open(frame.session, create=wait == 0.0)
         if session is None:
             self._limited(client, None, wait)
             return
         if not session.resumed:
-            bucket.take(time.monotonic())
+            await self._limiter.take(ip_bucket)
         conv_id = session.conversation_id
         # Under the engine's per-conversation lock, no agent message or reply of this
         # conversation can be stored between reading the history and joining the tab set: the
@@ -433,7 +435,7 @@ class WebChatConnector:
         """Store the message (committed), then acknowledge it: an ack is a promise to answer."""
         conv_id = client.conversation_id
         assert conv_id is not None
-        wait = take_all([self._session_buckets.get(conv_id), self._ip_buckets.get(client.ip)], now)
+        wait = await self._limiter.take([(self._session_limit, conv_id), (self._ip_limit, client.ip)])
         if wait:
             return self._limited(client, frame.id, wait)
         try:

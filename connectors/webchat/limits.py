@@ -3,12 +3,21 @@
 A bucket holds up to ``capacity`` tokens and refills continuously at ``rate`` tokens per
 second; a message costs one token. Idle buckets (full again) carry no information and are
 pruned, so the per-key tables stay as small as the set of recently active clients.
+
+Buckets a client could spread over several workers (per session, per address, per search
+address) go through a :class:`RateLimiter`: :class:`LocalRateLimiter` in one process, a
+Redis one when the app is given ``BOTKIT_REDIS_URL``. Buckets of one socket (its frames, its
+strikes) stay plain :class:`TokenBucket` objects: a socket lives on one worker.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from aiohttp import web
 
 
 class TokenBucket:
@@ -76,3 +85,90 @@ def take_all(buckets: list[TokenBucket], now: float) -> float:
         for b in buckets:
             b.take(now)
     return wait
+
+
+# -- the seam: buckets that several workers can share ---------------------------------------------
+
+@dataclass(frozen=True)
+class Limit:
+    """A family of buckets: ``capacity`` messages per ``per_seconds``, one bucket per key.
+
+    ``name`` tells the families apart where they share one table (a Redis key names it):
+    ``webchat-session``, ``webchat-ip``, ``help-search``.
+    """
+
+    name: str
+    capacity: float
+    per_seconds: float
+
+    def __post_init__(self) -> None:
+        if self.capacity <= 0 or self.per_seconds <= 0:
+            raise ValueError(f"limit {self.name!r}: capacity and per_seconds must be positive "
+                             f"(got {self.capacity} per {self.per_seconds} s)")
+
+    @property
+    def rate(self) -> float:
+        return self.capacity / self.per_seconds
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    """Keyed token buckets. :class:`LocalRateLimiter` keeps them in this process; with
+    ``BOTKIT_REDIS_URL`` set the app passes a limiter whose buckets live in Redis
+    (``botkit.backends.redis_limits``), so N workers share one budget per key and a client
+    gets the configured rate, not N times it, wherever the load balancer sends it."""
+
+    async def take(self, buckets: Sequence[tuple[Limit, str]], *, cost: float = 1.0, peek: bool = False) -> float:
+        """Take ``cost`` tokens from every bucket (``(limit, key)``), or from none: 0.0 when
+        taken, else the seconds until all of them hold ``cost`` (the longest wait).
+        ``peek``: only say how long, take nothing."""
+        ...
+
+    async def start(self) -> None:
+        """Connect (a no-op for the in-process one)."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+class LocalRateLimiter:
+    """:class:`RateLimiter` on :class:`KeyedBuckets` in this process (the default; the fallback
+    of the Redis one while Redis is away)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._families: dict[Limit, KeyedBuckets] = {}
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._families.values())
+
+    def buckets(self, limit: Limit) -> KeyedBuckets:
+        family = self._families.get(limit)
+        if family is None:
+            family = self._families[limit] = KeyedBuckets(limit.capacity, limit.per_seconds, self.clock)
+        return family
+
+    def take_now(self, buckets: Sequence[tuple[Limit, str]], *, cost: float = 1.0, peek: bool = False) -> float:
+        """:meth:`take` without the coroutine (it never waits)."""
+        now = self.clock()
+        found = [self.buckets(limit).get(key) for limit, key in buckets]
+        wait = max((b.wait(now, cost) for b in found), default=0.0)
+        if wait == 0.0 and not peek:
+            for b in found:
+                b.take(now, cost)
+        return wait
+
+    async def take(self, buckets: Sequence[tuple[Limit, str]], *, cost: float = 1.0, peek: bool = False) -> float:
+        return self.take_now(buckets, cost=cost, peek=peek)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+#: Where the app puts the limiter that connectors and pages share (started and closed by the
+#: app); not set: each takes a :class:`LocalRateLimiter` of its own.
+RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
