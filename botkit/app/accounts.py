@@ -56,7 +56,8 @@ from aiohttp import web
 from botkit import net
 from botkit.errors import BotkitError
 from botkit.project import Project
-from botkit.sqlite import SQLiteDatabase
+from botkit.signin_throttle import FailureCounts, LocalFailureCounts, Throttle
+from botkit.staff_store import SQLITE_SCHEMA, AccountStore, SQLiteAccountStore, UserRecord
 
 log = logging.getLogger(__name__)
 
@@ -189,57 +190,7 @@ def _dummy_hash(n: int) -> str:
     one, so response times do not tell which account names exist."""
     return hash_password(secrets.token_urlsafe(16), n)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    name TEXT PRIMARY KEY COLLATE NOCASE, role TEXT NOT NULL, password_hash TEXT NOT NULL,
-    created_at REAL NOT NULL, disabled_at REAL);
-CREATE TABLE IF NOT EXISTS sessions (
-    token_hash TEXT PRIMARY KEY, name TEXT NOT NULL COLLATE NOCASE, csrf TEXT NOT NULL,
-    created_at REAL NOT NULL, expires_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS api_tokens (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, token_hash TEXT NOT NULL UNIQUE, name TEXT NOT NULL COLLATE NOCASE,
-    label TEXT NOT NULL, created_at REAL NOT NULL, last_used_at REAL);
-"""
-
-
-@dataclass(frozen=True)
-class Throttle:
-    """How failed sign-ins are slowed down (never an account locked for everyone).
-
-    * Per (account, client address): ``pair_free`` failures are free; after that each failure
-      doubles the wait before that address may try that account again (1 s, 2 s, 4 s, ...,
-      at most ``pair_cap_s``). The same account from another address is not affected, so an
-      attacker cannot lock the real user out; a success from that address clears it.
-    * Per client address, over all accounts (a password spray: few guesses on many names):
-      ``address_free`` failures are free, then the address waits a doubling delay of at most
-      ``address_cap_s`` before each try, whatever the account. The threshold is far above what
-      people sharing an address mistype, and the cap keeps the right password from that
-      address a short wait away, never a lock-out. A success does not clear it (one valid
-      account must not reset a spray).
-
-    Failures are forgotten ``forget_s`` after they happened. An attempt counts as a failure
-    from the moment it starts until it succeeds, so parallel guesses are throttled too.
-    """
-
-    pair_free: int = 3
-    pair_cap_s: float = 300.0
-    address_free: int = 100
-    address_cap_s: float = 60.0
-    forget_s: float = 3600.0
-    max_keys: int = 50_000  # bounded memory under a spray of names or addresses
-
-    @staticmethod
-    def _delay(count: int, free: int, cap: float) -> float:
-        return 0.0 if count < free else min(cap, 2.0 ** min(count - free, 32))
-
-    def wait(self, pair: list[float], address: list[float], now: float) -> float:
-        """Seconds until the next try (0: now), given the recent failure times of both keys."""
-        wait = 0.0
-        for times, free, cap in ((pair, self.pair_free, self.pair_cap_s),
-                                 (address, self.address_free, self.address_cap_s)):
-            if times:
-                wait = max(wait, times[-1] + self._delay(len(times), free, cap) - now)
-        return wait
+SCHEMA = SQLITE_SCHEMA  # the SQLite store's tables (botkit/staff_store.py)
 
 
 class Auth:
@@ -247,53 +198,79 @@ class Auth:
 
     The methods are synchronous (the CLI uses them directly); the web handlers run them in a
     thread. ``clock`` returns seconds (``time.time``); tests move it to expire sessions.
-    The database is opened by :meth:`start`; a caller that never calls it (the CLI) gets it
-    opened on first use. :meth:`close` closes it.
+
+    Where the rows live is ``store`` (:class:`~botkit.staff_store.AccountStore`): given, or
+    ``<state_dir>/accounts.sqlite3`` (``path``), or, for a project whose storage switch says
+    PostgreSQL (``BOTKIT_DATABASE_URL``), the shared PostgreSQL store
+    (botkit/app/storage_switch.py). The sign-in failure counts are ``failures``: given, in Redis
+    when ``BOTKIT_REDIS_URL`` is set for a project, else in this process. The store is opened
+    by :meth:`start`; a caller that never calls it (the CLI) gets it opened on first use.
+    :meth:`close` closes both.
     """
 
     def __init__(self, project: Project | None = None, *, path: Path | str | None = None,
                  session_minutes: int | None = None, behind_proxy: bool | None = None,
                  clock: Callable[[], float] = time.time, throttle: Throttle | None = None,
-                 scrypt_n: int | None = None):
-        if path is None:
-            if project is None:
-                raise ValueError("Auth needs a project or a database path")
-            path = project.state_dir / "accounts.sqlite3"
+                 scrypt_n: int | None = None, store: AccountStore | None = None,
+                 failures: FailureCounts | None = None):
+        if path is None and store is None and project is None:
+            raise ValueError("Auth needs a project, a database path or an account store")
         server = project.config.server if project is not None else None
-        self.path = Path(path)
         self.session_seconds = 60.0 * (session_minutes or (server.session_minutes if server else 480))
         self.behind_proxy = behind_proxy if behind_proxy is not None else bool(server and server.behind_proxy)
         self.public_url = server.public_url if server else None
         self.clock = clock
-        self.throttle = throttle or Throttle()
+        throttle = throttle or Throttle()
         self.scrypt_n = scrypt_n or scrypt_cost()
-        self._failures: dict[tuple[str, ...], list[float]] = {}
-        # Password hashes: the helper creates the file 0600 before SQLite opens it (its -wal too).
-        # SQLite's default synchronous (FULL), as it always had.
-        self._sql = SQLiteDatabase(self.path, SCHEMA, what="the accounts database")
-        self._lock = self._sql.lock  # also guards the throttle's failure counts
+        if store is None and path is None:
+            from botkit.app.storage_switch import account_store
 
-    def start(self) -> None:
-        """Open the accounts database now (a caller that never calls this gets it opened on first use)."""
-        self._sql.start()
+            store = account_store(project)  # type: ignore[arg-type]  # not None: checked above
+        if store is None:
+            # Password hashes: the helper creates the file 0600 before SQLite opens it (its -wal too).
+            store = SQLiteAccountStore(Path(path))  # type: ignore[arg-type]  # path is set here
+        self.store: AccountStore = store
+        self.path: Path | None = getattr(store, "path", None)  # the SQLite file, for tools and tests
+        if failures is None and project is not None and path is None:
+            from botkit.app.storage_switch import failure_counts
 
-    def close(self) -> None:
-        self._sql.close()
+            failures = failure_counts(project, throttle)
+        self.failures: FailureCounts = failures or LocalFailureCounts(throttle)
 
     @property
-    def _db(self) -> sqlite3.Connection:
-        """The connection (opened on first use); use it under ``self._lock``."""
-        return self._sql.connection
+    def throttle(self) -> Throttle:
+        """The throttle's rule (setting it applies to the counts kept so far too)."""
+        return self.failures.throttle
 
-    # One connection shared by threads: every statement, and reading its rows, under the lock.
-    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> int:
-        return self._sql.run(lambda db: db.execute(sql, params).rowcount)
+    @throttle.setter
+    def throttle(self, value: Throttle) -> None:
+        self.failures.throttle = value
+
+    def __repr__(self) -> str:
+        return f"Auth({self.store!r}, failures={self.failures!r})"
+
+    def start(self) -> None:
+        """Open the accounts store now (a caller that never calls this gets it opened on first use)."""
+        self.store.start()
+
+    def close(self) -> None:
+        try:
+            self.store.close()
+        finally:
+            self.failures.close()
+
+    # The SQLite store's connection and one-row query, for tools and tests that look at the file.
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._sqlite().connection
 
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Row | None:
-        return self._sql.run(lambda db: db.execute(sql, params).fetchone())
+        return self._sqlite().one(sql, params)
 
-    def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        return self._sql.run(lambda db: db.execute(sql, params).fetchall())
+    def _sqlite(self) -> SQLiteAccountStore:
+        if not isinstance(self.store, SQLiteAccountStore):
+            raise AuthError(f"the accounts are not in SQLite here but in {self.store!r}")
+        return self.store
 
     # -- accounts ----------------------------------------------------------------------------
     def add_user(self, name: str, role: str = "agent", password: str | None = None) -> str:
@@ -304,12 +281,9 @@ class Auth:
         if role not in ROLES:
             raise AuthError(f"bad role {role!r} (allowed: {', '.join(ROLES)})")
         password = self._check_new_password(password)
-        try:
-            self._write("INSERT INTO users (name, role, password_hash, created_at) VALUES (?,?,?,?)",
-                        (name, role, hash_password(password, self.scrypt_n), self.clock()))
-        except sqlite3.IntegrityError:
+        if not self.store.add_user(name, role, hash_password(password, self.scrypt_n), self.clock()):
             raise AuthError(f"an account named {name!r} exists already; "
-                            f"`botkit users passwd {name}` sets a new password") from None
+                            f"`botkit users passwd {name}` sets a new password")
         log.info("account %s created with role %s", name, role)
         return password
 
@@ -321,39 +295,38 @@ class Auth:
             raise AuthError(f"a password needs {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters")
         return password
 
+    @staticmethod
+    def _user(row: UserRecord) -> User:
+        return User(row.name, row.role, row.created_at, row.disabled_at)  # type: ignore[arg-type]
+
     def get_user(self, name: str) -> User | None:
-        row = self._one("SELECT * FROM users WHERE name=?", (name,))
-        return User(row["name"], row["role"], row["created_at"], row["disabled_at"]) if row else None
+        row = self.store.user(name)
+        return self._user(row) if row else None
 
     def list_users(self) -> list[User]:
-        rows = self._all("SELECT * FROM users ORDER BY name")
-        return [User(r["name"], r["role"], r["created_at"], r["disabled_at"]) for r in rows]
+        return [self._user(r) for r in self.store.users()]
 
     def set_password(self, name: str, password: str | None = None) -> str:
         """Set a new password (generated when None) and end the account's sessions."""
         password = self._check_new_password(password)
-        changed = self._write("UPDATE users SET password_hash=? WHERE name=?",
-                              (hash_password(password, self.scrypt_n), name))
-        if changed != 1:
+        if not self.store.set_password_hash(name, hash_password(password, self.scrypt_n)):
             raise AuthError(f"no account named {name!r}; `botkit users list` shows them")
-        self._write("DELETE FROM sessions WHERE name=?", (name,))
+        self.store.end_sessions_of(name)
         log.info("password of %s changed; its sessions were ended", name)
         return password
 
     def set_role(self, name: str, role: str) -> None:
         if role not in ROLES:
             raise AuthError(f"bad role {role!r} (allowed: {', '.join(ROLES)})")
-        if self._write("UPDATE users SET role=? WHERE name=?", (role, name)) != 1:
+        if not self.store.set_role(name, role):
             raise AuthError(f"no account named {name!r}")
 
     def disable_user(self, name: str, disabled: bool = True) -> None:
         """Disable (or re-enable) an account: its sessions end and its API tokens stop working."""
-        changed = self._write("UPDATE users SET disabled_at=? WHERE name=?",
-                              (self.clock() if disabled else None, name))
-        if changed != 1:
+        if not self.store.set_disabled(name, self.clock() if disabled else None):
             raise AuthError(f"no account named {name!r}")
         if disabled:
-            self._write("DELETE FROM sessions WHERE name=?", (name,))
+            self.store.end_sessions_of(name)
 
     def verify(self, name: str, password: str) -> User | None:
         """The account if the password is right and the account is enabled, else None.
@@ -361,19 +334,18 @@ class Auth:
         Costs one scrypt whether or not the account exists. A hash made at a lower cost than
         the current one is replaced by one at the current cost (the password is at hand).
         """
-        row = self._one("SELECT * FROM users WHERE name=?", (name,)) if isinstance(name, str) else None
+        row = self.store.user(name) if isinstance(name, str) else None
         password = password if isinstance(password, str) else ""
-        ok = check_password(password, row["password_hash"] if row else _dummy_hash(self.scrypt_n))
-        if row is None or not ok or row["disabled_at"] is not None:
+        ok = check_password(password, row.password_hash if row else _dummy_hash(self.scrypt_n))
+        if row is None or not ok or row.disabled_at is not None:
             return None
-        if needs_rehash(row["password_hash"], self.scrypt_n):
-            self._upgrade_hash(row["name"], row["password_hash"], password)
-        return User(row["name"], row["role"], row["created_at"], row["disabled_at"])
+        if needs_rehash(row.password_hash, self.scrypt_n):
+            self._upgrade_hash(row.name, row.password_hash, password)
+        return self._user(row)
 
     def _upgrade_hash(self, name: str, old: str, password: str) -> None:
         # Conditional on the old hash: a password changed meanwhile is not overwritten.
-        if self._write("UPDATE users SET password_hash=? WHERE name=? AND password_hash=?",
-                       (hash_password(password, self.scrypt_n), name, old)):
+        if self.store.set_password_hash(name, hash_password(password, self.scrypt_n), only_if=old):
             log.info("password hash of %s upgraded from scrypt N=%s to N=%d", name, hash_cost(old)[0],  # type: ignore[index]
                      self.scrypt_n)
 
@@ -381,9 +353,7 @@ class Auth:
     def create_session(self, name: str) -> tuple[str, str]:
         """A new session for an account: (token for the cookie, CSRF token)."""
         token, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), self.clock()
-        self._write("DELETE FROM sessions WHERE expires_at <= ?", (now,))  # housekeeping, one indexed scan
-        self._write("INSERT INTO sessions (token_hash, name, csrf, created_at, expires_at) VALUES (?,?,?,?,?)",
-                    (_token_hash(token), name, csrf, now, now + self.session_seconds))
+        self.store.add_session(_token_hash(token), name, csrf, now, now + self.session_seconds)
         return token, csrf
 
     def session(self, token: str, *, slide: bool = True) -> Identity | None:
@@ -391,20 +361,19 @@ class Auth:
         if not token or len(token) > 200:
             return None
         key = _token_hash(token)
-        row = self._one("SELECT s.name, s.csrf, s.expires_at, u.role, u.disabled_at FROM sessions s "
-                        "JOIN users u ON u.name = s.name WHERE s.token_hash=?", (key,))
+        row = self.store.session(key)
         if row is None:
             return None
         now = self.clock()
-        if row["expires_at"] <= now or row["disabled_at"] is not None:
-            self._write("DELETE FROM sessions WHERE token_hash=?", (key,))
+        if row.expires_at <= now or row.disabled_at is not None:
+            self.store.end_session(key)
             return None
-        if slide and now + self.session_seconds - row["expires_at"] > 30:  # slide, writing at most every 30 s
-            self._write("UPDATE sessions SET expires_at=? WHERE token_hash=?", (now + self.session_seconds, key))
-        return Identity(row["name"], row["role"], "session", row["csrf"])
+        if slide and now + self.session_seconds - row.expires_at > 30:  # slide, writing at most every 30 s
+            self.store.extend_session(key, now + self.session_seconds)
+        return Identity(row.name, row.role, "session", row.csrf)  # type: ignore[arg-type]
 
     def end_session(self, token: str) -> None:
-        self._write("DELETE FROM sessions WHERE token_hash=?", (_token_hash(token),))
+        self.store.end_session(_token_hash(token))
 
     # -- API tokens --------------------------------------------------------------------------
     def create_token(self, name: str, label: str = "") -> str:
@@ -412,18 +381,14 @@ class Auth:
         if self.get_user(name) is None:
             raise AuthError(f"no account named {name!r}")
         token = "bk_" + secrets.token_urlsafe(32)
-        self._write("INSERT INTO api_tokens (token_hash, name, label, created_at) VALUES (?,?,?,?)",
-                    (_token_hash(token), name, label, self.clock()))
+        self.store.add_token(_token_hash(token), name, label, self.clock())
         return token
 
     def list_tokens(self, name: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT id, name, label, created_at, last_used_at FROM api_tokens"
-        rows = self._all(sql + (" WHERE name=? ORDER BY id" if name else " ORDER BY id"),
-                         (name,) if name else ())
-        return [dict(r) for r in rows]
+        return self.store.tokens(name)
 
     def revoke_token(self, token_id: int) -> None:
-        if self._write("DELETE FROM api_tokens WHERE id=?", (token_id,)) != 1:
+        if not self.store.revoke_token(token_id):
             raise AuthError(f"no API token with id {token_id}")
 
     def token_identity(self, token: str, *, touch: bool = True) -> Identity | None:
@@ -432,13 +397,12 @@ class Auth:
         if not token.startswith("bk_") or len(token) > 200:
             return None
         key = _token_hash(token)
-        row = self._one("SELECT t.name, u.role, u.disabled_at FROM api_tokens t JOIN users u ON u.name = t.name "
-                        "WHERE t.token_hash=?", (key,))
-        if row is None or row["disabled_at"] is not None:
+        row = self.store.token(key)
+        if row is None or row.disabled_at is not None:
             return None
         if touch:
-            self._write("UPDATE api_tokens SET last_used_at=? WHERE token_hash=?", (self.clock(), key))
-        return Identity(row["name"], row["role"], "token")
+            self.store.touch_token(key, self.clock())
+        return Identity(row.name, row.role, "token")  # type: ignore[arg-type]
 
     def recheck(self, via: str, credential: str) -> Identity | None:
         """The current identity behind a long-lived connection's credential (a session token or
@@ -448,60 +412,20 @@ class Auth:
             return self.session(credential, slide=False)
         return self.token_identity(credential, touch=False)
 
-    # -- sign-in throttle (see Throttle) ----------------------------------------------------
-    @staticmethod
-    def _keys(ip: str, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        return ("pair", ip, name.lower()), ("address", ip)
-
-    def _recent(self, key: tuple[str, ...], now: float) -> list[float]:
-        times = [t for t in self._failures.get(key, ()) if now - t < self.throttle.forget_s]
-        if times:
-            self._failures[key] = times
-        else:
-            self._failures.pop(key, None)
-        return times
-
-    def _prune(self, now: float) -> None:
-        if len(self._failures) <= self.throttle.max_keys:
-            return
-        for key in list(self._failures):
-            self._recent(key, now)
-        if len(self._failures) > self.throttle.max_keys:  # still too many: forget the oldest half
-            by_age = sorted(self._failures, key=lambda k: self._failures[k][-1])
-            for key in by_age[:len(by_age) // 2]:
-                del self._failures[key]
-
+    # -- sign-in throttle (see Throttle; the counts: self.failures) --------------------------
     def retry_after(self, ip: str, name: str) -> float:
         """Seconds until this address may try this account again (0: it may try now)."""
-        now = self.clock()
-        pair, address = self._keys(ip, name)
-        with self._lock:
-            return self.throttle.wait(self._recent(pair, now), self._recent(address, now), now)
+        return self.failures.retry_after(ip, name, self.clock())
 
     def begin_attempt(self, ip: str, name: str) -> float:
         """Ask to try a password: 0 when allowed (the attempt counts as a failure until
-        :meth:`succeeded`), else the seconds to wait (nothing is counted)."""
-        now = self.clock()
-        pair, address = self._keys(ip, name)
-        with self._lock:
-            wait = self.throttle.wait(self._recent(pair, now), self._recent(address, now), now)
-            if wait > 0:
-                return wait
-            self._prune(now)
-            for key in (pair, address):
-                times = self._failures.setdefault(key, [])
-                times.append(now)
-                del times[:-1000]  # the delays need only the recent ones
-            return 0.0
+        :meth:`succeeded`), else the seconds to wait (nothing is counted). With the counts in
+        Redis this is a network round trip: async callers run it in a thread."""
+        return self.failures.begin(ip, name, self.clock())
 
     def succeeded(self, ip: str, name: str) -> None:
         """The attempt was right: clear this (account, address); the address keeps its other failures."""
-        pair, address = self._keys(ip, name)
-        with self._lock:
-            self._failures.pop(pair, None)
-            times = self._failures.get(address)
-            if times:
-                times.pop()
+        self.failures.succeeded(ip, name)
 
     # -- requests ----------------------------------------------------------------------------
     def client_ip(self, request: web.BaseRequest) -> str:

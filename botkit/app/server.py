@@ -233,6 +233,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 def build_app(project: Project, engine: Engine | None = None) -> web.Application:
     """The whole server for a project (channels from ``channels`` in bot.yaml)."""
     from botkit.app.compose import build_engine, build_rate_limiter
+    from botkit.app.storage_switch import connector_extras
 
     engine = engine or build_engine(project)
     app = web.Application(client_max_size=2 * 1024 * 1024,
@@ -252,7 +253,8 @@ def build_app(project: Project, engine: Engine | None = None) -> web.Application
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     for name, section in project.config.channels.items():
-        ctx = ConnectorContext(name, section or {}, engine, app, project, project.config.server.public_url)
+        ctx = ConnectorContext(name, section or {}, engine, app, project, project.config.server.public_url,
+                               extra=connector_extras(project))  # the shared stores the switch turned on
         app[CONNECTORS][name] = factory(name)(ctx)
     app.cleanup_ctx.append(_connectors_ctx)
     _mount_pages(app)

@@ -172,7 +172,7 @@ async def signin_submit(request: web.Request) -> web.StreamResponse:
         return _signin_response(request, 403, next_path, name,
                                 "The sign-in form expired or came from another site. Please try again.")
     ip = auth.client_ip(request)
-    wait = auth.begin_attempt(ip, name)
+    wait = await asyncio.to_thread(auth.begin_attempt, ip, name)  # with Redis: a round trip
     if wait > 0:
         log.warning("sign-in slowed down: recent failures from %s (for this account, or many accounts)", ip)
         return _signin_response(request, 429, next_path, name,
@@ -184,7 +184,7 @@ async def signin_submit(request: web.Request) -> web.StreamResponse:
         # The name is logged only for existing accounts: people type passwords into name fields.
         log.warning("failed sign-in for %s from %s", known.name if known else "an unknown account", ip)
         return _signin_response(request, 401, next_path, name, "Wrong name or password.")
-    auth.succeeded(ip, name)
+    await asyncio.to_thread(auth.succeeded, ip, name)
     token, _csrf = await asyncio.to_thread(auth.create_session, user.name)
     log.info("%s (%s) signed in from %s", user.name, user.role, ip)
     response = _see_other(next_path or _home(user.role))

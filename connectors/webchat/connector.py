@@ -56,7 +56,7 @@ from botkit.store import StoreError
 from botkit.types import Conversation, InboxItem, IncomingMessage, Reply
 from connectors.webchat.config import WebChatConfig
 from connectors.webchat.limits import RATE_LIMITER, Limit, LocalRateLimiter, TokenBucket
-from connectors.webchat.sessions import SESSIONS_DB, SessionStore
+from connectors.webchat.sessions import SESSION_STORE_FACTORY, SESSIONS_DB, SessionStore, WebChatSessions
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,10 @@ class WebChatConnector:
         # Frames up to this size are read and, if their text is too long, refused with an error
         # (the socket lives on); bigger ones make aiohttp close the socket (1009) unread.
         self.max_frame_bytes = max(MIN_FRAME_BYTES, config.max_message_chars * 6 + 4096)  # "\u2028" is 6 bytes
-        self.sessions = SessionStore(ctx.project.state_dir / SESSIONS_DB, timedelta(days=config.session_days))
+        # The app hands over a shared store's factory when one is switched on (PostgreSQL), else SQLite here.
+        ttl, make_sessions = timedelta(days=config.session_days), ctx.extra.get(SESSION_STORE_FACTORY)
+        self.sessions: WebChatSessions = (make_sessions(ttl) if make_sessions is not None
+                                          else SessionStore(ctx.project.state_dir / SESSIONS_DB, ttl))
         per_session, per_ip = config.rate_limit_per_session, config.rate_limit_per_ip
         self._session_limit = Limit("webchat-session", per_session.messages, per_session.seconds)
         self._ip_limit = Limit("webchat-ip", per_ip.messages, per_ip.seconds)

@@ -6,6 +6,11 @@ so a copy of the database does not hand out live sessions. The mapping lives in 
 SQLite file in the project's state directory, so a reconnect to a restarted server resumes
 the same conversation. Only tokens this server issued are honoured: an unknown or expired
 token gets a new session (and a new, empty conversation), never a chosen one.
+
+:class:`WebChatSessions` is the seam: :class:`SessionStore` (SQLite, one process) here; with
+PostgreSQL switched on (``BOTKIT_DATABASE_URL``) the app hands the connector a factory for the
+PostgreSQL twin (botkit/backends/pg_webchat.py, shared by every worker) in
+``ConnectorContext.extra[SESSION_STORE_FACTORY]``: connectors never import the backends.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from botkit.sqlite import AsyncSQLite
 
@@ -25,6 +30,7 @@ T = TypeVar("T")
 SESSIONS_DB = "webchat.sqlite3"
 CONVERSATION_PREFIX = "webchat:"
 MAX_TOKEN_CHARS = 128
+SESSION_STORE_FACTORY = "webchat.sessions"  # the ConnectorContext.extra key of a SessionStoreFactory
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS webchat_sessions (
@@ -44,12 +50,48 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def token_digest(token: str) -> str:
+    """The SHA-256 a store keeps of a token (hex)."""
+    return _digest(token)
+
+
+def new_session() -> tuple[str, str]:
+    """A fresh (token, conversation id)."""
+    return secrets.token_urlsafe(32), CONVERSATION_PREFIX + secrets.token_urlsafe(12)
+
+
+def usable_token(token: object) -> str | None:
+    """``token`` when it could be one we issued (a string of sensible length), else None."""
+    return token if isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_CHARS else None
+
+
+@runtime_checkable
+class WebChatSessions(Protocol):
+    """Token -> conversation id (only the token's SHA-256 is kept)."""
+
+    ttl: timedelta
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def open(self, token: object, *, create: bool = True) -> Session | None:
+        """Resume the session of ``token`` when it is one of ours and seen within ``ttl`` (its
+        last-seen time is then now), else start a new one (None instead when ``create`` is false)."""
+        ...
+
+
+#: Makes the session store, given the session lifetime (channels.webchat.session_days).
+SessionStoreFactory = Callable[[timedelta], WebChatSessions]
+
+
 class SessionStore:
     """Token → conversation id, in SQLite; every operation runs in a worker thread."""
 
-    def __init__(self, path: Path | str, ttl: timedelta = timedelta(days=30)):
+    def __init__(self, path: Path | str, ttl: timedelta = timedelta(days=30), *,
+                 clock: Callable[[], datetime] | None = None):
         self.path = Path(path)
         self.ttl = ttl
+        self.clock = clock or (lambda: datetime.now(UTC))  # tests move it to expire sessions
         self._sql = AsyncSQLite(self.path, SCHEMA, what="the web chat session store")
 
     async def start(self) -> None:
@@ -64,9 +106,10 @@ class SessionStore:
     async def open(self, token: object, *, create: bool = True) -> Session | None:
         """Resume the session of ``token`` when it is one of ours and still valid, else start a new
         one (None instead when ``create`` is false)."""
-        now = datetime.now(UTC)
-        if isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_CHARS:
-            digest = _digest(token)
+        now = self.clock()
+        given = usable_token(token)
+        if given is not None:
+            digest = _digest(given)
 
             def resume(db: sqlite3.Connection) -> str | None:
                 row = db.execute("SELECT conversation_id, last_seen FROM webchat_sessions WHERE token_sha256=?",
@@ -81,15 +124,14 @@ class SessionStore:
 
             conversation_id = await self._run(resume)
             if conversation_id is not None:
-                return Session(token, conversation_id, resumed=True)
+                return Session(given, conversation_id, resumed=True)
         if not create:
             return None
-        token = secrets.token_urlsafe(32)
-        conversation_id = CONVERSATION_PREFIX + secrets.token_urlsafe(12)
+        new_token, conversation_id = new_session()
 
         def insert(db: sqlite3.Connection) -> None:
             db.execute("INSERT INTO webchat_sessions (token_sha256, conversation_id, created_at, last_seen) "
-                       "VALUES (?,?,?,?)", (_digest(token), conversation_id, now.isoformat(), now.isoformat()))
+                       "VALUES (?,?,?,?)", (_digest(new_token), conversation_id, now.isoformat(), now.isoformat()))
 
         await self._run(insert)
-        return Session(token, conversation_id, resumed=False)
+        return Session(new_token, conversation_id, resumed=False)

@@ -1,0 +1,108 @@
+"""The storage switch for the staff accounts, the sign-in throttle and the web chat sessions.
+
+The same switch as the conversation store (botkit/app/compose.py ``store_backend``):
+
+* ``BOTKIT_DATABASE_URL=postgresql://...`` (or ``storage.backend: postgresql``; the variable is
+  ``storage.database_url_env``) moves the staff accounts, their sessions and API tokens
+  (botkit/backends/pg_accounts.py) and the web chat sessions, browser token -> conversation
+  (botkit/backends/pg_webchat.py), into PostgreSQL schema ``storage.postgres_schema`` beside the
+  conversations. Every worker then knows the same staff and resumes the same customers' chats;
+  ``botkit users ...`` and the demo accounts of ``botkit demo`` go there too.
+  ``accounts.sqlite3`` and ``webchat.sqlite3`` in the state directory are not read then, nor
+  copied: create the accounts again (``botkit users add``); customers' open chats start anew.
+* ``BOTKIT_REDIS_URL=redis://...`` (``storage.redis_url_env``) moves the sign-in failure counts
+  into Redis under ``storage.redis_prefix`` (botkit/backends/redis_counters.py), so N workers
+  throttle one attacker together. Redis down: each worker throttles on its own, loudly logged.
+
+Unset, everything stays in the state directory's SQLite files and this process.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from botkit.config import StorageConfig
+from botkit.errors import ConfigError
+from botkit.project import Project
+from botkit.signin_throttle import FailureCounts, Throttle
+from botkit.staff_store import AccountStore, SQLiteAccountStore
+
+ACCOUNTS_DB = "accounts.sqlite3"
+
+
+def database_url(storage: StorageConfig) -> str:
+    """The PostgreSQL DSN from ``storage.database_url_env``, checked; a ConfigError says what to set."""
+    dsn = os.environ.get(storage.database_url_env, "").strip()
+    if not dsn:
+        raise ConfigError(f"bot.yaml: storage.backend: postgresql needs the database's address in the environment "
+                          f"variable {storage.database_url_env} (storage.database_url_env), e.g. "
+                          f"{storage.database_url_env}=postgresql://botkit:PASSWORD@db.example.com:5432/botkit; "
+                          "it is never written in bot.yaml")
+    if not dsn.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{storage.database_url_env} must be a postgresql:// address "
+                          "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE), not one starting "
+                          f"{dsn.split(':', 1)[0]!r}")
+    return dsn
+
+
+def _postgres_wanted(storage: StorageConfig) -> bool:
+    from botkit.app.compose import store_backend
+
+    return store_backend(storage) == "postgresql"
+
+
+def _missing_driver(storage: StorageConfig, exc: ImportError) -> ConfigError:
+    return ConfigError(f"storage: PostgreSQL is switched on ({storage.database_url_env} or storage.backend), but "
+                       f"its drivers are not installed: pip install 'botkit[postgres]' ({exc})")
+
+
+def account_store(project: Project) -> AccountStore:
+    """Where the project's staff accounts live (not opened yet)."""
+    storage = project.config.storage
+    if not _postgres_wanted(storage):
+        return SQLiteAccountStore(project.state_dir / ACCOUNTS_DB)
+    try:
+        from botkit.backends.pg_accounts import PostgresAccountStore
+    except ImportError as exc:
+        raise _missing_driver(storage, exc) from exc
+    return PostgresAccountStore(database_url(storage), schema=storage.postgres_schema, source=storage.database_url_env)
+
+
+def failure_counts(project: Project, throttle: Throttle) -> FailureCounts | None:
+    """The shared sign-in failure counts when ``storage.redis_url_env`` is set (None: this process's own)."""
+    storage = project.config.storage
+    url = os.environ.get(storage.redis_url_env, "").strip()
+    if not url:
+        return None
+    try:
+        from botkit.backends.redis_counters import RedisFailureCounts
+    except ImportError as exc:
+        raise ConfigError(f"{storage.redis_url_env} is set, but the Redis client is not installed: "
+                          f"pip install 'botkit[redis]' (or unset {storage.redis_url_env}): {exc}") from exc
+    return RedisFailureCounts(url, prefix=storage.redis_prefix, throttle=throttle)
+
+
+def connector_extras(project: Project) -> dict[str, Any]:
+    """What the app hands every connector in ``ConnectorContext.extra``: with PostgreSQL switched
+    on, the web chat's session store factory (connectors cannot import the backends)."""
+    from connectors.webchat.sessions import SESSION_STORE_FACTORY, SessionStoreFactory
+
+    storage = project.config.storage
+    if not _postgres_wanted(storage):
+        return {}
+    try:
+        from botkit.backends.pg_webchat import PostgresSessionStore
+    except ImportError as exc:
+        raise _missing_driver(storage, exc) from exc
+    dsn = database_url(storage)
+
+    def factory(ttl: timedelta) -> PostgresSessionStore:
+        return PostgresSessionStore(dsn, schema=storage.postgres_schema, ttl=ttl, source=storage.database_url_env)
+
+    made: SessionStoreFactory = factory
+    return {SESSION_STORE_FACTORY: made}
+
+
+__all__ = ["ACCOUNTS_DB", "account_store", "connector_extras", "database_url", "failure_counts"]
