@@ -19,6 +19,16 @@ On :meth:`start` the persisted index is loaded and checked against the store; if
 unreadable, was built by another model or index type, or covers other chunks, it is
 repaired (missing chunks added, stale ones removed) or rebuilt. A crash at any point
 therefore never leaves an answer behind that the store does not hold.
+
+A store shared by several workers (PostgreSQL: ``store.shared_index``) is the source of truth
+for all of them, and each keeps its index in memory only: it is built on start from the
+store's embedding cache and no index, calibration or router file is written, so two workers
+sharing a project directory never write the same files. The store tells each worker of a
+version another committed (:meth:`~knowledge.store.KnowledgeStoreBase.watch`: LISTEN/NOTIFY
+and a periodic read), and the worker catches up in the background as it does for a change by
+``botkit kb import`` beside a server (new chunk ids added, removed ones dropped, vectors from
+the cache); a search asks the store's :meth:`~knowledge.store.KnowledgeStoreBase.latest_version`,
+which that store answers from memory.
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ from knowledge.passages import refine_passage
 from knowledge.query_cache import QueryCache, normalise_query
 from knowledge.ranking import fuse
 from knowledge.router import Router
-from knowledge.store import ChangeSummary, KnowledgeStore
+from knowledge.store import ChangeSummary, KnowledgeStore, KnowledgeStoreBase
 from knowledge.types import ArticleDraft, Chunk, ChunkDraft, Hit, SearchResult
 
 log = logging.getLogger(__name__)
@@ -101,9 +111,11 @@ class SyncReport:
 
 
 class KnowledgeBase:
-    def __init__(self, store: KnowledgeStore, embedder: Embedder, index_dir: Path,
+    def __init__(self, store: KnowledgeStoreBase, embedder: Embedder, index_dir: Path,
                  config: KnowledgeConfig | None = None, *, progress: bool | None = None, language: str = "en"):
         self.store = store
+        # a store several workers share: this process's index lives in memory only (no files)
+        self.persist_files = not store.shared_index
         self.embedder = embedder
         self.index_path = Path(index_dir) / INDEX_FILE
         self.config = config or KnowledgeConfig()
@@ -136,10 +148,11 @@ class KnowledgeBase:
 
     @classmethod
     def open(cls, project: Project, *, progress: bool | None = None,
-             model: str | None = None) -> "KnowledgeBase":
+             model: str | None = None, store: KnowledgeStoreBase | None = None) -> "KnowledgeBase":
         """The project's KB, not started. ``model`` overrides ``knowledge.embedding.model`` (the
         application layer passes the registry's promoted retriever here; see
-        :func:`botkit.app.compose.open_knowledge_base`)."""
+        :func:`botkit.app.compose.open_knowledge_base`); ``store``: the knowledge store (default
+        the project's SQLite file; the application layer passes the PostgreSQL one when it is on)."""
         cfg = project.config.knowledge
         model = model or cfg.embedding.model
         if model == "registry":
@@ -149,7 +162,7 @@ class KnowledgeBase:
         embedder = make_embedder(model, cfg.embedding.backend, batch_size=cfg.embedding.batch_size,
                                  threads=cfg.embedding.threads, project_root=project.root,
                                  cache_dir=project.state_dir / "models")
-        return cls(KnowledgeStore(project.db_path), embedder, project.index_dir, cfg, progress=progress,
+        return cls(store or KnowledgeStore(project.db_path), embedder, project.index_dir, cfg, progress=progress,
                    language=project.config.language.split("-")[0])
 
     def __enter__(self) -> "KnowledgeBase":
@@ -196,10 +209,13 @@ class KnowledgeBase:
                 return self._sync_held(persist=True)
             report = self._load_or_rebuild()
             self._build_lexical()
+        self.store.watch(self._store_changed)  # a shared store: another worker's change, pushed
         return SyncReport(report.status, report.added, report.removed, report.embedded, report.kb_version,
                           report.reason, time.perf_counter() - t0)
 
     def _load_or_rebuild(self) -> SyncReport:
+        if not self.persist_files:
+            return self._rebuild("")  # in memory, from the shared store's embedding cache
         reason = ""
         index: VectorIndex | None = None
         if self.index_path.exists():
@@ -246,6 +262,8 @@ class KnowledgeBase:
 
     def _persist(self) -> None:
         assert self.index is not None
+        if not self.persist_files:
+            return
         self.index.meta.update({"embedder": self.embedder.name, "kb_version": self.indexed_version})
         self.index.save(self.index_path)
 
@@ -431,7 +449,7 @@ class KnowledgeBase:
             return
         fp = self._models_fingerprint(version)
         cal_path, router_path = self.index_path.with_name(CALIBRATION_FILE), self.index_path.with_name(ROUTER_FILE)
-        calibration = Calibration.load(cal_path)
+        calibration = Calibration.load(cal_path) if self.persist_files else None
         if calibration is not None and calibration.fingerprint == fp:
             router = Router.load(router_path) if router_path.exists() else None
             if router is None or router.fingerprint == fp:
@@ -459,6 +477,8 @@ class KnowledgeBase:
                  "trained" if fitted.router else "off",
                  "fitted" if fitted.calibration.fitted else "default (too little data)", fitted.examples, version,
                  fitted.seconds)
+        if not self.persist_files:
+            return  # every worker of a shared store fits its own, in memory
         try:
             cal_path.parent.mkdir(parents=True, exist_ok=True)
             fitted.calibration.save(cal_path)
@@ -502,7 +522,7 @@ class KnowledgeBase:
         if self.index is None:
             self.start()
             return
-        if self.store.kb_version() == self.indexed_version:
+        if self.store.latest_version() == self.indexed_version:
             return
         if not self._sync_lock.acquire(blocking=False):
             return  # a sync is under way (it may be embedding); answer from the current index
@@ -518,6 +538,15 @@ class KnowledgeBase:
             self._sync_lock.release()
         if report.added or report.removed:
             self._build_lexical(background=True, refit_inline=False)
+
+    def _store_changed(self, version: int) -> None:
+        """Another worker committed KB version ``version`` (called by the store's watcher thread):
+        catch up in the background now, so the next search finds the change swapped in."""
+        if self.index is None or self._closing.is_set() or version == self.indexed_version:
+            return
+        with self._sync_lock:  # the catch-up worker checks the version under it before it exits
+            if self.store.latest_version() != self.indexed_version:
+                self._start_catch_up()
 
     def _start_catch_up(self) -> None:
         """Start the background catch-up unless it runs (the caller holds the sync lock)."""
@@ -684,7 +713,7 @@ class KnowledgeBase:
         """The query cache's key for a search now, and the state its result comes from. No key (not
         cacheable) while the index is behind the store: a catch-up is under way and the store's
         titles and passages are newer than the index."""
-        store_version = self.store.kb_version()
+        store_version = self.store.latest_version()
         (version, models), state = self._cache_state()
         if store_version != version:
             return None, state

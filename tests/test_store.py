@@ -7,9 +7,19 @@ from knowledge.store import KnowledgeStore
 from knowledge.types import ArticleDraft
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    with KnowledgeStore(tmp_path / "kb.sqlite3") as s:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    """The knowledge store on each backend (the same tests: the PostgreSQL twin behaves alike)."""
+    if request.param == "sqlite":
+        with KnowledgeStore(tmp_path / "kb.sqlite3") as s:
+            yield s
+        return
+    from pg_redis_fixtures import pg_dsn, throwaway_schema
+
+    from botkit.backends.pg_knowledge import PostgresKnowledgeStore
+
+    dsn = pg_dsn()
+    with throwaway_schema(dsn) as schema, PostgresKnowledgeStore(dsn, schema) as s:
         yield s
 
 

@@ -2,7 +2,7 @@
 entries for an operator to review.
 
     proposals = find_gaps(transcripts, kb)            # cluster + redact, nothing is live
-    store = ProposalStore(kb.store.path)              # the KB's own SQLite database
+    store = proposals_for(kb.store)                   # beside the KB: its SQLite file, or PostgreSQL
     store.add(proposals)
     store.accept(pid, kb, reviewer="olivia")          # only now does an FAQ entry go live
     store.reject(pid, reviewer="olivia")
@@ -17,6 +17,7 @@ centre, how many conversations asked, and their ids.
 
 from __future__ import annotations
 
+import abc
 import json
 import sqlite3
 from collections import Counter
@@ -186,31 +187,32 @@ def find_gaps(transcripts: Iterable[Transcript], kb: Any | None = None, *, embed
 
 # -- review -------------------------------------------------------------------------------------
 
-class ProposalStore:
-    """The ``proposals`` table in the knowledge base's SQLite database.
-
-    :meth:`start` (or ``with``) opens it; a caller that never calls it gets it opened on first use.
+class ProposalStoreBase(abc.ABC):
+    """FAQ proposals over a small SQL seam (the knowledge store's: ``knowledge.store``), in SQL
+    SQLite and PostgreSQL share. :class:`ProposalStore` is the SQLite form, in the knowledge
+    base's own database; ``botkit.backends.pg_knowledge`` has the PostgreSQL form. Open the one
+    that goes with a knowledge store with :func:`proposals_for`.
     """
 
-    def __init__(self, db_path: Path | str):
-        self.path = Path(db_path)
-        # SQLite's default synchronous (FULL), as it always had; reentrant: accept() calls get().
-        self._sql = SQLiteDatabase(self.path, SCHEMA, what="the gap proposals", reentrant=True)
-        self._lock = self._sql.lock
+    _lock: Any  # reentrant: accept() calls get()
 
+    @abc.abstractmethod
     def start(self) -> None:
         """Open the database now (the ``proposals`` table is created if missing)."""
-        self._sql.start()
 
+    @abc.abstractmethod
     def close(self) -> None:
-        self._sql.close()
+        """Close it."""
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        """The connection (opened on first use); use it under ``self._lock``."""
-        return self._sql.connection
+    @abc.abstractmethod
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """All rows of a query, by column name (under ``self._lock``)."""
 
-    def __enter__(self) -> "ProposalStore":
+    @abc.abstractmethod
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; returns the rows it changed (under ``self._lock``)."""
+
+    def __enter__(self) -> "ProposalStoreBase":
         self.start()
         return self
 
@@ -218,7 +220,7 @@ class ProposalStore:
         self.close()
 
     @staticmethod
-    def _row(r: sqlite3.Row) -> Proposal:
+    def _proposal(r: Any) -> Proposal:
         return Proposal(r["id"], r["title"], tuple(json.loads(r["questions"])), r["answer"], r["count"],
                         tuple(json.loads(r["sources"])), r["status"], r["created_at"], r["reviewed_at"],
                         r["reviewer"], r["article_id"], r["note"])
@@ -229,12 +231,12 @@ class ProposalStore:
         added = []
         with self._lock:
             for p in proposals:
-                cur = self._db.execute(
-                    "INSERT OR IGNORE INTO proposals (id, title, questions, answer, count, sources, status, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'proposed', ?)",
+                n = self._exec(
+                    "INSERT INTO proposals (id, title, questions, answer, count, sources, status, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'proposed', ?) ON CONFLICT (id) DO NOTHING",
                     (p.id, p.title, json.dumps(list(p.questions), ensure_ascii=False), p.answer, p.count,
                      json.dumps(list(p.sources)), p.created_at or _now()))
-                if cur.rowcount:
+                if n:
                     added.append(p.id)
         return added
 
@@ -243,18 +245,18 @@ class ProposalStore:
             raise ProposalError(f"unknown status {status!r} (one of {', '.join(STATUSES)})", 400)
         with self._lock:
             if status is None:
-                rows = self._db.execute("SELECT * FROM proposals ORDER BY count DESC, created_at, id").fetchall()
+                rows = self._rows("SELECT * FROM proposals ORDER BY count DESC, created_at, id")
             else:
-                rows = self._db.execute("SELECT * FROM proposals WHERE status = ? ORDER BY count DESC, created_at, id",
-                                        (status,)).fetchall()
-        return [self._row(r) for r in rows]
+                rows = self._rows("SELECT * FROM proposals WHERE status = ? ORDER BY count DESC, created_at, id",
+                                  (status,))
+        return [self._proposal(r) for r in rows]
 
     def get(self, pid: str) -> Proposal:
         with self._lock:
-            row = self._db.execute("SELECT * FROM proposals WHERE id = ?", (pid,)).fetchone()
-        if row is None:
+            rows = self._rows("SELECT * FROM proposals WHERE id = ?", (pid,))
+        if not rows:
             raise ProposalError(f"no proposal {pid!r}", 404)
-        return self._row(row)
+        return self._proposal(rows[0])
 
     def _open(self, pid: str) -> Proposal:
         p = self.get(pid)
@@ -285,17 +287,65 @@ class ProposalStore:
             if kb.store.find(d.id) is not None:
                 raise ProposalError(f"an article with id {d.id!r} exists already; choose another id")
             kb.upsert([d], author=reviewer, note=f"accepted proposal {pid}")
-            self._db.execute("UPDATE proposals SET status = 'accepted', reviewer = ?, reviewed_at = ?, article_id = ?"
-                             " WHERE id = ?", (reviewer, _now(), d.id, pid))
+            self._exec("UPDATE proposals SET status = 'accepted', reviewer = ?, reviewed_at = ?, article_id = ?"
+                       " WHERE id = ?", (reviewer, _now(), d.id, pid))
             return self.get(pid)
 
     def reject(self, pid: str, reviewer: str, note: str = "") -> Proposal:
         with self._lock:
             self._open(pid)
-            self._db.execute("UPDATE proposals SET status = 'rejected', reviewer = ?, reviewed_at = ?, note = ?"
-                             " WHERE id = ?", (reviewer, _now(), note[:1000], pid))
+            # status='proposed': of two workers reviewing it at once, one wins; the other is told
+            if not self._exec("UPDATE proposals SET status = 'rejected', reviewer = ?, reviewed_at = ?, note = ?"
+                              " WHERE id = ? AND status = 'proposed'", (reviewer, _now(), note[:1000], pid)):
+                self._open(pid)
             return self.get(pid)
 
 
-__all__ = ["DEFAULT_THRESHOLD", "GapQuestion", "Proposal", "ProposalError", "ProposalStore", "agent_resolved",
-           "cluster", "default_redact", "find_gaps", "gap_questions"]
+class ProposalStore(ProposalStoreBase):
+    """The ``proposals`` table in the knowledge base's SQLite database.
+
+    :meth:`start` (or ``with``) opens it; a caller that never calls it gets it opened on first use.
+    """
+
+    def __init__(self, db_path: Path | str):
+        self.path = Path(db_path)
+        # SQLite's default synchronous (FULL), as it always had; reentrant: accept() calls get().
+        self._sql = SQLiteDatabase(self.path, SCHEMA, what="the gap proposals", reentrant=True)
+        self._lock = self._sql.lock
+
+    def start(self) -> None:
+        """Open the database now (the ``proposals`` table is created if missing)."""
+        self._sql.start()
+
+    def close(self) -> None:
+        self._sql.close()
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection (opened on first use); use it under ``self._lock``."""
+        return self._sql.connection
+
+    def __enter__(self) -> "ProposalStore":
+        self.start()
+        return self
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._db.execute(sql, params).fetchall()
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._db.execute(sql, params).rowcount
+
+
+def proposals_for(store: Any) -> ProposalStoreBase:
+    """The FAQ proposals kept beside a knowledge store (not started): the store's own
+    ``open_proposals()`` where it has one (PostgreSQL), else the ``proposals`` table in its
+    SQLite file."""
+    opener = getattr(store, "open_proposals", None)
+    if opener is not None:
+        proposals: ProposalStoreBase = opener()
+        return proposals
+    return ProposalStore(store.path)
+
+
+__all__ = ["DEFAULT_THRESHOLD", "GapQuestion", "Proposal", "ProposalError", "ProposalStore", "ProposalStoreBase",
+           "agent_resolved", "cluster", "default_redact", "find_gaps", "gap_questions", "proposals_for"]

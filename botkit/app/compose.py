@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from botkit.responders.reloading import ReloadingResponder
     from connectors.webchat.limits import RateLimiter
     from knowledge.base import KnowledgeBase
+    from knowledge.store import KnowledgeStoreBase
 
 CONVERSATIONS_DB = "conversations.sqlite3"
 
@@ -38,6 +39,12 @@ CONVERSATIONS_DB = "conversations.sqlite3"
 def _postgres_store(storage: StorageConfig, path: Path) -> ConversationStore:
     from botkit.backends.postgres import PostgresConversationStore
 
+    return PostgresConversationStore(_database_url(storage), schema=storage.postgres_schema,
+                                     source=storage.database_url_env)
+
+
+def _database_url(storage: StorageConfig) -> str:
+    """The PostgreSQL DSN from the environment variable ``storage.database_url_env``, checked."""
     dsn = os.environ.get(storage.database_url_env, "").strip()
     if not dsn:
         raise ConfigError(f"bot.yaml: storage.backend: postgresql needs the database's address in the environment "
@@ -48,7 +55,7 @@ def _postgres_store(storage: StorageConfig, path: Path) -> ConversationStore:
         raise ConfigError(f"{storage.database_url_env} must be a postgresql:// address "
                           "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE), not one starting "
                           f"{dsn.split(':', 1)[0]!r}")
-    return PostgresConversationStore(dsn, schema=storage.postgres_schema, source=storage.database_url_env)
+    return dsn
 
 
 # ``storage.backend`` -> how to build that conversation store, given the storage section and the
@@ -80,7 +87,22 @@ def open_knowledge_base(project: Project, *, progress: bool | None = None) -> "K
 
         current = ModelRegistry.for_project(project).current("retriever")
         model = str(current.path) if current is not None else "default"
-    return KnowledgeBase.open(project, progress=progress, model=model)
+    return KnowledgeBase.open(project, progress=progress, model=model, store=build_knowledge_store(project))
+
+
+def build_knowledge_store(project: Project) -> "KnowledgeStoreBase":
+    """The knowledge store (and the FAQ proposals beside it) of the backend ``storage`` names, not
+    started: the project's SQLite file, or PostgreSQL when BOTKIT_DATABASE_URL is set (every worker
+    then keeps its own index in memory, in step through the store; botkit/backends/pg_knowledge.py)."""
+    storage = project.config.storage
+    if store_backend(storage) != "postgresql":
+        from knowledge.store import KnowledgeStore
+
+        return KnowledgeStore(project.db_path)
+    from botkit.backends.pg_knowledge import PostgresKnowledgeStore
+
+    dsn = _database_url(storage)
+    return PostgresKnowledgeStore(dsn, schema=storage.postgres_schema, source=storage.database_url_env)
 
 
 def build_engine(project: Project, *, store: ConversationStore | None = None, progress: bool | None = None,

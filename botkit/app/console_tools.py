@@ -287,14 +287,14 @@ async def propose(request: web.Request, engine: Engine, ident: Identity, cid: st
 
 
 def _add_proposal(kb: Any, cid: str, question: Turn, reply: Turn, agent: str) -> tuple[dict[str, Any], bool]:
-    from training.gaps import Proposal, ProposalStore, default_redact
+    from training.gaps import Proposal, default_redact, proposals_for
 
     redact = default_redact()
     q, a = redact(question.text).strip(), redact(reply.text).strip()
     pid = "p-agent-" + hashlib.sha256(f"{cid}\x00{reply.seq}".encode()).hexdigest()[:12]
     title = q.rstrip("?!. ")[:200] or "Proposed FAQ entry"
     proposal = Proposal(pid, title, (q,), a, 1, (cid,), "proposed", note=f"from a reply by {agent}")
-    with ProposalStore(kb.store.path) as store:
+    with proposals_for(kb.store) as store:
         added = bool(store.add([proposal]))
         return store.get(pid).to_json(), added
 

@@ -471,9 +471,9 @@ async def import_files(request: web.Request, editor: Editor, kb: KnowledgeBase,
 # -- proposed FAQ entries (training.gaps) -------------------------------------------------------
 
 def _proposals(kb: KnowledgeBase) -> Any:
-    from training.gaps import ProposalStore
+    from training.gaps import proposals_for
 
-    return ProposalStore(kb.store.path)
+    return proposals_for(kb.store)  # beside the KB: its SQLite file, or PostgreSQL
 
 
 def _proposal_handler(fn: Any) -> Any:

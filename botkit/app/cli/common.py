@@ -60,9 +60,9 @@ def _project(args: argparse.Namespace) -> Project:
 
 
 def _store(args: argparse.Namespace):
-    from knowledge.store import KnowledgeStore
+    from botkit.app.compose import build_knowledge_store
 
-    return KnowledgeStore(_project(args).db_path)
+    return build_knowledge_store(_project(args))  # the SQLite file, or PostgreSQL (BOTKIT_DATABASE_URL)
 
 
 @contextlib.contextmanager
