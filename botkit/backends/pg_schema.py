@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import psycopg
+from psycopg.rows import tuple_row
 
 from botkit.backends.postgres_migrations import SchemaTooNew
 from botkit.errors import StorageError
@@ -68,26 +69,27 @@ def migrate_sync(conn: psycopg.Connection, schema: str, component: Component,
     transaction under the advisory lock; returns how many migrations ran."""
     steps = component.migrations if migrations is None else migrations
     check_schema(schema)
-    with conn.transaction():
-        conn.execute(f"SET LOCAL statement_timeout = {LOCK_WAIT_S * 1000}")  # wait for another's migration
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"botkit.migrate.{schema}",))
+    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:  # whatever rows the connection makes
+        cur.execute(f"SET LOCAL statement_timeout = {LOCK_WAIT_S * 1000}")  # wait for another's migration
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"botkit.migrate.{schema}",))
         # look first: CREATE ... IF NOT EXISTS needs the right to create even when there is nothing to do
-        if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname=%s", (schema,)).fetchone() is None:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-        if conn.execute("SELECT to_regclass(%s)", (f'"{schema}".schema_version',)).fetchone()[0] is None:  # type: ignore[index]
-            conn.execute(_create_version_table(schema))
-        row = conn.execute(f'SELECT version FROM "{schema}".schema_version WHERE component=%s',
-                           (component.name,)).fetchone()
+        if cur.execute("SELECT 1 FROM pg_namespace WHERE nspname=%s", (schema,)).fetchone() is None:
+            cur.execute(f'CREATE SCHEMA "{schema}"')
+        row = cur.execute("SELECT to_regclass(%s)", (f'"{schema}".schema_version',)).fetchone()
+        if row is None or row[0] is None:
+            cur.execute(_create_version_table(schema))
+        row = cur.execute(f'SELECT version FROM "{schema}".schema_version WHERE component=%s',
+                          (component.name,)).fetchone()
         current = int(row[0]) if row else 0
         if current > len(steps):
             raise component.too_new(schema, current, len(steps))
-        conn.execute(f'SET LOCAL search_path TO "{schema}"')
+        cur.execute(f'SET LOCAL search_path TO "{schema}"')
         for sql in steps[current:]:
-            conn.execute(sql)  # our own constant statements
+            cur.execute(sql)  # our own constant statements
         if current < len(steps):
-            conn.execute(f'INSERT INTO "{schema}".schema_version (component, version) VALUES (%s, %s) '
-                         "ON CONFLICT (component) DO UPDATE SET version=EXCLUDED.version, updated_at=now()",
-                         (component.name, len(steps)))
+            cur.execute(f'INSERT INTO "{schema}".schema_version (component, version) VALUES (%s, %s) '
+                        "ON CONFLICT (component) DO UPDATE SET version=EXCLUDED.version, updated_at=now()",
+                        (component.name, len(steps)))
         return len(steps) - current
 
 
