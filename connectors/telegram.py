@@ -570,27 +570,20 @@ class TelegramConnector:
         chat = self._chat(update)
         incoming, message_id = self._incoming(update)
         conversation_id = incoming.conversation_id
-        key = (conversation_id, message_id)
-        if key in self._claimed:  # the start-up recovery is answering this very message
-            return
-        self._claimed.add(key)
         try:
-            try:
-                item = await self._engine.accept(incoming, message_id, {"update_id": update.update_id})
-                if item.state in ("delivered", "undeliverable"):  # a redelivered update: answered and sent before
-                    return
-                await self._answer_earlier(item)
-                reply = await self._engine.answer(item)
-            except MessageRejected as exc:
-                await self._deliver(chat, _polite_rejection(exc), conversation_id)
+            item = await self._engine.accept(incoming, message_id, {"update_id": update.update_id})
+            if item.state in ("delivered", "undeliverable"):  # a redelivered update: answered and sent before
                 return
-            except Exception:  # noqa: BLE001 - the customer still gets an answer; the error is logged with the id
-                log.exception("channel %s: engine failed on a message of conversation %s", self.name, conversation_id)
-                await self._deliver(chat, FAILED, conversation_id)
-                return
-            await self._send_reply(chat, item, reply)
-        finally:
-            self._claimed.discard(key)
+            # This chat's accepted messages up to this one (a crash may have left earlier ones unsent)
+            # are answered and sent in the order they were accepted, under the conversation's lock
+            # throughout: another worker given the same update, or the chat's next one, waits and then
+            # finds it sent (several workers: the lock is Redis's, the inbox is shared).
+            await self._engine.answer_pending(conversation_id, self._deliver_recovered, undelivered=True)
+        except MessageRejected as exc:
+            await self._deliver(chat, _polite_rejection(exc), conversation_id)
+        except Exception:  # noqa: BLE001 - the customer still gets an answer; the error is logged with the id
+            log.exception("channel %s: engine failed on a message of conversation %s", self.name, conversation_id)
+            await self._deliver(chat, FAILED, conversation_id)
 
     async def _send_reply(self, chat: int, item: InboxItem, reply: Reply) -> None:
         """Send an answer and record that it was delivered (a silent bot has nothing to send)."""
@@ -616,18 +609,9 @@ class TelegramConnector:
         except Exception:  # noqa: BLE001 - still stored: the next start tries again
             log.exception("channel %s: answering the messages accepted before the restart failed", self.name)
 
-    async def _answer_earlier(self, item: InboxItem) -> None:
-        """Answer and send what this chat had accepted before ``item`` and a crash left unsent,
-        first: the start-up recovery may not have reached this chat yet, and the customer must
-        get the answers in the order they asked."""
-        earlier = [p for p in await self._engine.pending(conversation_id=item.conversation_id, undelivered=True)
-                   if p.order < item.order]
-        for previous in earlier:
-            await self._deliver_recovered(previous, await self._engine.answer(previous))
-
     async def _deliver_recovered(self, item: InboxItem, reply: Reply) -> None:
         key = (item.conversation_id, item.message_id)
-        if key in self._claimed:  # its update was redelivered and the handler has it
+        if key in self._claimed:  # being sent already (the lock is held while sending: a safeguard)
             return
         self._claimed.add(key)
         try:
