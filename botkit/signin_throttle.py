@@ -137,6 +137,16 @@ class LocalFailureCounts:
                 del times[:-KEEP]
             return 0.0
 
+    def record(self, ip: str, name: str, now: float) -> None:
+        """Count an attempt that was allowed elsewhere (a shared store's shadow copy), unchecked."""
+        pair, address = keys(ip, name)
+        with self._lock:
+            self._prune(now)
+            for key in (pair, address):
+                times = self._failures.setdefault(key, [])
+                times.append(now)
+                del times[:-KEEP]
+
     def succeeded(self, ip: str, name: str) -> None:
         pair, address = keys(ip, name)
         with self._lock:

@@ -15,11 +15,13 @@ stopped.
 
 **Redis down: degraded, neither open nor closed.** Failing closed would make sign-in impossible
 exactly when operators may need the console (Redis is down); failing open would silently drop the
-throttle. Instead every worker also keeps its own counts (always, so they are there when Redis
-goes); while Redis does not answer, each worker throttles with those alone (an attacker then gets
-at most N times the budget, as without Redis), and an ERROR is logged when that starts and every
-minute it lasts, a WARNING when Redis is back. After a failure Redis is tried again
-``retry_s`` later, so a dead Redis does not add its connect timeout to every sign-in.
+throttle. Instead every worker also keeps a copy of the attempts it saw (always, so it is there
+when Redis goes); while Redis does not answer, each worker throttles with its copy alone (an
+attacker then gets at most N times the budget, as without Redis), and an ERROR is logged when
+that starts and every minute it lasts, a WARNING when Redis is back; from then on Redis's counts
+rule again (a Redis restarted without persistence has forgotten them, as a restarted worker
+would). After a failure Redis is tried again ``retry_s`` later, so a dead Redis does not add its
+connect timeout to every sign-in.
 """
 
 from __future__ import annotations
@@ -161,20 +163,16 @@ class RedisFailureCounts:
 
     # -- FailureCounts -----------------------------------------------------------------------------
     def begin(self, ip: str, name: str, now: float) -> float:
-        wait = self.local.retry_after(ip, name, now)  # this worker's own counts are a floor
-        if wait > 0:
-            return wait
         shared = self._redis(lambda: self._call(ip, name, now, count=True), "while checking a sign-in")
         if shared is None:
             return self.local.begin(ip, name, now)
-        if shared > 0:
-            return shared
-        self.local.begin(ip, name, now)  # counted in Redis; kept here too, for when Redis goes
-        return 0.0
+        if shared == 0:
+            self.local.record(ip, name, now)  # counted in Redis; kept here too, for when Redis goes
+        return shared
 
     def retry_after(self, ip: str, name: str, now: float) -> float:
         shared = self._redis(lambda: self._call(ip, name, now, count=False), "while checking a sign-in")
-        return max(self.local.retry_after(ip, name, now), shared or 0.0)
+        return self.local.retry_after(ip, name, now) if shared is None else shared
 
     def succeeded(self, ip: str, name: str) -> None:
         self.local.succeeded(ip, name)
