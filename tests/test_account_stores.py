@@ -463,3 +463,23 @@ def test_botkit_users_and_the_demo_accounts_work_against_postgresql(tmp_path: Pa
         assert auth.verify("alice", created["alice"]) is not None
     finally:
         auth.close()
+
+
+def test_connections_a_server_restart_ended_are_replaced(schema: str) -> None:
+    import uuid
+
+    import psycopg
+
+    from botkit.backends.pg_accounts import PostgresAccountStore
+
+    name = f"botkit-test-{uuid.uuid4().hex[:8]}"
+    auth = Auth(store=PostgresAccountStore(pg_dsn(), schema=schema, application_name=name))
+    try:
+        auth.add_user("alice")
+        with psycopg.connect(pg_dsn(), autocommit=True) as admin:  # what a restart does to the pool's connections
+            ended = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                  "WHERE application_name=%s", (name,)).fetchone()
+        assert ended is not None and ended[0] >= 1
+        assert [u.name for u in auth.list_users()] == ["alice"]  # a checked, fresh connection: no error
+    finally:
+        auth.close()

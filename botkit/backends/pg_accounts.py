@@ -28,6 +28,7 @@ password never appears in a message or a repr.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -100,25 +101,32 @@ class PostgresAccountStore:
     (``postgresql://USER:PASSWORD@HOST:PORT/DATABASE``). Opened by :meth:`start` (which migrates),
     or on first use (the CLI)."""
 
-    def __init__(self, dsn: str, *, schema: str = "botkit", pool_size: int = 4, source: str = "BOTKIT_DATABASE_URL"):
+    def __init__(self, dsn: str, *, schema: str = "botkit", pool_size: int = 4, source: str = "BOTKIT_DATABASE_URL",
+                 application_name: str = "botkit-accounts"):
         self._dsn = dsn
+        self.application_name = application_name  # what pg_stat_activity shows for its connections
         self.schema = check_schema(schema)
         self.source = source
         self.where = where(dsn)
         self.pool_size = pool_size
         self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] | None = None
+        self._starting = threading.Lock()  # the first requests of a server may arrive together
 
     def __repr__(self) -> str:
         return f"PostgresAccountStore({self.where}, schema={self.schema!r})"
 
     def _connect_kwargs(self) -> dict[str, Any]:
         return {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S, "row_factory": dict_row,
+                "application_name": self.application_name,
                 "options": f"-c search_path={self.schema} -c statement_timeout={COMMAND_TIMEOUT_MS}"}
 
     def start(self) -> None:
         """Connect, migrate the schema (under the advisory lock), open the pool."""
-        if self._pool is not None:
-            return
+        with self._starting:
+            if self._pool is None:
+                self._start()
+
+    def _start(self) -> None:
         try:  # one plain connection first: its failure says why (a pool would only time out)
             conn = psycopg.connect(self._dsn, **self._connect_kwargs())
         except Exception as exc:  # noqa: BLE001 - every way of failing to connect gets its one-line reason
