@@ -1,7 +1,9 @@
 """Staff accounts and sign-in for the agent console and the knowledge-base editor.
 
 Accounts live in ``<state_dir>/accounts.sqlite3``: a name, a role and a scrypt hash of the
-password (random salt, constant-time comparison). Roles:
+password (random salt, constant-time comparison); with ``BOTKIT_DATABASE_URL`` set, in PostgreSQL
+instead, shared by every worker (the :class:`~botkit.staff_store.AccountStore` seam;
+botkit/app/storage_switch.py says what the switch moves). Roles:
 
 * ``agent``: the agent console (take hand-offs, reply, notes, return, close);
 * ``operator``: the knowledge-base editor;
@@ -20,7 +22,10 @@ Failed sign-ins slow the attacker down without locking the real user out (see
 :class:`Throttle`): delays grow per (account, client address), so failures from one address
 never hold up the same account signing in from another; and an address that fails very
 often, across any accounts (a password spray), is slowed too, by at most a minute per try.
-Nothing locks an account for everyone.
+Nothing locks an account for everyone. The failure counts are this process's
+(botkit/signin_throttle.py), or, with ``BOTKIT_REDIS_URL`` set, Redis's, so N workers throttle
+one attacker together (botkit/backends/redis_counters.py: with Redis down each worker throttles
+on its own, logged as an error).
 
 Passwords are hashed with scrypt at OWASP's cost (N=2**17, r=8, p=1; 128 MiB and about half a
 second per hash); a hash stored at a lower cost is re-hashed at the current one the next time
