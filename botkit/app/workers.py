@@ -45,6 +45,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from botkit.config import StorageConfig
 from botkit.errors import BotkitError, ConfigError
@@ -84,6 +85,22 @@ def check_shared_backends(storage: StorageConfig, workers: int, environ: dict[st
             + ". Without them each worker would keep its own conversation locks and event bus, so an agent's "
             "reply taken by one worker would never reach a customer connected to another, and one chat's "
             "messages could be answered out of order; or serve one worker (--workers 1)")
+
+
+def check_channels(channels: dict[str, dict[str, Any] | None], workers: int) -> None:
+    """Refuse ``workers`` > 1 with a channel only one process may run: Telegram in polling mode
+    (Telegram answers a second getUpdates client with 409 Conflict).
+
+    Raises:
+        ConfigError: naming the channel and what to set instead.
+    """
+    if workers <= 1:
+        return
+    for name, section in channels.items():
+        if name == "telegram" and (section or {}).get("mode", "webhook") == "polling":
+            raise ConfigError(f"channels.{name}.mode: polling cannot run in {workers} workers (Telegram allows one "
+                              "getUpdates client per bot); use mode: webhook with server.public_url, so Telegram "
+                              "posts each update to the load balancer and any worker takes it")
 
 
 def worker_ports(base: int, workers: int) -> list[int]:

@@ -336,9 +336,10 @@ def _print_nginx(host: str, port: int, workers: int) -> int:
 def _serve_workers(args: argparse.Namespace, project: Project, host: str, port: int) -> int:
     """``--workers N``: the supervisor (botkit.app.workers) starts N workers on ports port..port+N-1."""
     from botkit.app.running import announced, check_port
-    from botkit.app.workers import Supervisor, check_shared_backends, worker_ports
+    from botkit.app.workers import Supervisor, check_channels, check_shared_backends, worker_ports
 
     check_shared_backends(project.config.storage, args.workers)
+    check_channels(project.config.channels, args.workers)
     ports = worker_ports(port, args.workers)
     for p in ports:
         check_port(host, p)
