@@ -10,7 +10,16 @@ rules off (every turn goes through retrieval and a reply). It prints:
   whole search (embedding + FAISS + BM25 + router + passage), and the overhead beyond the search
   (the thread hop, follow-up logic, the responder, the store writes);
 * open loop at half the N-conversation maximum (Poisson arrivals): p50/p95;
-* each of these with the query cache off and on, and the hit rate the run measured.
+* each of these with the query cache off and on, and the hit rate the run measured;
+* each of these per embedding backend (``--backends``, default torch-fp32 then auto: what
+  ``knowledge.embedding.backend: auto`` picks on this CPU), each beside its own ceiling;
+* store: the milliseconds per turn spent in the conversation store's calls (accept, the inbox
+  re-read, get_or_create, window, record: two of them are fsynced commits), waiting for its one
+  connection included; "ceiling@batch": the embedder alone at the run's mean batch size, which
+  is what the ceiling at 64 overstates when concurrent queries form smaller batches;
+* "closed 1 (before)": the engine's turn as it was before the inbox re-read was dropped from
+  ``Engine.handle`` (accept, then answer, which reads the accepted message back), beside the
+  current path in the same run.
 
 Traffic: the customer messages of STAR (RasaHQ/STAR, MIT; crowd workers role-playing customers
 of 13 services, ../shared/datasets/star), in DialogueID order, each dialogue one conversation.
@@ -29,6 +38,7 @@ import contextvars
 import gzip
 import json
 import random
+import re
 import shutil
 import time
 from collections import OrderedDict
@@ -38,6 +48,25 @@ from typing import Any, cast
 from benchmarks.common import REPO, data_path, log, parser, percentile, print_footer, print_header, print_table, workdir
 
 _TURN: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("turn_searches", default=None)
+_STORE: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("turn_store", default=None)
+STORE_CALLS = ("accept", "inbox_item", "get_or_create", "window", "record")
+
+
+def time_store_calls(store: Any) -> None:
+    """Add the milliseconds of each of a turn's store calls to the current turn's list."""
+    for name in STORE_CALLS:
+        fn = getattr(store, name)
+
+        async def timed(*args: Any, _fn: Any = fn, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await _fn(*args, **kw)
+            finally:
+                spent = _STORE.get()
+                if spent is not None:
+                    spent.append((time.perf_counter() - t0) * 1000)
+
+        setattr(store, name, timed)
 
 
 def star_conversations(path: Path) -> list[list[str]]:
@@ -135,26 +164,34 @@ class Run:
             return result
 
         retriever.search = search  # type: ignore[method-assign]
-        self.engine = Engine(retriever=retriever, responder=make_responder(cfg.dialogue, root),
-                             store=SQLiteConversationStore(workdir() / f"conv-{tag}.sqlite3"), rules=[],
-                             config=cfg.dialogue)
+        store = SQLiteConversationStore(workdir() / f"conv-{tag}.sqlite3")
+        time_store_calls(store)
+        self.engine = Engine(retriever=retriever, responder=make_responder(cfg.dialogue, root), store=store,
+                             rules=[], config=cfg.dialogue)
         self.turns: list[dict[str, float]] = []
         self.batch_mark = (0, 0)
+        self.before = False  # True: the turn as Engine.handle made it before (accept, then answer: a re-read)
 
     async def turn(self, conversation_id: str, text: str) -> None:
         from botkit.types import IncomingMessage
 
         searches: list[float] = []
-        token = _TURN.set(searches)
+        spent: list[float] = []
+        token, store_token = _TURN.set(searches), _STORE.set(spent)
         embedded = len(self.timed.ms)
         t0 = time.perf_counter()
         try:
-            await self.engine.handle(IncomingMessage(conversation_id, text[:4000]))
+            message = IncomingMessage(conversation_id, text[:4000])
+            if self.before:
+                await self.engine.answer(await self.engine.accept(message))
+            else:
+                await self.engine.handle(message)
         finally:
             _TURN.reset(token)
+            _STORE.reset(store_token)
         ms = (time.perf_counter() - t0) * 1000
         self.turns.append({"ms": ms, "search": sum(searches), "embed": sum(self.timed.ms[embedded:]),
-                           "searches": len(searches)})
+                           "searches": len(searches), "store": sum(spent)})
 
     def summary(self, wall: float) -> dict[str, float]:
         stats = self.kb.query_cache.stats()
@@ -164,6 +201,7 @@ class Run:
                 "embed": percentile([t["embed"] for t in self.turns], 0.5),
                 "overhead": percentile([t["ms"] - t["search"] for t in self.turns], 0.5),
                 "overhead95": percentile([t["ms"] - t["search"] for t in self.turns], 0.95),
+                "store": percentile([t["store"] for t in self.turns], 0.5),
                 "searches": sum(t["searches"] for t in self.turns) / max(1, len(ms)),
                 # a turn that embedded nothing was served from the cache (meaningful at 1 conversation only:
                 # with several, a forward pass is timed into whichever turns overlap it)
@@ -255,10 +293,10 @@ async def open_loop(run: Run, conversations: list[list[str]], rate: float, turns
         return run.summary(time.perf_counter() - t0)
 
 
-def ceiling(embedder: Any, texts: list[str], seconds: float = 3.0) -> float:
-    """Sentences/s of the embedder alone on batches of 64 (the most it could serve)."""
+def ceiling(embedder: Any, texts: list[str], seconds: float = 3.0, size: int = 64) -> float:
+    """Sentences/s of the embedder alone on batches of ``size`` (64: the most it could serve)."""
     embed = getattr(embedder, "embed_queries", embedder.embed)
-    batch = (texts * (64 // max(1, len(texts)) + 1))[:64]
+    batch = (texts * (size // max(1, len(texts)) + 1))[:size]
     embed(batch)  # warm-up
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -274,6 +312,8 @@ def main() -> None:
     p.add_argument("--turns", type=int, default=400, help="turns per N-conversation and open-loop run")
     p.add_argument("--single-turns", type=int, default=150, help="turns per 1-conversation run")
     p.add_argument("--cache-size", type=int, default=1024)
+    p.add_argument("--backends", default="torch-fp32,auto",
+                   help="knowledge.embedding.backend values, each run in full (auto: what this CPU gets)")
     p.add_argument("--warm", type=int, default=300, help="messages searched into the cache before a cache-on run "
                    "(the traffic before the measured window)")
     args = p.parse_args()
@@ -299,15 +339,10 @@ def main() -> None:
         "overhead = turn minus its searches (embedding + FAISS + BM25 + router + passage pick); "
         "searches = per turn (a possible follow-up is searched alone and with the previous question); "
         "batch = mean queries per forward pass (queries of concurrent conversations embedded together); "
-        "hit turn = a turn whose searches all came from the cache"])
+        "hit turn = a turn whose searches all came from the cache",
+        "store = ms per turn inside the conversation store's calls (waiting for its connection included); "
+        "closed 1 (before) = the turn as Engine.handle made it before (accept, then answer re-reading the message)"])
 
-    root = workdir() / "demo"
-    shutil.copytree(REPO / "demo", root, ignore=shutil.ignore_patterns(".botkit"))
-    cli(["--project", str(root), "kb", "import"])
-    opened = KnowledgeBase.open(Project.load(root), progress=False)
-    embedder = opened.embedder
-    embedder.start()
-    opened.store.close()
     sample = [t for conv in conversations[:200] for t in conv][:256]
     skip = 0
     while sum(len(c) for c in conversations[:skip]) < args.warm and skip < len(conversations) // 2:
@@ -315,33 +350,55 @@ def main() -> None:
     warm, measured = [t for c in conversations[:skip] for t in c], conversations[skip:]
 
     rows: list[list[Any]] = []
-    maxima: dict[int, float] = {}
     n = args.conversations
-    for size in (0, args.cache_size):
-        label = "on" if size else "off"
-        for c, turns in ((1, args.single_turns), (n, args.turns)):
-            log(f"closed loop, {c} conversation(s), cache {label}")
-            before = ceiling(embedder, sample)
-            r = asyncio.run(closed_loop(Run(root, embedder, size, f"{label}-{c}"), measured, c, turns, warm))
-            ceil = (before + ceiling(embedder, sample)) / 2  # the machine is shared: measured beside each run
-            log(f"{r['tps']:.1f} turns/s; ceiling {ceil:.0f} sentences/s")
-            maxima[size] = max(maxima.get(size, 0.0), r["tps"])
-            rows.append([f"closed {c}", label, r["turns"], r["tps"], ceil, r["tps"] / ceil, r["p50"], r["p95"],
-                         r["embed"] if c == 1 else None, r["search"] if c == 1 else None,
-                         r["overhead"] if c == 1 else None, r["overhead95"] if c == 1 else None, r["searches"],
-                         r["batch"], r["hit"], r["hit_turn"] if c == 1 and size else None])
-    for size in (0, args.cache_size):
-        label = "on" if size else "off"
-        rate = maxima[0] / 2  # half the cache-off maximum: the same offered load for both
-        log(f"open loop at {rate:.1f} turns/s, cache {label}")
-        r = asyncio.run(open_loop(Run(root, embedder, size, f"open-{label}"), measured, rate, args.turns, warm))
-        rows.append([f"open {rate:.1f}/s", label, r["turns"], r["tps"], None, None, r["p50"], r["p95"],
-                     None, None, None, None, r["searches"], r["batch"], r["hit"], None])
-    print(f"ceiling: sentences/s of {embedder.name} alone on batches of 64 of the run's own messages, measured "
-          "just before and just after each closed-loop run (mean)\n")
-    print_table(["load", "cache", "turns", "turns/s", "ceiling", "x ceiling", "p50 ms", "p95 ms", "embed p50",
-                 "search p50", "overhead p50", "overhead p95", "searches", "batch", "hit rate", "hit turn p50"],
-                rows)
+    for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        root = workdir() / f"demo-{backend}"
+        shutil.copytree(REPO / "demo", root, ignore=shutil.ignore_patterns(".botkit"))
+        yaml_path = root / "bot.yaml"  # knowledge.embedding.backend (the first "backend:" key of the demo's file)
+        yaml_path.write_text(re.sub(r"(?m)^(\s+backend:) \S+", rf"\1 {backend}", yaml_path.read_text(), count=1))
+        cli(["--project", str(root), "kb", "import"])
+        opened = KnowledgeBase.open(Project.load(root), progress=False)
+        embedder = opened.embedder
+        embedder.start()
+        opened.store.close()
+        name = embedder.name.partition(":")[2] + (" (auto)" if backend == "auto" else "")
+        maxima: dict[int, float] = {}
+        for size in (0, args.cache_size):
+            label = "on" if size else "off"
+            plan = [(1, args.single_turns, False)] + ([(1, args.single_turns, True)] if not size else []) + \
+                [(n, args.turns, False)]
+            for c, turns, old_path in plan:
+                log(f"{name}: closed loop, {c} conversation(s), cache {label}{' (before)' if old_path else ''}")
+                before = ceiling(embedder, sample)
+                run = Run(root, embedder, size, f"{backend}-{label}-{c}-{old_path}")
+                run.before = old_path
+                r = asyncio.run(closed_loop(run, measured, c, turns, warm))
+                ceil = (before + ceiling(embedder, sample)) / 2  # the machine is shared: measured beside each run
+                at_batch = ceiling(embedder, sample, 1.5, max(1, round(r["batch"]))) if r["batch"] == r["batch"] \
+                    else None
+                log(f"{r['tps']:.1f} turns/s; ceiling {ceil:.0f} sentences/s")
+                if not old_path:
+                    maxima[size] = max(maxima.get(size, 0.0), r["tps"])
+                rows.append([name, f"closed {c}" + (" (before)" if old_path else ""), label, r["turns"], r["tps"],
+                             ceil, r["tps"] / ceil, at_batch, r["p50"], r["p95"], r["embed"] if c == 1 else None,
+                             r["search"] if c == 1 else None, r["overhead"] if c == 1 else None,
+                             r["overhead95"] if c == 1 else None, r["store"], r["searches"], r["batch"], r["hit"],
+                             r["hit_turn"] if c == 1 and size else None])
+        for size in (0, args.cache_size):
+            label = "on" if size else "off"
+            rate = maxima[0] / 2  # half the cache-off maximum: the same offered load for both
+            log(f"{name}: open loop at {rate:.1f} turns/s, cache {label}")
+            r = asyncio.run(open_loop(Run(root, embedder, size, f"{backend}-open-{label}"), measured, rate,
+                                      args.turns, warm))
+            rows.append([name, f"open {rate:.1f}/s", label, r["turns"], r["tps"], None, None, None, r["p50"], r["p95"],
+                         None, None, None, None, r["store"], r["searches"], r["batch"], r["hit"], None])
+        del embedder, opened
+    print("ceiling: sentences/s of the row's embedder alone on batches of 64 of the run's own messages, measured "
+          "just before and just after each closed-loop run (mean); ceiling@batch: the same at the run's mean "
+          "batch size (after the run)\n")
+    print_table(["backend", "load", "cache", "turns", "turns/s", "ceiling", "x ceiling", "ceiling@batch", "p50 ms",
+                 "p95 ms", "embed p50", "search p50", "overhead p50", "overhead p95", "store p50", "searches",
+                 "batch", "hit rate", "hit turn p50"], rows)
     print(f"corpus hit rate (exact repeats after normalising, every message of the traffic in order): "
           f"{lru_rate:.3f} with an LRU of {args.cache_size}, {unbounded_rate:.3f} unbounded\n")
     print_footer()

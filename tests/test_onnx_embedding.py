@@ -188,3 +188,41 @@ def test_missing_onnxruntime_says_what_to_install(tmp_path: Path, monkeypatch: p
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
     with pytest.raises(EmbeddingError, match="pip install onnxruntime onnx"):
         OnnxEmbedder(default_model_path(), cache_dir=tmp_path).start()
+
+
+@pytest.mark.parametrize(("vnni", "expected"), [(True, "onnx-int8"), (False, "torch-fp32")])
+def test_the_auto_backend_is_int8_only_where_the_cpu_has_vnni(monkeypatch: pytest.MonkeyPatch, vnni: bool,
+                                                              expected: str) -> None:
+    from knowledge import embedding
+
+    monkeypatch.setattr(embedding, "has_vnni", lambda: vnni)
+    assert embedding.auto_backend() == expected
+    built = embedding.make_embedder("default", "auto")
+    assert built.name == f"all-MiniLM-L6-v2:{expected}"  # the name (index, caches) is the concrete backend's
+    if vnni:
+        assert isinstance(built, OnnxEmbedder) and built.quantized
+
+
+def test_the_auto_backend_falls_back_to_torch_without_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from knowledge import embedding
+
+    monkeypatch.setattr(embedding, "has_vnni", lambda: True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(embedding.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert embedding.auto_backend() == "torch-fp32"
+
+
+def test_auto_is_a_valid_backend_and_a_wrong_one_names_it() -> None:
+    from pydantic import ValidationError
+
+    from botkit.config import EmbeddingConfig
+    from knowledge.embedding import make_embedder
+
+    assert EmbeddingConfig.model_validate({"backend": "auto"}).backend == "auto"
+    with pytest.raises(ValidationError, match="auto"):
+        EmbeddingConfig.model_validate({"backend": "onnx-int4"})
+    with pytest.raises(EmbeddingError, match="allowed: auto, torch-fp32"):
+        make_embedder("default", "onnx-int4")
