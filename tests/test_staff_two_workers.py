@@ -97,3 +97,34 @@ async def test_wrong_passwords_spread_over_two_workers_are_throttled_together(pr
     assert statuses == [401, 401, 401, 429, 429]  # 3 free in all, not 3 per worker
     refused = await signin(b, "alice", password)
     assert refused.status == 429 and refused.headers["Retry-After"] == "1"  # even the right one waits its turn
+
+
+async def test_the_accounts_database_down_is_a_503_that_says_so_without_its_address(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aiohttp_client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from botkit.app.signin import require
+
+    root = tmp_path / "down"
+    root.mkdir()
+    (root / "bot.yaml").write_text("name: db down\nchannels: {}\n", encoding="utf-8")
+    monkeypatch.setenv("BOTKIT_DATABASE_URL", "postgresql://botkit:s3cret-pw@127.0.0.1:1/botkit")
+    monkeypatch.delenv("BOTKIT_REDIS_URL", raising=False)
+    app = web.Application()
+    app[PROJECT] = Project.load(root)
+    setup_auth(app)
+
+    @require("agent")
+    async def console(_request: web.Request) -> web.Response:
+        return web.Response(text="console")
+
+    app.router.add_get("/api/console", console)
+    client = await aiohttp_client(app)
+    assert (await client.get("/signin")).status == 200  # the form itself needs no database
+    response = await signin(client, "alice", "a password of some length")
+    text = await response.text()
+    assert response.status == 503 and "not answering" in text and "try again in a moment" in text
+    api = await client.get("/api/console", cookies={SESSION_COOKIE: "x" * 43})
+    assert api.status == 503 and (await api.json())["retry"] is True
+    for body in (text, await api.text()):
+        assert "127.0.0.1:1" not in body and "s3cret" not in body  # public pages: the address stays in the log
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "cannot reach PostgreSQL at 127.0.0.1:1/botkit" in logged and "s3cret-pw" not in logged

@@ -30,6 +30,7 @@ from botkit.app.accounts import (
 )
 from botkit.app.http import api_error, api_json, page_headers, static_route
 from botkit.app.keys import AUTH, PROJECT, USER
+from botkit.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,27 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def _is_api(request: web.BaseRequest) -> bool:
     return request.path.startswith("/api/")
+
+
+def _answers_storage_errors(handler: Handler) -> Handler:
+    """The accounts database locked or not reachable (PostgreSQL down) is a 503 that says so
+    (JSON with ``retry`` on API paths, a short page otherwise), not a 500. The reason is logged,
+    not shown: these pages are public, and it names the database's host."""
+
+    @functools.wraps(handler)
+    async def answered(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StorageError as exc:
+            log.error("%s %s: the accounts database failed: %s", request.method, request.path, exc)
+            status = exc.http_status if exc.http_status >= 500 else 503
+            text = ("sign-in is unavailable for now (the accounts database is not answering); try again in a moment"
+                    if exc.retry else "sign-in is unavailable: the accounts database failed (the server log says why)")
+            if _is_api(request):
+                return api_error(status, text, retry=exc.retry)
+            return web.Response(status=status, text=f"{text[0].upper()}{text[1:]}.", headers=page_headers(request))
+
+    return answered
 
 
 def require(role: Role) -> Callable[[Handler], Handler]:
@@ -50,6 +72,7 @@ def require(role: Role) -> Callable[[Handler], Handler]:
         raise ValueError(f"bad role {role!r} (allowed: {', '.join(ROLES)})")
 
     def decorate(handler: Handler) -> Handler:
+        @_answers_storage_errors
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
             auth = request.app[AUTH]
@@ -148,6 +171,7 @@ def _signin_response(request: web.Request, status: int, next_path: str, name: st
     return response
 
 
+@_answers_storage_errors
 async def signin_page(request: web.Request) -> web.StreamResponse:
     ident = await request.app[AUTH].identify(request)
     next_path = _safe_next(request.query.get("next"), "")
@@ -161,6 +185,7 @@ def _wait_text(seconds: float) -> str:
     return f"{whole} second{'s' if whole != 1 else ''}" if whole < 120 else f"{math.ceil(whole / 60)} minutes"
 
 
+@_answers_storage_errors
 async def signin_submit(request: web.Request) -> web.StreamResponse:
     auth = request.app[AUTH]
     form = await request.post()
@@ -193,6 +218,7 @@ async def signin_submit(request: web.Request) -> web.StreamResponse:
     return response
 
 
+@_answers_storage_errors
 async def signout(request: web.Request) -> web.StreamResponse:
     auth = request.app[AUTH]
     token = request.cookies.get(SESSION_COOKIE, "")
@@ -210,6 +236,7 @@ async def signout(request: web.Request) -> web.StreamResponse:
     return response
 
 
+@_answers_storage_errors
 async def me(request: web.Request) -> web.StreamResponse:
     """Who is signed in, and the CSRF token the page must send with state changes."""
     ident = await request.app[AUTH].identify(request)

@@ -73,7 +73,8 @@ __all__ = ["COMPONENT", "MIGRATIONS", "PostgresAccountStore", "SchemaTooNew", "c
 def connect_error(exc: BaseException, dsn: str, source: str = "BOTKIT_DATABASE_URL") -> StorageError:
     """What a failed psycopg connection means for an operator, in one line."""
     at = where(dsn)
-    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()).rstrip(".") \
+        or type(exc).__name__  # libpq's message spans lines ("... Connection refused\n\tIs the server running ...")
     lowered = str(exc).lower()
     if isinstance(exc, psycopg.ProgrammingError) or "invalid dsn" in lowered or "missing \"=\"" in lowered:
         return StorageError(f"{source} is not a PostgreSQL DSN botkit can use ({text}); write it as "
