@@ -14,12 +14,15 @@ advisory lock, a newer schema refused (:class:`SchemaTooNew`).
 **Why psycopg 3 and not asyncpg here.** :class:`~botkit.app.accounts.Auth` is synchronous: the
 CLI calls it directly and the web handlers in a worker thread. asyncpg has no synchronous API,
 so using it would mean a private event loop in a thread of its own and a hop to it and back for
-every statement. Measured on the 2-core test machine against the local server (one ``SELECT
-$1`` per call, 3,000 calls from a plain thread): psycopg 3 over a held connection 88-94 us per
-call, the asyncpg bridge 0.8-1.2 ms (the thread wake-ups cost more than the query). psycopg 3 is
+every statement. Measured on the shared 2-core test machine against the local server, from a
+plain thread: one ``SELECT $1`` over a held connection, psycopg 3 88-94 us per call against
+0.8-1.2 ms through the bridge (the thread wake-ups cost more than the query); Auth's session
+lookup through the pools as used here (``benchmarks/accounts_driver.py``, load average 6-8),
+psycopg 3 0.4-0.9 ms against 0.9-2.6 ms, medians 0.76 and 1.54 ms. psycopg 3 is
 also what ``benchmarks/pg_driver.py`` already measures. Connections come from a
 ``psycopg_pool.ConnectionPool`` (up to ``pool_size``; each is checked before use, so one that a
-server restart broke is replaced instead of failing a request).
+server restart broke is replaced instead of failing a request; the check is one more round trip,
+part of the pooled figures above).
 
 A server that cannot be reached is a :class:`~botkit.errors.DatabaseUnavailable`; a refused login
 or a missing database a :class:`~botkit.errors.StorageError` that says what to fix. The DSN's
