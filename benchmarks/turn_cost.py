@@ -17,6 +17,8 @@ rules off (every turn goes through retrieval and a reply). It prints:
   re-read, get_or_create, window, record: two of them are fsynced commits), waiting for its one
   connection included; "ceiling@batch": the embedder alone at the run's mean batch size, which
   is what the ceiling at 64 overstates when concurrent queries form smaller batches;
+* "(store alone)": a turn's store calls and nothing else, at 1 and N conversations: what the
+  SQLite store (one connection, two fsynced commits per turn) serves on this disk;
 * "closed 1 (before)": the engine's turn as it was before the inbox re-read was dropped from
   ``Engine.handle`` (accept, then answer, which reads the accepted message back), beside the
   current path in the same run.
@@ -34,6 +36,7 @@ demo's eval questions (labelled as such: every question repeats, so its hit rate
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import gzip
 import json
@@ -253,6 +256,57 @@ async def closed_loop(run: Run, conversations: list[list[str]], concurrency: int
         return run.summary(time.perf_counter() - t0)
 
 
+async def paired(runs: list[tuple[str, Run]], conversations: list[list[str]], turns: int) -> None:
+    """One conversation at a time, each message answered by every run in turn (the order rotating
+    by message), so every variant meets the same machine load within a second of the others: the
+    per-message differences are paired, which a shared machine's drifting load cannot fake."""
+    async with contextlib.AsyncExitStack() as stack:
+        for _, run in runs:
+            await stack.enter_async_context(run.engine)
+            await _prepare(run, [])
+        texts = [(i, text) for i, conv in enumerate(conversations) for text in conv][:turns]
+        for j, (i, text) in enumerate(texts):
+            for _, run in runs[j % len(runs):] + runs[:j % len(runs)]:
+                await run.turn(f"paired-{i}", text)
+
+
+async def store_alone(concurrency: int, turns: int) -> dict[str, float]:
+    """A turn's conversation-store calls and nothing else (no embedding, no search, no engine):
+    the store's own ceiling on this disk, at ``concurrency`` conversations (closed loop)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from botkit.store import SQLiteConversationStore
+    from botkit.types import InboxItem, IncomingMessage, Turn
+
+    store = SQLiteConversationStore(workdir() / f"store-alone-{concurrency}.sqlite3")
+    await store.start()
+    ms: list[float] = []
+    budget = [turns]
+
+    async def conversation(i: int) -> None:
+        cid = f"s{concurrency}-{i}"
+        while budget[0] > 0:
+            budget[0] -= 1
+            t0 = time.perf_counter()
+            now = datetime.now(UTC)
+            item = await store.accept(InboxItem(IncomingMessage(cid, "where is my order?", at=now), uuid.uuid4().hex))
+            await store.get_or_create(cid, "cli", "", {}, now)
+            seq = (await store.window(cid, 200)).next_seq
+            await store.record([Turn(cid, seq, "customer", "where is my order?", now),
+                                Turn(cid, seq + 1, "bot", "It ships within 2 days.", now, action="answer")],
+                               status="bot", answers=item)
+            ms.append((time.perf_counter() - t0) * 1000)
+
+    try:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(conversation(i) for i in range(concurrency)))
+        wall = time.perf_counter() - t0
+    finally:
+        await store.close()
+    return {"turns": len(ms), "tps": len(ms) / wall, "p50": percentile(ms, 0.5), "p95": percentile(ms, 0.95)}
+
+
 def open_plan(conversations: list[list[str]], turns: int, active: int) -> list[tuple[str, str]]:
     """(conversation id, message) in arrival order: one message from each of ``active`` dialogues in
     turn, a finished dialogue replaced by the next; shorter than ``turns`` when the traffic runs out."""
@@ -312,6 +366,7 @@ def main() -> None:
     p.add_argument("--turns", type=int, default=400, help="turns per N-conversation and open-loop run")
     p.add_argument("--single-turns", type=int, default=150, help="turns per 1-conversation run")
     p.add_argument("--cache-size", type=int, default=1024)
+    p.add_argument("--paired-turns", type=int, default=200, help="messages of the paired 1-conversation comparison")
     p.add_argument("--backends", default="torch-fp32,auto",
                    help="knowledge.embedding.backend values, each run in full (auto: what this CPU gets)")
     p.add_argument("--warm", type=int, default=300, help="messages searched into the cache before a cache-on run "
@@ -351,6 +406,7 @@ def main() -> None:
 
     rows: list[list[Any]] = []
     n = args.conversations
+    projects: list[tuple[str, Path, Any]] = []  # (label, project root, started embedder) per backend
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
         root = workdir() / f"demo-{backend}"
         shutil.copytree(REPO / "demo", root, ignore=shutil.ignore_patterns(".botkit"))
@@ -358,10 +414,30 @@ def main() -> None:
         yaml_path.write_text(re.sub(r"(?m)^(\s+backend:) \S+", rf"\1 {backend}", yaml_path.read_text(), count=1))
         cli(["--project", str(root), "kb", "import"])
         opened = KnowledgeBase.open(Project.load(root), progress=False)
-        embedder = opened.embedder
-        embedder.start()
+        opened.embedder.start()
         opened.store.close()
-        name = embedder.name.partition(":")[2] + (" (auto)" if backend == "auto" else "")
+        projects.append((opened.embedder.name.partition(":")[2] + (" (auto)" if backend == "auto" else ""), root,
+                         opened.embedder))
+
+    # -- paired, at one conversation: the variants answer the same messages alternately --------------
+    variants: list[tuple[str, Run]] = []
+    for k, (name, root, embedder) in enumerate(projects):
+        variants.append((name, Run(root, embedder, 0, f"paired-{k}")))
+        if k == 0:
+            variants.append((f"{name}, before", Run(root, embedder, 0, "paired-before")))
+            variants[-1][1].before = True
+    log(f"paired at 1 conversation: {', '.join(label for label, _ in variants)}")
+    asyncio.run(paired(variants, measured, args.paired_turns))
+    base = variants[0][1].turns
+    paired_rows = []
+    for label, run in variants:
+        r = run.summary(1.0)
+        diff = [t["ms"] - b["ms"] for t, b in zip(run.turns, base)]
+        diff_over = [(t["ms"] - t["search"]) - (b["ms"] - b["search"]) for t, b in zip(run.turns, base)]
+        paired_rows.append([label, r["turns"], r["p50"], r["p95"], r["embed"], r["search"], r["overhead"],
+                            r["overhead95"], r["store"], percentile(diff, 0.5), percentile(diff_over, 0.5)])
+
+    for name, root, embedder in projects:
         maxima: dict[int, float] = {}
         for size in (0, args.cache_size):
             label = "on" if size else "off"
@@ -370,7 +446,7 @@ def main() -> None:
             for c, turns, old_path in plan:
                 log(f"{name}: closed loop, {c} conversation(s), cache {label}{' (before)' if old_path else ''}")
                 before = ceiling(embedder, sample)
-                run = Run(root, embedder, size, f"{backend}-{label}-{c}-{old_path}")
+                run = Run(root, embedder, size, f"{root.name}-{label}-{c}-{old_path}")
                 run.before = old_path
                 r = asyncio.run(closed_loop(run, measured, c, turns, warm))
                 ceil = (before + ceiling(embedder, sample)) / 2  # the machine is shared: measured beside each run
@@ -388,11 +464,19 @@ def main() -> None:
             label = "on" if size else "off"
             rate = maxima[0] / 2  # half the cache-off maximum: the same offered load for both
             log(f"{name}: open loop at {rate:.1f} turns/s, cache {label}")
-            r = asyncio.run(open_loop(Run(root, embedder, size, f"{backend}-open-{label}"), measured, rate,
+            r = asyncio.run(open_loop(Run(root, embedder, size, f"{root.name}-open-{label}"), measured, rate,
                                       args.turns, warm))
             rows.append([name, f"open {rate:.1f}/s", label, r["turns"], r["tps"], None, None, None, r["p50"], r["p95"],
                          None, None, None, None, r["store"], r["searches"], r["batch"], r["hit"], None])
-        del embedder, opened
+    print(f"paired at 1 conversation, cache off: each of {args.paired_turns} messages answered by every variant "
+          f"in turn (order rotating); diff = the median over messages of (this variant - {variants[0][0]})\n")
+    print_table(["variant", "turns", "p50 ms", "p95 ms", "embed p50", "search p50", "overhead p50", "overhead p95",
+                 "store p50", "turn diff p50", "overhead diff p50"], paired_rows)
+    for c in (1, n):
+        log(f"the store alone, {c} conversation(s)")
+        r = asyncio.run(store_alone(c, args.turns))
+        rows.append(["(store alone)", f"closed {c}", "-", r["turns"], r["tps"], None, None, None, r["p50"], r["p95"],
+                     None, None, None, None, r["p50"], None, None, None, None])
     print("ceiling: sentences/s of the row's embedder alone on batches of 64 of the run's own messages, measured "
           "just before and just after each closed-loop run (mean); ceiling@batch: the same at the run's mean "
           "batch size (after the run)\n")
