@@ -273,3 +273,18 @@ def test_the_switch_moves_the_knowledge_store(dsn: str, schema: str, tmp_path: P
     with store:
         store.upsert(ARTICLES[:1])
         assert store.count() == 1
+
+
+def test_the_operator_report_reads_the_proposals_from_postgresql(dsn: str, schema: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    from botkit.app.analytics_data import project_proposals
+    from botkit.project import Project
+    from training.gaps import Proposal
+
+    (tmp_path / "bot.yaml").write_text(f"name: t\nstorage:\n  postgres_schema: {schema}\n")
+    monkeypatch.setenv("BOTKIT_DATABASE_URL", dsn)
+    with PostgresKnowledgeStore(dsn, schema).open_proposals() as proposals:
+        proposals.add([Proposal("p-9", "Can I pay by invoice", ("Can I pay by invoice?",), "Yes.", 3, ("c1",))])
+    refs = project_proposals(Project.load(tmp_path))
+    assert [(r.id, r.count) for r in refs] == [("p-9", 3)]
+    assert not (tmp_path / ".botkit").exists() or not any((tmp_path / ".botkit").glob("*.sqlite3"))

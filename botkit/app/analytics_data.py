@@ -28,12 +28,25 @@ def open_proposals(db_path: Path) -> list[ProposalRef]:
         return [ProposalRef(p.id, p.title, p.questions, p.count) for p in store.list("proposed")]
 
 
+def project_proposals(project: Project) -> list[ProposalRef]:
+    """The open FAQ proposals beside the project's knowledge base: in its SQLite file, or in
+    PostgreSQL when the knowledge base is there (BOTKIT_DATABASE_URL)."""
+    from botkit.app.compose import build_knowledge_store
+    from training.gaps import proposals_for
+
+    store = build_knowledge_store(project)
+    if not store.shared_index:
+        return open_proposals(project.db_path)
+    with proposals_for(store) as proposals:
+        return [ProposalRef(p.id, p.title, p.questions, p.count) for p in proposals.list("proposed")]
+
+
 async def analytics_report(project: Project, store: ConversationStore, rng: ReportRange) -> dict[str, Any]:
     """The report of ``store`` for ``rng``, linked to the project's open FAQ proposals. Proposals
     that cannot be read leave the links out (logged); the figures never depend on them."""
     report = await build_report(store, rng)
     try:
-        proposals = await asyncio.to_thread(open_proposals, project.db_path)
+        proposals = await asyncio.to_thread(project_proposals, project)
     except (BotkitError, OSError) as exc:
         log.warning("analytics: the FAQ proposals in %s could not be read (%s); groups are not linked",
                     project.db_path, exc)
@@ -41,4 +54,4 @@ async def analytics_report(project: Project, store: ConversationStore, rng: Repo
     return link_proposals(report, proposals)
 
 
-__all__ = ["analytics_report", "open_proposals"]
+__all__ = ["analytics_report", "open_proposals", "project_proposals"]
