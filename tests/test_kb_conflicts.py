@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from botkit.app.cli import main
@@ -25,6 +26,40 @@ from tests.conftest import open_kb
 from tests.test_auth import client, staff  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def demo_kb(request: pytest.FixtureRequest, demo_dir: Path, embedder: Any):
+    """The imported demo KB on each knowledge store backend (the same three-way import on both).
+    PostgreSQL's embedding cache is seeded from the SQLite copy's, so nothing is embedded again."""
+    if request.param == "sqlite":
+        kb = open_kb(demo_dir, embedder)
+        kb.start()
+        yield kb
+        kb.close()
+        return
+    from pg_redis_fixtures import pg_dsn, throwaway_schema
+
+    from botkit.backends.pg_knowledge import PostgresKnowledgeStore
+    from botkit.project import Project
+
+    dsn = pg_dsn()
+    project = Project.load(demo_dir)
+    with sqlite3.connect(project.db_path) as db:
+        vectors = db.execute("SELECT text_hash, model, vector FROM embeddings").fetchall()
+    with throwaway_schema(dsn) as schema:
+        store = PostgresKnowledgeStore(dsn, schema)
+        store.start()
+        for model in {m for _, m, _ in vectors}:
+            store.cache_embeddings(model, {h: np.frombuffer(v, dtype=np.float32) for h, m2, v in vectors
+                                           if m2 == model})
+        kb = KnowledgeBase(store, embedder, demo_dir / ".botkit" / "pg-index", project.config.knowledge,
+                           progress=False)
+        kb.start()
+        kb.import_paths([demo_dir / "kb"], author="test")  # as the SQLite template was made
+        assert kb.embedded_total == 0
+        yield kb
+        kb.close()
 PAYPAL = "faq-paypal"  # demo/kb/faq.csv line 3
 FILE_TEXT = "PayPal refunds usually reach you within 3–5 business days."
 EDIT = "Yes, PayPal and Venmo are both accepted at checkout in every store."
