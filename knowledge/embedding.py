@@ -66,10 +66,15 @@ class SentenceTransformerEmbedder:
         self._model: SentenceTransformer | None = None
         self._dim = 0
         self._lock = threading.Lock()  # one forward pass at a time: torch already uses all cores
+        self._name = ""
 
     @property
     def name(self) -> str:
-        return f"{model_label(self.model_path)}:{'torch-bf16' if self.bf16 else 'torch-fp32'}"
+        # Asked several times per search (caches, passages): the model's label is worked out once
+        # (for a model other than the shipped one it globs and stats the weights).
+        if not self._name:
+            self._name = f"{model_label(self.model_path)}:{'torch-bf16' if self.bf16 else 'torch-fp32'}"
+        return self._name
 
     @property
     def dim(self) -> int:

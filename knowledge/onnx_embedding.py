@@ -142,10 +142,13 @@ class OnnxEmbedder:
         self._max_length = 256
         self._dim = 0
         self._lock = threading.Lock()  # guards start() and the tokenizer (its padding state is mutable)
+        self._label = ""
 
     @property
     def name(self) -> str:
-        return f"{model_label(self.model_path)}:{'onnx-int8' if self.quantized else 'onnx-fp32'}"
+        if not self._label:  # asked several times per search: the model's label is worked out once
+            self._label = model_label(self.model_path)
+        return f"{self._label}:{'onnx-int8' if self.quantized else 'onnx-fp32'}"
 
     @property
     def dim(self) -> int:
