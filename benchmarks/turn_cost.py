@@ -19,6 +19,9 @@ rules off (every turn goes through retrieval and a reply). It prints:
   is what the ceiling at 64 overstates when concurrent queries form smaller batches;
 * "(store alone)": a turn's store calls and nothing else, at 1 and N conversations: what the
   SQLite store (one connection, two fsynced commits per turn) serves on this disk;
+* a variant that follows another in the paired rotation can be slowed by it (onnxruntime's
+  threads spin for a while after a run, by default), so ``--paired-only --backends torch-fp32``
+  compares the engine's turn before and after with nothing else in the rotation;
 * "closed 1 (before)": the engine's turn as it was before the inbox re-read was dropped from
   ``Engine.handle`` (accept, then answer, which reads the accepted message back), beside the
   current path in the same run.
@@ -367,6 +370,8 @@ def main() -> None:
     p.add_argument("--single-turns", type=int, default=150, help="turns per 1-conversation run")
     p.add_argument("--cache-size", type=int, default=1024)
     p.add_argument("--paired-turns", type=int, default=200, help="messages of the paired 1-conversation comparison")
+    p.add_argument("--paired-only", action="store_true", help="the paired comparison only (with --backends "
+                   "torch-fp32: the engine's turn before and after, nothing else in the rotation)")
     p.add_argument("--backends", default="torch-fp32,auto",
                    help="knowledge.embedding.backend values, each run in full (auto: what this CPU gets)")
     p.add_argument("--warm", type=int, default=300, help="messages searched into the cache before a cache-on run "
@@ -437,6 +442,13 @@ def main() -> None:
         paired_rows.append([label, r["turns"], r["p50"], r["p95"], r["embed"], r["search"], r["overhead"],
                             r["overhead95"], r["store"], percentile(diff, 0.5), percentile(diff_over, 0.5)])
 
+    if args.paired_only:
+        print(f"paired at 1 conversation, cache off: each of {args.paired_turns} messages answered by every variant "
+              f"in turn (order rotating); diff = the median over messages of (this variant - {variants[0][0]})\n")
+        print_table(["variant", "turns", "p50 ms", "p95 ms", "embed p50", "search p50", "overhead p50",
+                     "overhead p95", "store p50", "turn diff p50", "overhead diff p50"], paired_rows)
+        print_footer()
+        return
     for name, root, embedder in projects:
         maxima: dict[int, float] = {}
         for size in (0, args.cache_size):
