@@ -137,6 +137,8 @@ def main() -> None:
     p.add_argument("--messages", type=int, default=20, help="messages per session per run")
     p.add_argument("--repeat", type=int, default=2, help="runs per configuration (alternating)")
     p.add_argument("--max-seconds", type=float, default=600, help="give up on a run after this long")
+    p.add_argument("--worker-threads", type=int, help="OMP_NUM_THREADS for each worker (default: torch's own, "
+                   "one per core: one worker alone then uses both cores while it embeds)")
     args = p.parse_args()
     if args.sessions * args.messages > 50_000 or args.sessions > 2000:
         sys.exit("bounded on purpose: at most 2000 sessions and 50,000 messages per run")
@@ -150,6 +152,7 @@ def main() -> None:
         f"botkit serve --workers 2 on PostgreSQL ({DSN}, schema {schema}) and Redis ({REDIS_URL}); extractive "
         "responder, escalation off, query cache off (every turn embeds and searches); demo KB",
         "two nginx instances in front of the same workers: one lists worker 0 only, the other both; runs alternate",
+        f"worker threads: {args.worker_threads or 'torch default (one per core)'}; "
         f"{args.sessions} sessions x {args.messages} messages per run, each session a closed loop; latency = "
         "send -> final reply; CPU ms/turn from /proc (workers, nginx, every postgres and redis-server process, "
         "this client)"])
@@ -162,6 +165,8 @@ def main() -> None:
     cfg["storage"] = {"postgres_schema": schema, "redis_prefix": prefix}
     (root / "bot.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(REPO), "BOTKIT_DATABASE_URL": DSN, "BOTKIT_REDIS_URL": REDIS_URL}
+    if args.worker_threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.worker_threads)
     log("importing the demo KB")
     subprocess.run([sys.executable, "-m", "botkit", "--project", str(root), "kb", "import"], cwd=REPO, check=True,
                    env=env, stdout=subprocess.DEVNULL)
@@ -198,10 +203,12 @@ def main() -> None:
                 rate = r["replies"] / r["wall"] if r["wall"] else 0.0
                 rates[n].append(rate)
                 lat = r["latencies"]
-                per = [(a - b) * 1000 / turns for a, b in zip(after, before, strict=True)]
+                per = [(a - b) * 1000 / turns for a, b in zip(after, before, strict=True)] + [r["cpu"] * 1000 / turns]
+                total = sum(per)  # CPU ms of everything a turn needs, on this machine
+                cores = os.cpu_count() or 1
                 rows.append([f"{n} worker{'s' if n > 1 else ''} #{rep}", r["replies"], r["wall"], rate,
                              percentile(lat, 0.5), percentile(lat, 0.95), r["sent"] - r["replies"], r["errors"],
-                             *per, r["cpu"] * 1000 / turns])
+                             *per, total * rate / 1000, cores * 1000 / total])
     finally:
         for proc in proxies:
             proc.send_signal(signal.SIGQUIT)  # graceful
@@ -213,7 +220,11 @@ def main() -> None:
             supervisor.kill()
         asyncio.run(_drop(schema, prefix))
     print_table(["workers", "turns", "wall s", "turns/s", "p50 ms", "p95 ms", "lost", "errors",
-                 "workers CPU ms/turn", "nginx", "postgres", "redis", "client"], rows)
+                 "workers CPU ms/turn", "nginx", "postgres", "redis", "client", "cores used",
+                 "all-cores turns/s"], rows)
+    print("cores used = the CPU all of them used per second of the run (the rest went to other programs); "
+          "all-cores turns/s = the machine's cores divided by the CPU a turn costs in all of them: what the machine "
+          "could give if nothing else ran")
     one, two = statistics.median(rates[1]), statistics.median(rates[2])
     print(f"2 workers / 1 worker: {two / one:.2f}x (median turns/s {two:.1f} vs {one:.1f}; per repetition: "
           + ", ".join(f"{b / a:.2f}x" for a, b in zip(rates[1], rates[2], strict=True)) + f"); cores: {os.cpu_count()}")
