@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -582,10 +582,12 @@ class KnowledgeBase:
                 self._catch_up_thread = None
 
     # -- editing -----------------------------------------------------------------------------
-    def upsert(self, drafts: Sequence[ArticleDraft], author: str = "operator", note: str = "") -> ChangeSummary:
-        """Write drafts to the store: their new chunks are embedded into the cache first, then committed."""
+    def upsert(self, drafts: Sequence[ArticleDraft], author: str = "operator", note: str = "",
+               expect: Mapping[str, int | None] | None = None) -> ChangeSummary:
+        """Write drafts to the store: their new chunks are embedded into the cache first, then committed.
+        ``expect``: the revisions the writer saw (see KnowledgeStoreBase.upsert: a ConflictError if one moved)."""
         self.embed_ahead(drafts)
-        summary = self.store.upsert(drafts, author, note)
+        summary = self.store.upsert(drafts, author, note, expect)
         if summary.changed:
             self._sync_committed(summary)
         return summary

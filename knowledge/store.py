@@ -35,6 +35,7 @@ import numpy as np
 
 from botkit.errors import ArticleNotFound, KnowledgeError
 from botkit.sqlite import SQLiteDatabase, translate_errors
+from botkit.store import ConflictError
 from knowledge.chunking import chunk_article
 from knowledge.imports import IMPORT_BASES_SQL, ImportBase, ImportChange, Latest, Resolve, decide, migrate
 from knowledge.types import Article, ArticleDraft, Chunk, ChunkDraft, Revision
@@ -408,12 +409,24 @@ class KnowledgeStoreBase(abc.ABC):
                     (d.id, c.ord, c.kind, c.heading, c.text, c.embed_text, c.hash),
                 )
 
-    def upsert(self, drafts: Sequence[ArticleDraft], author: str = "operator", note: str = "") -> ChangeSummary:
-        """Create or update articles in one transaction; unchanged content makes no revision."""
+    def upsert(self, drafts: Sequence[ArticleDraft], author: str = "operator", note: str = "",
+               expect: Mapping[str, int | None] | None = None) -> ChangeSummary:
+        """Create or update articles in one transaction; unchanged content makes no revision.
+
+        ``expect``: article id -> the revision the writer saw (None: it must not exist). Checked in
+        the same transaction as the write, so of two editors (on two workers) saving the same
+        revision one wins and the other gets a ConflictError, nothing written.
+        """
         created: builtins.list[str] = []
         updated: builtins.list[str] = []
         unchanged: builtins.list[str] = []
         with self._transaction():
+            for article_id, rev in (expect or {}).items():
+                row = self._row("SELECT rev FROM articles WHERE id=?", (article_id,))
+                now = row["rev"] if row else None
+                if now != rev:
+                    raise ConflictError(f"article {article_id!r} is at revision {now}, not {rev}: it changed "
+                                        "since it was read; reload it and apply the change again")
             current = {r["id"]: r["content_hash"] for r in self._rows("SELECT id, content_hash FROM articles")}
             for d in drafts:
                 if d.id not in current:

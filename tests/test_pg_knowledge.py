@@ -288,3 +288,34 @@ def test_the_operator_report_reads_the_proposals_from_postgresql(dsn: str, schem
     refs = project_proposals(Project.load(tmp_path))
     assert [(r.id, r.count) for r in refs] == [("p-9", 3)]
     assert not (tmp_path / ".botkit").exists() or not any((tmp_path / ".botkit").glob("*.sqlite3"))
+
+
+def test_two_editors_saving_one_revision_on_two_workers_one_wins(dsn: str, schema: str):
+    from botkit.store import ConflictError
+
+    with PostgresKnowledgeStore(dsn, schema) as seed:
+        seed.upsert(ARTICLES[:1])
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def save(name: str) -> None:
+        with PostgresKnowledgeStore(dsn, schema) as store:
+            seen = store.get("refunds").rev  # both opened revision 1
+            barrier.wait()
+            try:
+                store.upsert([ArticleDraft("refunds", "Refunds", f"Edited by {name}.", ("billing",))], author=name,
+                             expect={"refunds": seen})
+                outcomes.append(f"saved:{name}")
+            except ConflictError:
+                outcomes.append("conflict")
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in ("ann", "bob")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(o.split(":")[0] for o in outcomes) == ["conflict", "saved"]
+    winner = next(o for o in outcomes if o.startswith("saved")).split(":")[1]
+    with PostgresKnowledgeStore(dsn, schema) as store:
+        assert store.get("refunds").body == f"Edited by {winner}." and store.kb_version() == 2
+        assert [r.author for r in store.history("refunds")] == ["operator", winner]

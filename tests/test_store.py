@@ -162,3 +162,15 @@ def test_each_database_keeps_its_own_synchronous_setting(tmp_path: Path):
         assert plain.run(lambda db: db.execute("PRAGMA synchronous").fetchone()[0]) == 1
     finally:
         plain.close()
+
+
+def test_an_expected_revision_that_moved_is_a_conflict_and_writes_nothing(store: KnowledgeStore):
+    from botkit.store import ConflictError
+
+    store.upsert([art("a", "First")])
+    store.upsert([art("a", "Second")], author="ann", expect={"a": 1})  # saw revision 1: it is still current
+    with pytest.raises(ConflictError, match="revision 2, not 1"):  # a second editor that also saw revision 1
+        store.upsert([art("a", "Third"), art("b")], author="bob", expect={"a": 1})
+    with pytest.raises(ConflictError, match="revision 2, not None"):  # "create": it must not exist yet
+        store.upsert([art("a", "Mine")], expect={"a": None})
+    assert store.get("a").body == "Second" and store.find("b") is None and store.kb_version() == 2

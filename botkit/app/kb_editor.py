@@ -20,8 +20,10 @@ Routes:
 
 Every write goes through :class:`~knowledge.base.KnowledgeBase` with the operator's name as
 the author, so the index is synced before the answer is sent and the very next customer
-question sees the change. Writes from this server are serialised by one lock, which makes
-the ``rev`` check and the write one step (409 when the article changed since it was opened).
+question sees the change. Writes from this server are serialised by one lock, and the ``rev``
+check is made again inside the write's transaction (``expect``), which the store serialises
+across processes (SQLite's write lock, PostgreSQL's advisory lock): so the check and the write
+are one step even with several workers (409 when the article changed since it was opened).
 KB calls embed text, so they run in a thread.
 
 An entry that came from ``botkit kb import`` is owned by its file: every article answer has
@@ -52,6 +54,7 @@ from botkit.app.http import Refused, api_error, api_json, error_response, page_r
 from botkit.app.keys import KB, PROJECT, USER
 from botkit.app.signin import require, setup_auth
 from botkit.errors import ArticleNotFound, ImportFailed, KnowledgeError
+from botkit.store import ConflictError
 from knowledge.base import KnowledgeBase
 from knowledge.imports import ImportBase
 from knowledge.ingest import MAX_QUESTIONS, MAX_TITLE, make_draft, read_sources, slugify
@@ -291,7 +294,10 @@ async def create_article(request: web.Request, editor: Editor, kb: KnowledgeBase
             draft = replace(draft, id=await _free_id(editor, kb, draft.title))
         elif await editor.run(kb.store.find, draft.id) is not None:
             raise Refused(409, f"an article with id {draft.id!r} exists already; open it to edit it", "id")
-        summary = await editor.run(kb.upsert, [draft], ident.name, "created in the kb editor")
+        try:  # checked again in the write's transaction: another worker's editor may have just made it
+            summary = await editor.run(kb.upsert, [draft], ident.name, "created in the kb editor", {draft.id: None})
+        except ConflictError:
+            raise Refused(409, f"an article with id {draft.id!r} exists already; open it to edit it", "id") from None
         article = await editor.run(kb.store.get, draft.id)
     log.info("%s created article %s (kb version %d)", ident.name, draft.id, summary.kb_version)
     return api_json({"article": await _shown(editor, kb, article), "kb_version": summary.kb_version,
@@ -314,7 +320,14 @@ async def update_article(request: web.Request, editor: Editor, kb: KnowledgeBase
         if current.rev != sent:
             raise _conflict(current, sent)
         draft = draft_from(body, article_id, current.source)
-        summary = await editor.run(kb.upsert, [draft], ident.name, "edited in the kb editor")
+        try:  # the rev checked again in the write's transaction: another worker's editor may have saved
+            summary = await editor.run(kb.upsert, [draft], ident.name, "edited in the kb editor", {article_id: sent})
+        except ConflictError:
+            now = await editor.run(kb.store.find, article_id)
+            if now is None:
+                raise Refused(409, f"{article_id!r} was deleted after you opened it; "
+                                   "save it as a new article or roll it back from its history") from None
+            raise _conflict(now, sent) from None
         article = await editor.run(kb.store.get, article_id)
     if summary.changed:
         log.info("%s updated article %s (kb version %d)", ident.name, article_id, summary.kb_version)
