@@ -319,3 +319,17 @@ def test_two_editors_saving_one_revision_on_two_workers_one_wins(dsn: str, schem
     with PostgresKnowledgeStore(dsn, schema) as store:
         assert store.get("refunds").body == f"Edited by {winner}." and store.kb_version() == 2
         assert [r.author for r in store.history("refunds")] == ["operator", winner]
+
+
+def test_a_writer_held_up_by_another_worker_past_the_wait_is_told_and_writes_nothing(dsn: str, schema: str):
+    from botkit.errors import DatabaseLocked
+
+    with PostgresKnowledgeStore(dsn, schema, write_wait_s=0.3) as store:
+        store.upsert(ARTICLES[:1])
+        with admin(dsn) as other:  # another worker in the middle of a long write: it holds the writers' lock
+            other.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"botkit.kb.{schema}",))
+            with pytest.raises(DatabaseLocked, match="another worker.*0.3 s wait.*nothing was written"):
+                store.upsert(ARTICLES[1:])
+            assert store.count() == 1 and store.kb_version() == 1  # reads never wait for the writers' lock
+        store.upsert(ARTICLES[1:])  # the other finished: writing works again, with no lock left behind
+        assert store.count() == 3 and store.kb_version() == 2

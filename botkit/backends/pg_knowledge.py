@@ -11,7 +11,9 @@ explicitly:
   ``botkit kb import``) write one after the other, each reading the version the other committed
   (READ COMMITTED: every statement after the lock sees it), so versions rise by one per batch
   with no gap and no lost update. This replaces the KB editor's in-process lock across workers.
-  The lock is released by COMMIT or ROLLBACK, so a killed worker never leaves it held.
+  The lock is released by COMMIT or ROLLBACK, so a killed worker never leaves it held; a
+  writer waits for it at most ``write_wait_s`` (30 s, as SQLite's busy timeout), then gets a
+  :class:`~botkit.errors.DatabaseLocked`, nothing written.
 * **chunk ids never reused**: ``chunks.chunk_id`` is an identity column (a sequence never hands
   a number out twice, even after a rollback), so an id in any worker's index always means the
   same text.
@@ -56,7 +58,7 @@ from psycopg.rows import dict_row
 
 from botkit.backends.pg_knowledge_migrations import migrate_knowledge
 from botkit.backends.postgres import where
-from botkit.errors import DatabaseUnavailable, StorageError
+from botkit.errors import DatabaseLocked, DatabaseUnavailable, StorageError
 from knowledge.store import KnowledgeStoreBase, Row
 from knowledge.types import ArticleDraft, ChunkDraft
 from training.gaps import ProposalStoreBase
@@ -66,6 +68,7 @@ CONNECT_TIMEOUT_S = 10
 POLL_S = 2.0  # the watcher reads the version this often too, in case a notification was missed
 LISTEN_TICK_S = 0.2  # how long the watcher waits for a notification before it looks at the clock
 RECONNECT_S = (0.5, 1.0, 2.0, 5.0)  # the watcher's waits between reconnection attempts
+WRITE_WAIT_S = 30.0  # how long a writer waits for another worker's write (as SQLite's busy timeout)
 
 
 @functools.lru_cache(maxsize=512)
@@ -100,8 +103,9 @@ class PostgresDatabase:
     reopened after a lost connection; a lost one is a DatabaseUnavailable for the call that
     saw it (its transaction was rolled back by the server)."""
 
-    def __init__(self, dsn: str, schema: str, source: str, what: str):
+    def __init__(self, dsn: str, schema: str, source: str, what: str, write_wait_s: float = WRITE_WAIT_S):
         self.dsn, self.schema, self.source, self.what = dsn, schema, source, what
+        self.write_wait_s = write_wait_s
         self.lock = threading.RLock()
         self._conn: psycopg.Connection[Any] | None = None
         self._migrated = False
@@ -166,10 +170,22 @@ class PostgresDatabase:
 
     @contextlib.contextmanager
     def transaction(self, lock_key: str | None) -> Iterator[None]:
-        """One transaction, under ``pg_advisory_xact_lock(lock_key)`` when given (writers in turn)."""
+        """One transaction, under ``pg_advisory_xact_lock(lock_key)`` when given (writers in turn).
+        A writer waits at most ``write_wait_s`` for another's commit (it holds this store's
+        connection meanwhile), then gets a DatabaseLocked, nothing written."""
         with self.lock, self.errors(), self.connection.transaction():
             if lock_key is not None:
-                self.connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock_key,))
+                conn = self.connection
+                wait = sql.Literal(f"{self.write_wait_s * 1000:.0f}ms")
+                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(wait))
+                try:
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock_key,))
+                except psycopg.errors.LockNotAvailable as exc:
+                    raise DatabaseLocked(
+                        f"{self.what} in PostgreSQL at {where(self.dsn)} (schema {self.schema}) is being written by "
+                        f"another worker and stayed so past the {self.write_wait_s:g} s wait, so nothing was "
+                        "written; try again in a moment (a long `botkit kb import` holds it while it commits)") from exc
+                conn.execute("SET LOCAL lock_timeout = 0")  # the wait above only, not the writes that follow
             yield
 
 
@@ -183,18 +199,19 @@ class PostgresKnowledgeStore(KnowledgeStoreBase):
         source: where the DSN came from, named in errors (the environment variable).
         poll_s: how often the watcher reads the version besides listening.
         channel: the NOTIFY channel (default ``botkit_kb.<schema>``: every store of the schema).
+        write_wait_s: how long a write waits for another worker's (then DatabaseLocked).
     """
 
     shared_index = True
 
     def __init__(self, dsn: str, schema: str = "botkit", *, source: str = "BOTKIT_DATABASE_URL",
                  chunker: Callable[[ArticleDraft], list[ChunkDraft]] | None = None, poll_s: float = POLL_S,
-                 channel: str | None = None):
+                 channel: str | None = None, write_wait_s: float = WRITE_WAIT_S):
         super().__init__(chunker)
         self.dsn, self.schema, self.source = dsn, schema, source
         self.channel = channel or f"botkit_kb.{schema}"
         self.poll_s = poll_s
-        self._pg = PostgresDatabase(dsn, schema, source, "the knowledge base")
+        self._pg = PostgresDatabase(dsn, schema, source, "the knowledge base", write_wait_s)
         self._lock = self._pg.lock
         self._write_key = f"botkit.kb.{schema}"
         self._in_tx = False
