@@ -333,3 +333,29 @@ def test_a_writer_held_up_by_another_worker_past_the_wait_is_told_and_writes_not
             assert store.count() == 1 and store.kb_version() == 1  # reads never wait for the writers' lock
         store.upsert(ARTICLES[1:])  # the other finished: writing works again, with no lock left behind
         assert store.count() == 3 and store.kb_version() == 2
+
+
+@pytest.mark.slow
+def test_botkit_kb_import_in_another_process_is_searchable_here(dsn: str, schema: str, embedder, tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO, copy_demo
+
+    project = copy_demo(tmp_path / "demo")
+    with (project / "bot.yaml").open("a", encoding="utf-8") as f:
+        f.write(f"\nstorage:\n  postgres_schema: {schema}\n")
+    here = open_worker(dsn, schema, embedder, tmp_path / "here")  # a running worker, its KB still empty
+    try:
+        assert here.indexed_version == 0
+        env = {**os.environ, "PYTHONPATH": str(REPO), "BOTKIT_DATABASE_URL": dsn}
+        done = subprocess.run([sys.executable, "-m", "botkit", "--project", str(project), "kb", "import"], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        wait_for("the other process's import reaching this worker", lambda: here.indexed_version == 1)
+        assert here.search("can I pay with paypal").hits[0].article_id == "faq-paypal"
+        # the importing process kept its index in memory: no index file in the shared project directory
+        assert not list(project.rglob("vectors.faiss")) and not list(project.rglob("*.sqlite3"))
+    finally:
+        here.close()
