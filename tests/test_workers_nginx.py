@@ -313,7 +313,8 @@ def test_the_cli_refuses_workers_before_loading_anything(tmp_path: Path) -> None
     run = subprocess.run([sys.executable, "-m", "botkit", "--project", str(project), "serve", "--workers", "2"],
                          cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and run.stdout == ""
-    assert run.stderr.startswith("error: --workers 2 needs a database and a Redis") and "in-process" not in run.stdout
+    assert run.stderr.startswith("error: --workers 2 needs a database and a Redis that every worker shares: set "
+                                 "BOTKIT_DATABASE_URL=postgresql://")
     config = yaml.safe_load((project / "bot.yaml").read_text())
     config["channels"]["telegram"] = {"mode": "polling"}
     (project / "bot.yaml").write_text(yaml.safe_dump(config))
