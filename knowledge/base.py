@@ -604,13 +604,14 @@ class KnowledgeBase:
             self._sync_committed(summary)
         return summary
 
-    def delete(self, article_id: str, author: str = "operator") -> ChangeSummary:
-        summary = self.store.delete(article_id, author)
+    def delete(self, article_id: str, author: str = "operator", expect_rev: int | None = None) -> ChangeSummary:
+        summary = self.store.delete(article_id, author, expect_rev=expect_rev)
         self._sync_committed(summary)
         return summary
 
-    def rollback(self, article_id: str, to_rev: int, author: str = "operator") -> ChangeSummary:
-        summary = self.store.rollback(article_id, to_rev, author)
+    def rollback(self, article_id: str, to_rev: int, author: str = "operator",
+                 expect_rev: int | None = None) -> ChangeSummary:
+        summary = self.store.rollback(article_id, to_rev, author, expect_rev)
         if summary.changed:
             self._sync_committed(summary)
         return summary

@@ -423,10 +423,11 @@ class KnowledgeStoreBase(abc.ABC):
         with self._transaction():
             for article_id, rev in (expect or {}).items():
                 row = self._row("SELECT rev FROM articles WHERE id=?", (article_id,))
-                now = row["rev"] if row else None
-                if now != rev:
-                    raise ConflictError(f"article {article_id!r} is at revision {now}, not {rev}: it changed "
-                                        "since it was read; reload it and apply the change again")
+                if (row["rev"] if row else None) != rev:
+                    if rev is None:
+                        raise ConflictError(f"article {article_id!r} exists already (revision {row and row['rev']}), "
+                                            "not None as expected: another writer made it")
+                    self._check_rev(article_id, rev)
             current = {r["id"]: r["content_hash"] for r in self._rows("SELECT id, content_hash FROM articles")}
             for d in drafts:
                 if d.id not in current:
@@ -507,9 +508,22 @@ class KnowledgeStoreBase(abc.ABC):
         return ChangeSummary(version, tuple(created), tuple(updated), tuple(unchanged), kept=tuple(kept),
                              conflicts=tuple(conflicts), resolved=tuple(resolved))
 
-    def delete(self, article_id: str, author: str = "operator", note: str = "") -> ChangeSummary:
+    def _check_rev(self, article_id: str, rev: int | None) -> None:
+        """In a write transaction: a ConflictError unless the article is at revision ``rev`` (None: not checked)."""
+        if rev is None:
+            return
+        row = self._row("SELECT rev FROM articles WHERE id=?", (article_id,))
+        now = row["rev"] if row else None
+        if now != rev:
+            raise ConflictError(f"article {article_id!r} is at revision {now}, not {rev}: it changed since it was "
+                                "read; reload it and apply the change again")
+
+    def delete(self, article_id: str, author: str = "operator", note: str = "",
+               expect_rev: int | None = None) -> ChangeSummary:
+        """Delete an article (its history stays); ``expect_rev``: the revision the caller saw (ConflictError if not)."""
         with self._transaction():
             article = self.get(article_id)
+            self._check_rev(article_id, expect_rev)
             version = self._bump_version(author, note or f"deleted {article_id}")
             self._exec(
                 "INSERT INTO revisions (article_id, rev, kb_version, at, author, action, title, body, tags, questions, "
@@ -522,9 +536,13 @@ class KnowledgeStoreBase(abc.ABC):
             self._exec("DELETE FROM chunks WHERE article_id=?", (article_id,))
         return ChangeSummary(version, deleted=(article_id,))
 
-    def rollback(self, article_id: str, to_rev: int, author: str = "operator") -> ChangeSummary:
-        """Restore the content of an earlier revision as a new revision (works for deleted articles too)."""
+    def rollback(self, article_id: str, to_rev: int, author: str = "operator",
+                 expect_rev: int | None = None) -> ChangeSummary:
+        """Restore the content of an earlier revision as a new revision (works for deleted articles too).
+        ``expect_rev``: the live revision the caller saw (ConflictError if it moved; a deleted one is not checked)."""
         with self._transaction():
+            if expect_rev is not None and self.find(article_id) is not None:
+                self._check_rev(article_id, expect_rev)
             target = self.revision(article_id, to_rev)
             if target.action == "delete":
                 raise KnowledgeError(

@@ -171,6 +171,11 @@ def test_an_expected_revision_that_moved_is_a_conflict_and_writes_nothing(store:
     store.upsert([art("a", "Second")], author="ann", expect={"a": 1})  # saw revision 1: it is still current
     with pytest.raises(ConflictError, match="revision 2, not 1"):  # a second editor that also saw revision 1
         store.upsert([art("a", "Third"), art("b")], author="bob", expect={"a": 1})
-    with pytest.raises(ConflictError, match="revision 2, not None"):  # "create": it must not exist yet
+    with pytest.raises(ConflictError, match="exists already"):  # "create": it must not exist yet
         store.upsert([art("a", "Mine")], expect={"a": None})
+    with pytest.raises(ConflictError, match="revision 2, not 1"):  # a delete or a rollback of what it saw
+        store.delete("a", expect_rev=1)
+    with pytest.raises(ConflictError, match="revision 2, not 1"):
+        store.rollback("a", 1, expect_rev=1)
     assert store.get("a").body == "Second" and store.find("b") is None and store.kb_version() == 2
+    assert store.rollback("a", 1, expect_rev=2).changed and store.delete("a", expect_rev=3).deleted == ("a",)

@@ -344,7 +344,10 @@ async def delete_article(request: web.Request, editor: Editor, kb: KnowledgeBase
         current = await editor.run(kb.store.get, article_id)
         if sent is not None and current.rev != sent:
             raise _conflict(current, sent)
-        summary = await editor.run(kb.delete, article_id, ident.name)
+        try:  # the rev checked again in the write's transaction (another worker's editor)
+            summary = await editor.run(kb.delete, article_id, ident.name, sent)
+        except ConflictError:
+            raise _conflict(await editor.run(kb.store.get, article_id), sent or 0) from None
     log.info("%s deleted article %s (kb version %d)", ident.name, article_id, summary.kb_version)
     return api_json({"deleted": article_id, "kb_version": summary.kb_version})
 
@@ -381,7 +384,9 @@ async def rollback(request: web.Request, editor: Editor, kb: KnowledgeBase,
         if sent is not None and current is not None and current.rev != sent:
             raise _conflict(current, sent)
         try:
-            summary = await editor.run(kb.rollback, article_id, to_rev, ident.name)
+            summary = await editor.run(kb.rollback, article_id, to_rev, ident.name, sent)
+        except ConflictError:  # the rev checked again in the write's transaction (another worker's editor)
+            raise _conflict(await editor.run(kb.store.get, article_id), sent or 0) from None
         except ArticleNotFound:
             raise
         except KnowledgeError as exc:
