@@ -19,13 +19,14 @@ as :class:`sqlite3.Row`. A lock held too long, a full disk or an I/O error comes
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, cast
 
 from botkit.errors import BotkitError, DatabaseLocked, DiskFull, StorageError
 from botkit.files import private_file
@@ -192,22 +193,66 @@ def _transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) 
     return result
 
 
+class _Unit:
+    """One caller's unit of work waiting for a group commit: ``fn`` and where its outcome goes."""
+
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], object]):
+        self.fn = fn
+        self.future: concurrent.futures.Future[object] = concurrent.futures.Future()
+
+
+class _Abandon(Exception):
+    """The group transaction cannot go on (a storage error, or SQLite rolled it back itself):
+    roll it back and run its units one by one, each as its own transaction."""
+
+
 class AsyncSQLite:
     """A :class:`SQLiteDatabase` for async code: every operation in a worker thread (the event
     loop never waits on the disk). Unlike the synchronous form it is never opened on first
-    use: it must be started (``async with`` or start()), and says so otherwise."""
+    use: it must be started (``async with`` or start()), and says so otherwise.
+
+    ``group_commit``: :meth:`tx` units of work that arrive while a commit is in progress are
+    run together by one committer thread, in arrival order, in ONE transaction with ONE
+    COMMIT (one fsync when durable), each inside its own SAVEPOINT. A unit that raises is
+    rolled back to its savepoint alone and its error goes to its own caller; the others
+    commit. Each caller's await returns only after the COMMIT that holds its work, so an
+    acknowledgement still follows durability. A storage error (lock, full disk, I/O) or a
+    failed COMMIT rolls the whole group back and runs its units again one by one, each in
+    its own transaction, so each gets exactly the outcome it would have had alone: a unit's
+    ``fn`` may therefore run twice and must touch nothing but the database. A unit sees
+    the writes of the units before it in its group, as it would have seen them committed.
+
+    With ``group_commit``, :meth:`read` runs on a small pool of read connections (WAL lets
+    them read while the writer commits), each call inside one read transaction (one
+    snapshot); a read that starts after a caller's :meth:`tx` returned sees its commit.
+    Without it, :meth:`read` is :meth:`run` on the one connection.
+    """
+
+    MAX_GROUP = 256  # units per group transaction: bounds how long one commit holds the write lock
+    MAX_IDLE_READERS = 8
 
     def __init__(self, path: Path | str, schema: str, *, what: str = "the database", durable: bool = False,
-                 read_only: bool = False):
+                 read_only: bool = False, group_commit: bool = False):
         # durable: every COMMIT is fsynced (synchronous=FULL), so what was committed survives a
         # power cut or an OS crash, not only a killed process (NORMAL, in WAL mode). A store that
         # acknowledges on commit ("accepted means answered") needs it. read_only: see connect().
         self.durable = durable
+        self.group_commit = group_commit
         self._sql = SQLiteDatabase(path, schema, what=what, synchronous="FULL" if durable else "NORMAL",
                                    read_only=read_only)
         self.path = self._sql.path
         self.schema = schema
         self.what = what  # named in the "not started" error
+        self._queue = threading.Condition()  # guards _pending and _committing
+        self._pending: list[_Unit] = []
+        self._committing = False  # a committer thread is draining _pending
+        self._readers: list[sqlite3.Connection] = []  # idle read connections (group_commit only)
+        self._readers_lock = threading.Lock()
+        self._readers_generation = 0  # bumped by close(): a reader opened before is closed, not kept
+        self.commits = 0  # group transactions committed (each one COMMIT, one fsync when durable)
+        self.grouped = 0  # units of work those commits held
 
     @property
     def started(self) -> bool:
@@ -219,19 +264,144 @@ class AsyncSQLite:
 
     async def close(self) -> None:
         if self._sql.started:
-            await asyncio.to_thread(self._sql.close)
+            await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self._queue:  # units already queued are committed first, then the connection closes
+            self._queue.wait_for(lambda: not self._committing)
+        with self._readers_lock:
+            self._readers_generation += 1
+            idle, self._readers = self._readers, []
+        for db in idle:
+            db.close()
+        self._sql.close()
+
+    def _check_started(self) -> None:
+        if not self._sql.started:
+            raise BotkitError(f"{self.what} is not started; use `async with` or call start()")
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` in a worker thread, holding the connection's lock."""
-        if not self._sql.started:
-            raise BotkitError(f"{self.what} is not started; use `async with` or call start()")
+        self._check_started()
         return await asyncio.to_thread(self._sql.run, fn)
 
     async def tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Like :meth:`run`, inside one transaction: all of ``fn``'s writes or none."""
-        if not self._sql.started:
-            raise BotkitError(f"{self.what} is not started; use `async with` or call start()")
-        return await asyncio.to_thread(self._sql.tx, fn)
+        """Like :meth:`run`, inside one transaction: all of ``fn``'s writes or none (with
+        ``group_commit``, possibly beside other callers' units: see the class docstring)."""
+        self._check_started()
+        if not self.group_commit:
+            return await asyncio.to_thread(self._sql.tx, fn)
+        unit = _Unit(fn)
+        with self._queue:
+            self._pending.append(unit)
+            lead = not self._committing
+            self._committing = True
+        if lead:  # its own thread, not the default executor: a commit never queues behind other work
+            threading.Thread(target=self._drain, name=f"group-commit {self.path.name}", daemon=True).start()
+        return cast(T, await asyncio.wrap_future(unit.future))
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run the read-only ``fn(connection)`` in a worker thread: with ``group_commit`` on a
+        read connection, inside one read transaction, never waiting for the writer's commit."""
+        self._check_started()
+        if not self.group_commit:
+            return await asyncio.to_thread(self._sql.run, fn)
+        return await asyncio.to_thread(self._read, fn)
+
+    # -- group commit (the committer thread) -----------------------------------------------------
+    def _drain(self) -> None:
+        while True:
+            with self._queue:
+                group = self._pending[:self.MAX_GROUP]
+                del self._pending[:len(group)]
+                if not group:
+                    self._committing = False
+                    self._queue.notify_all()
+                    return
+            # a caller cancelled before its unit was taken: it is not run (as an executor job that
+            # never started); once running, its cancel() is refused and the unit commits
+            group = [unit for unit in group if unit.future.set_running_or_notify_cancel()]
+            if not group:
+                continue
+            try:
+                self._commit_group(group)
+            except BaseException as exc:  # a bug here must not leave callers waiting forever
+                for unit in group:
+                    if not unit.future.done():
+                        unit.future.set_exception(exc)
+
+    def _commit_group(self, group: list[_Unit]) -> None:
+        outcomes: list[tuple[bool, object]] | None = None
+        with self._sql.lock:
+            try:
+                db = self._sql.connection
+                with translate_errors(self.path, self.what):
+                    db.execute("BEGIN IMMEDIATE")
+            except BaseException as exc:  # closed, or locked past the busy timeout: nothing ran
+                for unit in group:
+                    unit.future.set_exception(exc)
+                return
+            try:
+                outcomes = [self._unit(db, unit) for unit in group]
+                db.execute("COMMIT")  # the one fsync of the group
+            except BaseException:  # _Abandon, or the COMMIT failed (disk full): nothing of the group is kept
+                outcomes = None
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+            else:
+                self.commits += 1
+                self.grouped += len(group)
+        if outcomes is None:  # each alone, in order: the outcome (and error) it would have had ungrouped
+            for unit in group:
+                try:
+                    unit.future.set_result(self._sql.tx(unit.fn))
+                except BaseException as exc:
+                    unit.future.set_exception(exc)
+            return
+        for unit, (ok, value) in zip(group, outcomes, strict=True):
+            if ok:
+                unit.future.set_result(value)
+            else:
+                unit.future.set_exception(value)  # type: ignore[arg-type]
+
+    def _unit(self, db: sqlite3.Connection, unit: _Unit) -> tuple[bool, object]:
+        db.execute("SAVEPOINT botkit_unit")
+        try:
+            value = unit.fn(db)
+        except Exception as exc:
+            if not db.in_transaction or storage_error(exc, self.path, self.what) is not None:
+                raise _Abandon from exc
+            db.execute("ROLLBACK TO botkit_unit")  # this unit's writes only
+            db.execute("RELEASE botkit_unit")
+            return False, exc
+        db.execute("RELEASE botkit_unit")
+        return True, value
+
+    # -- reads on their own connections ----------------------------------------------------------
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._readers_lock:
+            generation = self._readers_generation
+            db = self._readers.pop() if self._readers else None
+        try:
+            with translate_errors(self.path, self.what):
+                if db is None:
+                    db = connect(self.path, read_only=self._sql.read_only)
+                    db.execute("PRAGMA query_only=ON")
+                db.execute("BEGIN")  # one snapshot for all of fn's statements
+                try:
+                    return fn(db)
+                finally:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")  # it only read: nothing to commit, nothing to fsync
+        finally:
+            if db is not None:
+                with self._readers_lock:
+                    keep = generation == self._readers_generation and len(self._readers) < self.MAX_IDLE_READERS
+                    if keep:
+                        self._readers.append(db)
+                if not keep:
+                    db.close()
 
 
 __all__ = ["BUSY_TIMEOUT_S", "AsyncSQLite", "SQLiteDatabase", "connect", "storage_error", "translate_errors"]
