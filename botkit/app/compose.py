@@ -39,12 +39,12 @@ CONVERSATIONS_DB = "conversations.sqlite3"
 def _postgres_store(storage: StorageConfig, path: Path) -> ConversationStore:
     from botkit.backends.postgres import PostgresConversationStore
 
-    return PostgresConversationStore(_database_url(storage), schema=storage.postgres_schema,
+    return PostgresConversationStore(database_url(storage), schema=storage.postgres_schema,
                                      source=storage.database_url_env)
 
 
-def _database_url(storage: StorageConfig) -> str:
-    """The PostgreSQL DSN from the environment variable ``storage.database_url_env``, checked."""
+def database_url(storage: StorageConfig) -> str:
+    """The PostgreSQL DSN from ``storage.database_url_env``, checked; a ConfigError says what to set."""
     dsn = os.environ.get(storage.database_url_env, "").strip()
     if not dsn:
         raise ConfigError(f"bot.yaml: storage.backend: postgresql needs the database's address in the environment "
@@ -56,6 +56,12 @@ def _database_url(storage: StorageConfig) -> str:
                           "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE), not one starting "
                           f"{dsn.split(':', 1)[0]!r}")
     return dsn
+
+
+def redis_client_missing(storage: StorageConfig, exc: ImportError) -> ConfigError:
+    """The ConfigError for ``storage.redis_url_env`` set without the Redis client installed."""
+    return ConfigError(f"{storage.redis_url_env} is set, but the Redis client is not installed: "
+                       f"pip install 'botkit[redis]' (or unset {storage.redis_url_env}): {exc}")
 
 
 # ``storage.backend`` -> how to build that conversation store, given the storage section and the
@@ -101,7 +107,7 @@ def build_knowledge_store(project: Project) -> "KnowledgeStoreBase":
         return KnowledgeStore(project.db_path)
     from botkit.backends.pg_knowledge import PostgresKnowledgeStore
 
-    dsn = _database_url(storage)
+    dsn = database_url(storage)
     return PostgresKnowledgeStore(dsn, schema=storage.postgres_schema, source=storage.database_url_env)
 
 
@@ -143,8 +149,7 @@ def build_bus_and_locks(storage: StorageConfig) -> tuple[EventBus | None, Conver
         from botkit.backends.redis_common import check_url
         from botkit.backends.redis_lock import RedisConversationLock
     except ImportError as exc:
-        raise ConfigError(f"{storage.redis_url_env} is set, but the Redis client is not installed: "
-                          f"pip install 'botkit[redis]' (or unset {storage.redis_url_env}): {exc}") from exc
+        raise redis_client_missing(storage, exc) from exc
     check_url(url)
     log.info("events and conversation locks go through Redis (%s, keys %s*)", storage.redis_url_env,
              storage.redis_prefix)
@@ -160,8 +165,7 @@ def build_rate_limiter(storage: StorageConfig) -> "RateLimiter | None":
     try:
         from botkit.backends.redis_limits import RedisRateLimiter
     except ImportError as exc:
-        raise ConfigError(f"{storage.redis_url_env} is set, but the Redis client is not installed: "
-                          f"pip install 'botkit[redis]' (or unset {storage.redis_url_env}): {exc}") from exc
+        raise redis_client_missing(storage, exc) from exc
     return RedisRateLimiter(url, prefix=storage.redis_prefix)
 
 

@@ -23,6 +23,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
+from botkit.app.compose import database_url, redis_client_missing, store_backend
 from botkit.config import StorageConfig
 from botkit.errors import ConfigError
 from botkit.project import Project
@@ -32,24 +33,7 @@ from botkit.staff_store import AccountStore, SQLiteAccountStore
 ACCOUNTS_DB = "accounts.sqlite3"
 
 
-def database_url(storage: StorageConfig) -> str:
-    """The PostgreSQL DSN from ``storage.database_url_env``, checked; a ConfigError says what to set."""
-    dsn = os.environ.get(storage.database_url_env, "").strip()
-    if not dsn:
-        raise ConfigError(f"bot.yaml: storage.backend: postgresql needs the database's address in the environment "
-                          f"variable {storage.database_url_env} (storage.database_url_env), e.g. "
-                          f"{storage.database_url_env}=postgresql://botkit:PASSWORD@db.example.com:5432/botkit; "
-                          "it is never written in bot.yaml")
-    if not dsn.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(f"{storage.database_url_env} must be a postgresql:// address "
-                          "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE), not one starting "
-                          f"{dsn.split(':', 1)[0]!r}")
-    return dsn
-
-
 def _postgres_wanted(storage: StorageConfig) -> bool:
-    from botkit.app.compose import store_backend
-
     return store_backend(storage) == "postgresql"
 
 
@@ -79,8 +63,7 @@ def failure_counts(project: Project, throttle: Throttle) -> FailureCounts | None
     try:
         from botkit.backends.redis_counters import RedisFailureCounts
     except ImportError as exc:
-        raise ConfigError(f"{storage.redis_url_env} is set, but the Redis client is not installed: "
-                          f"pip install 'botkit[redis]' (or unset {storage.redis_url_env}): {exc}") from exc
+        raise redis_client_missing(storage, exc) from exc
     return RedisFailureCounts(url, prefix=storage.redis_prefix, throttle=throttle)
 
 
