@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from botkit.backends.pg_schema import Component, SchemaTooNew, check_schema, migrate_async
-from botkit.backends.postgres import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, connect_error, where
+from botkit.backends.postgres import LOST, connect_error, open_pool, where
 from botkit.errors import StorageError
 from connectors.webchat.sessions import Session, new_session, token_digest, usable_token
 
@@ -37,11 +37,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 COMPONENT = Component("webchat_sessions", "the web chat sessions", MIGRATIONS)
-
-# What a lost connection looks like from asyncpg (as in botkit/backends/postgres.py).
-_LOST = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-         asyncpg.InternalClientError, asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
-         asyncpg.CrashShutdownError)
 
 __all__ = ["COMPONENT", "MIGRATIONS", "PostgresSessionStore", "SchemaTooNew"]
 
@@ -66,24 +61,9 @@ class PostgresSessionStore:
     async def start(self) -> None:
         if self._pool is not None:
             return
-        try:
-            pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self.pool_size, timeout=CONNECT_TIMEOUT_S,
-                command_timeout=COMMAND_TIMEOUT_S, server_settings={"search_path": f'"{self.schema}"'})
-        except Exception as exc:  # noqa: BLE001 - every way of failing to connect gets its one-line reason
-            raise connect_error(exc, self._dsn, self.source) from exc
-        try:
-            async with pool.acquire() as conn:
-                await migrate_async(conn, self.schema, COMPONENT)
-        except BaseException as exc:
-            await pool.close()
-            if isinstance(exc, _LOST):
-                raise connect_error(exc, self._dsn, self.source) from exc
-            if isinstance(exc, asyncpg.PostgresError):
-                raise StorageError(f"PostgreSQL at {self.where}: migrating the web chat sessions in schema "
-                                   f"{self.schema!r} failed, so nothing of it was changed: {exc}") from exc
-            raise
-        self._pool = pool
+        self._pool = await open_pool(self._dsn, self.schema, pool_size=self.pool_size, source=self.source,
+                                     what="the web chat sessions",
+                                     migrate_with=lambda conn: migrate_async(conn, self.schema, COMPONENT))
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -115,6 +95,6 @@ class PostgresSessionStore:
             new_token, conversation_id = new_session()
             await pool.execute("INSERT INTO webchat_sessions (token_sha256, conversation_id, created_at, last_seen) "
                                "VALUES ($1, $2, $3, $3)", token_digest(new_token), conversation_id, now)
-        except _LOST as exc:
+        except LOST as exc:
             raise connect_error(exc, self._dsn, self.source) from exc
         return Session(new_token, conversation_id, resumed=False)

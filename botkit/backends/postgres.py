@@ -59,7 +59,7 @@ COMMAND_TIMEOUT_S = 30.0  # a server gone silent mid-turn fails the turn after t
 # connections for now. The transaction it was in is rolled back by the server. An idle pooled
 # connection whose server process was ended can also fail its next BEGIN with an
 # InternalClientError ("another operation is in progress": the server's goodbye arrived unasked).
-_LOST = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+LOST = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
          asyncpg.InternalClientError, asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
          asyncpg.CrashShutdownError)
 
@@ -100,6 +100,40 @@ def connect_error(exc: BaseException, dsn: str, source: str = "BOTKIT_DATABASE_U
         return StorageError(f"PostgreSQL at {at}: {exc}")
     return StorageError(f"{source} is not a PostgreSQL DSN botkit can use ({type(exc).__name__}: {exc}); "
                         "write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
+
+
+async def open_pool(dsn: str, schema: str, *, pool_size: int, source: str, what: str,
+                    migrate_with: Callable[[asyncpg.Connection], Awaitable[object]],
+                    explain_privileges: bool = False) -> asyncpg.Pool:
+    """A pool of up to ``pool_size`` connections to ``dsn`` whose search_path is ``schema``, once
+    ``migrate_with`` has brought ``what`` ("the conversation store") there up to date. A failure
+    is an operator's one-line reason (:func:`connect_error`, or a StorageError for a failed
+    migration; ``explain_privileges``: a refused CREATE says which grant is missing); the pool is
+    closed then."""
+    try:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=pool_size, timeout=CONNECT_TIMEOUT_S,
+            command_timeout=COMMAND_TIMEOUT_S, server_settings={"search_path": f'"{schema}"'})
+    except Exception as exc:  # noqa: BLE001 - every way of failing to connect gets its one-line reason
+        raise connect_error(exc, dsn, source) from exc
+    try:
+        async with pool.acquire() as conn:
+            await migrate_with(conn)
+    except BaseException as exc:
+        await pool.close()
+        if isinstance(exc, LOST):
+            raise connect_error(exc, dsn, source) from exc
+        at = where(dsn)
+        if explain_privileges and isinstance(exc, asyncpg.InsufficientPrivilegeError):
+            raise StorageError(
+                f"PostgreSQL at {at}: cannot create or migrate {what} in schema "
+                f"{schema!r} ({exc}); let this role create it (GRANT CREATE ON DATABASE, or create the schema "
+                "owned by it), or start once with a role that may, then this one runs on it") from exc
+        if isinstance(exc, asyncpg.PostgresError):
+            raise StorageError(f"PostgreSQL at {at}: migrating {what} in schema "
+                               f"{schema!r} failed, so nothing of it was changed: {exc}") from exc
+        raise
+    return pool
 
 
 def _ts(dt: datetime) -> datetime:
@@ -174,29 +208,9 @@ class PostgresConversationStore:
     async def start(self) -> None:
         if self._pool is not None:
             return
-        try:
-            pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self.pool_size, timeout=CONNECT_TIMEOUT_S,
-                command_timeout=COMMAND_TIMEOUT_S, server_settings={"search_path": f'"{self.schema}"'})
-        except Exception as exc:  # noqa: BLE001 - every way of failing to connect gets its one-line reason
-            raise connect_error(exc, self._dsn, self.source) from exc
-        try:
-            async with pool.acquire() as conn:
-                await migrate(conn, self.schema)
-        except BaseException as exc:
-            await pool.close()
-            if isinstance(exc, _LOST):
-                raise connect_error(exc, self._dsn, self.source) from exc
-            if isinstance(exc, asyncpg.InsufficientPrivilegeError):
-                raise StorageError(
-                    f"PostgreSQL at {self.where}: cannot create or migrate the conversation store in schema "
-                    f"{self.schema!r} ({exc}); let this role create it (GRANT CREATE ON DATABASE, or create the schema "
-                    "owned by it), or start once with a role that may, then this one runs on it") from exc
-            if isinstance(exc, asyncpg.PostgresError):
-                raise StorageError(f"PostgreSQL at {self.where}: migrating the conversation store in schema "
-                                   f"{self.schema!r} failed, so nothing of it was changed: {exc}") from exc
-            raise
-        self._pool = pool
+        self._pool = await open_pool(self._dsn, self.schema, pool_size=self.pool_size, source=self.source,
+                                     what="the conversation store",
+                                     migrate_with=lambda conn: migrate(conn, self.schema), explain_privileges=True)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -228,7 +242,7 @@ class PostgresConversationStore:
                     async with conn.transaction():
                         began = True
                         return await fn(conn)
-            except _LOST as exc:
+            except LOST as exc:
                 # lost before BEGIN was answered: nothing was sent, so trying again is always safe
                 if (began and not retry) or attempt == 2:
                     raise self._lost(exc) from exc
@@ -666,5 +680,5 @@ class PostgresConversationStore:
             after = (_ts(last.started_at), last.id)
 
 
-__all__ = ["MIGRATIONS", "PostgresConversationStore", "SchemaTooNew", "connect_error", "migrate", "schema_version",
-           "where"]
+__all__ = ["LOST", "MIGRATIONS", "PostgresConversationStore", "SchemaTooNew", "connect_error", "migrate", "open_pool",
+           "schema_version", "where"]
