@@ -18,7 +18,9 @@ rules off (every turn goes through retrieval and a reply). It prints:
   connection included; "ceiling@batch": the embedder alone at the run's mean batch size, which
   is what the ceiling at 64 overstates when concurrent queries form smaller batches;
 * "(store alone)": a turn's store calls and nothing else, at 1 and N conversations: what the
-  SQLite store (one connection, two fsynced commits per turn) serves on this disk;
+  SQLite store (two fsynced commits per turn) serves on this disk, group commit off (one
+  connection under one lock, a commit per write: the store before it) and on, in the same run;
+  ``--store-only`` prints just these, alternating ``--store-rounds`` times (no model needed);
 * a variant that follows another in the paired rotation can be slowed by it (onnxruntime's
   threads spin for a while after a run, by default), so ``--paired-only --backends torch-fp32``
   compares the engine's turn before and after with nothing else in the rotation;
@@ -273,16 +275,19 @@ async def paired(runs: list[tuple[str, Run]], conversations: list[list[str]], tu
                 await run.turn(f"paired-{i}", text)
 
 
-async def store_alone(concurrency: int, turns: int) -> dict[str, float]:
+async def store_alone(concurrency: int, turns: int, group_commit: bool = True) -> dict[str, float]:
     """A turn's conversation-store calls and nothing else (no embedding, no search, no engine):
-    the store's own ceiling on this disk, at ``concurrency`` conversations (closed loop)."""
+    the store's own ceiling on this disk, at ``concurrency`` conversations (closed loop).
+    ``group_commit`` False: the store as it was before group commit (one connection, one lock,
+    a commit per write), the baseline measured in the same run."""
     import uuid
     from datetime import UTC, datetime
 
     from botkit.store import SQLiteConversationStore
     from botkit.types import InboxItem, IncomingMessage, Turn
 
-    store = SQLiteConversationStore(workdir() / f"store-alone-{concurrency}.sqlite3")
+    store = SQLiteConversationStore(workdir() / f"store-alone-{concurrency}-{group_commit}.sqlite3",
+                                    group_commit=group_commit)
     await store.start()
     ms: list[float] = []
     budget = [turns]
@@ -306,8 +311,25 @@ async def store_alone(concurrency: int, turns: int) -> dict[str, float]:
         await asyncio.gather(*(conversation(i) for i in range(concurrency)))
         wall = time.perf_counter() - t0
     finally:
+        commits, grouped = store._sql.commits, store._sql.grouped
         await store.close()
-    return {"turns": len(ms), "tps": len(ms) / wall, "p50": percentile(ms, 0.5), "p95": percentile(ms, 0.95)}
+    return {"turns": len(ms), "tps": len(ms) / wall, "p50": percentile(ms, 0.5), "p95": percentile(ms, 0.95),
+            "per_commit": grouped / commits if commits else float("nan")}
+
+
+def store_runs(n: int, turns: int, rounds: int) -> list[tuple[bool, int, dict[str, float]]]:
+    """The store alone at 1 and ``n`` conversations, group commit off (the old store) and on,
+    alternating ``rounds`` times so both meet the same machine load: (grouped, conversations,
+    medians over the rounds)."""
+    results: dict[tuple[bool, int], list[dict[str, float]]] = {}
+    for _ in range(rounds):
+        for c in (1, n):
+            for grouped in (False, True):
+                log(f"the store alone, {c} conversation(s), group commit {'on' if grouped else 'off'}")
+                results.setdefault((grouped, c), []).append(asyncio.run(store_alone(c, turns, grouped)))
+    return [(grouped, c, {k: (sum(r[k] for r in rs) if k == "turns" else percentile([r[k] for r in rs], 0.5))
+                          for k in rs[0]})
+            for (grouped, c), rs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
 
 
 def open_plan(conversations: list[list[str]], turns: int, active: int) -> list[tuple[str, str]]:
@@ -374,9 +396,24 @@ def main() -> None:
                    "torch-fp32: the engine's turn before and after, nothing else in the rotation)")
     p.add_argument("--backends", default="torch-fp32,auto",
                    help="knowledge.embedding.backend values, each run in full (auto: what this CPU gets)")
+    p.add_argument("--store-only", action="store_true", help="the store-alone rows only (no model): group commit "
+                   "off and on, at 1 and --conversations conversations")
+    p.add_argument("--store-rounds", type=int, default=3, help="store-alone runs of each variant, alternating")
     p.add_argument("--warm", type=int, default=300, help="messages searched into the cache before a cache-on run "
                    "(the traffic before the measured window)")
     args = p.parse_args()
+    if args.store_only:
+        print_header("turn cost: the conversation store alone, group commit off and on (issue 13, item 5)", [
+            "a turn's store calls only (accept, get_or_create, window, record) on SQLite with synchronous=FULL; "
+            "closed loop; off = one connection under one lock, a commit (fsync) per write, as before; on = "
+            f"concurrent writes share one commit, reads on their own connections; {args.store_rounds} alternating "
+            "rounds, medians; writes/commit: units of work per COMMIT (on only)"])
+        runs = store_runs(args.conversations, args.turns, args.store_rounds)
+        print_table(["group commit", "load", "turns", "turns/s", "p50 ms", "p95 ms", "writes/commit"],
+                    [["on" if g else "off", f"closed {c}", r["turns"], r["tps"], r["p50"], r["p95"],
+                      r["per_commit"] if g else None] for g, c, r in runs])
+        print_footer()
+        return
 
     from botkit.app.cli import main as cli
     from botkit.cpu import describe
@@ -484,11 +521,10 @@ def main() -> None:
           f"in turn (order rotating); diff = the median over messages of (this variant - {variants[0][0]})\n")
     print_table(["variant", "turns", "p50 ms", "p95 ms", "embed p50", "search p50", "overhead p50", "overhead p95",
                  "store p50", "turn diff p50", "overhead diff p50"], paired_rows)
-    for c in (1, n):
-        log(f"the store alone, {c} conversation(s)")
-        r = asyncio.run(store_alone(c, args.turns))
-        rows.append(["(store alone)", f"closed {c}", "-", r["turns"], r["tps"], None, None, None, r["p50"], r["p95"],
-                     None, None, None, None, r["p50"], None, None, None, None])
+    for grouped, c, r in store_runs(n, args.turns, 1):
+        rows.append([f"(store alone, group commit {'on' if grouped else 'off'})", f"closed {c}", "-", r["turns"],
+                     r["tps"], None, None, None, r["p50"], r["p95"], None, None, None, None, r["p50"], None,
+                     r["per_commit"] if grouped else None, None, None])
     print("ceiling: sentences/s of the row's embedder alone on batches of 64 of the run's own messages, measured "
           "just before and just after each closed-loop run (mean); ceiling@batch: the same at the run's mean "
           "batch size (after the run)\n")

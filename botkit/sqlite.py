@@ -232,6 +232,7 @@ class AsyncSQLite:
 
     MAX_GROUP = 256  # units per group transaction: bounds how long one commit holds the write lock
     MAX_IDLE_READERS = 8
+    IDLE_S = 10.0  # the committer thread ends after this long without a write
 
     def __init__(self, path: Path | str, schema: str, *, what: str = "the database", durable: bool = False,
                  read_only: bool = False, group_commit: bool = False):
@@ -245,9 +246,12 @@ class AsyncSQLite:
         self.path = self._sql.path
         self.schema = schema
         self.what = what  # named in the "not started" error
-        self._queue = threading.Condition()  # guards _pending and _committing
+        self._queue = threading.Condition()  # guards _pending, _committer and _stopping
         self._pending: list[_Unit] = []
-        self._committing = False  # a committer thread is draining _pending
+        # one committer thread, started by the first tx() and kept (waiting on _queue) until close():
+        # a new thread per commit, or the default executor, costs extra thread wake-ups per write
+        self._committer: threading.Thread | None = None
+        self._stopping = False
         self._readers: list[sqlite3.Connection] = []  # idle read connections (group_commit only)
         self._readers_lock = threading.Lock()
         self._readers_generation = 0  # bumped by close(): a reader opened before is closed, not kept
@@ -261,6 +265,8 @@ class AsyncSQLite:
     async def start(self) -> None:
         if not self._sql.started:
             await asyncio.to_thread(self._sql.start)
+            with self._queue:
+                self._stopping = False
 
     async def close(self) -> None:
         if self._sql.started:
@@ -268,7 +274,11 @@ class AsyncSQLite:
 
     def _close(self) -> None:
         with self._queue:  # units already queued are committed first, then the connection closes
-            self._queue.wait_for(lambda: not self._committing)
+            self._stopping = True
+            committer, self._committer = self._committer, None
+            self._queue.notify_all()
+        if committer is not None:
+            committer.join()
         with self._readers_lock:
             self._readers_generation += 1
             idle, self._readers = self._readers, []
@@ -293,11 +303,14 @@ class AsyncSQLite:
             return await asyncio.to_thread(self._sql.tx, fn)
         unit = _Unit(fn)
         with self._queue:
+            if self._stopping:
+                raise BotkitError(f"{self.what} is closing; call start() to open it again")
             self._pending.append(unit)
-            lead = not self._committing
-            self._committing = True
-        if lead:  # its own thread, not the default executor: a commit never queues behind other work
-            threading.Thread(target=self._drain, name=f"group-commit {self.path.name}", daemon=True).start()
+            if self._committer is None:
+                self._committer = threading.Thread(target=self._commit_queued, daemon=True,
+                                                   name=f"group commit: {self.path.name}")
+                self._committer.start()
+            self._queue.notify()
         return cast(T, await asyncio.wrap_future(unit.future))
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -309,15 +322,17 @@ class AsyncSQLite:
         return await asyncio.to_thread(self._read, fn)
 
     # -- group commit (the committer thread) -----------------------------------------------------
-    def _drain(self) -> None:
+    def _commit_queued(self) -> None:
+        """The committer thread: everything queued since the last commit is the next group."""
         while True:
             with self._queue:
+                if not self._queue.wait_for(lambda: self._pending or self._stopping, timeout=self.IDLE_S):
+                    self._committer = None  # idle: the next tx() starts another (a store never closed leaks none)
+                    return
+                if not self._pending:  # stopping, and every queued unit is committed
+                    return
                 group = self._pending[:self.MAX_GROUP]
                 del self._pending[:len(group)]
-                if not group:
-                    self._committing = False
-                    self._queue.notify_all()
-                    return
             # a caller cancelled before its unit was taken: it is not run (as an executor job that
             # never started); once running, its cancel() is refused and the unit commits
             group = [unit for unit in group if unit.future.set_running_or_notify_cancel()]
