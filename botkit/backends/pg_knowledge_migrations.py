@@ -11,18 +11,14 @@ the knowledge base's tables (the SQLite store's, knowledge/store.py, with ``meta
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from botkit.backends.postgres_migrations import SchemaTooNew
-from botkit.errors import StorageError
+from botkit.backends.pg_schema import Component, SchemaTooNew, migrate_sync, version_sync
 
 COMPONENT = "knowledge"  # this store's row in schema_version
-LOCK_WAIT_S = 600  # how long a starting worker waits for another's migration
-SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 # Version n is MIGRATIONS[n - 1]; a new botkit appends, never edits a released one. Unqualified
 # names: the migration runs with search_path set to the store's schema. Ids are COLLATE "C" so
@@ -61,52 +57,19 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+KNOWLEDGE = Component(COMPONENT, "the knowledge base", MIGRATIONS, plural=False)
 
 
-def migrate_knowledge(conn: psycopg.Connection[Any], schema: str, migrations: tuple[str, ...] = MIGRATIONS) -> int:
+def migrate_knowledge(conn: psycopg.Connection[Any], schema: str, migrations: Sequence[str] = MIGRATIONS) -> int:
     """Bring the knowledge tables in ``schema`` to ``len(migrations)`` in one transaction under the
-    migration lock; returns how many migrations ran. SchemaTooNew when the schema is at a later
-    version (made by a newer botkit): nothing is changed."""
-    if not SCHEMA_NAME.match(schema):
-        raise StorageError(f"storage.postgres_schema: {schema!r} is not a PostgreSQL schema name botkit uses "
-                           "(lower-case letters, digits and _, at most 63, not starting with a digit)")
-    ident = sql.Identifier(schema)
-    with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(LOCK_WAIT_S * 1000)))
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"botkit.migrate.{schema}",))
-        # look first: CREATE ... IF NOT EXISTS needs the right to create even when there is nothing to do
-        if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname=%s", (schema,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
-        found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".schema_version',)).fetchone()
-        if not (found and found[0]):
-            conn.execute(sql.SQL("CREATE TABLE {}.schema_version (component TEXT PRIMARY KEY, version INTEGER NOT "
-                                 "NULL, updated_at TIMESTAMPTZ NOT NULL DEFAULT now())").format(ident))
-        row = conn.execute(sql.SQL("SELECT version FROM {}.schema_version WHERE component=%s").format(ident),
-                           (COMPONENT,)).fetchone()
-        current = int(row[0]) if row else 0
-        if current > len(migrations):
-            raise SchemaTooNew(
-                f"the knowledge base in PostgreSQL schema {schema!r} is at schema version {current}, made by a "
-                f"newer botkit; this one knows versions up to {len(migrations)}. Run the newer botkit, or upgrade "
-                "this one (pip install -U botkit); nothing was changed")
-        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))
-        for step in migrations[current:]:
-            conn.execute(step.encode())  # our own constant statements (bytes: psycopg takes them as they are)
-        if current < len(migrations):
-            conn.execute(sql.SQL("INSERT INTO {}.schema_version (component, version) VALUES (%s, %s) ON CONFLICT "
-                                 "(component) DO UPDATE SET version=EXCLUDED.version, updated_at=now()").format(ident),
-                         (COMPONENT, len(migrations)))
-        return len(migrations) - current
+    migration lock (botkit/backends/pg_schema.py's runner); returns how many migrations ran.
+    SchemaTooNew when the schema is at a later version (made by a newer botkit): nothing is changed."""
+    return migrate_sync(conn, schema, KNOWLEDGE, migrations)
 
 
 def schema_version(conn: psycopg.Connection[Any], schema: str) -> int | None:
     """The knowledge tables' version in ``schema`` (None: never created there)."""
-    found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".schema_version',)).fetchone()
-    if not (found and found[0]):
-        return None
-    row = conn.execute(sql.SQL("SELECT version FROM {}.schema_version WHERE component=%s").format(
-        sql.Identifier(schema)), (COMPONENT,)).fetchone()
-    return int(row[0]) if row else None
+    return version_sync(conn, schema, COMPONENT)
 
 
-__all__ = ["COMPONENT", "MIGRATIONS", "migrate_knowledge", "schema_version"]
+__all__ = ["COMPONENT", "KNOWLEDGE", "MIGRATIONS", "SchemaTooNew", "migrate_knowledge", "schema_version"]

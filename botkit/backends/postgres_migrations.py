@@ -2,9 +2,9 @@
 
 The store's tables live in one PostgreSQL schema; ``schema_version`` records, per component
 (this store: ``conversations``; the knowledge and account stores later), the version its tables
-are at. :func:`migrate` brings a schema to this botkit's version in one transaction under
-``pg_advisory_xact_lock``, so of two workers starting at once one migrates and the other waits,
-then finds nothing to do; a schema at a version this botkit does not know is refused
+are at. :func:`migrate` (botkit/backends/pg_schema.py's runner) brings a schema to this botkit's
+version in one transaction under ``pg_advisory_xact_lock``, so of two workers starting at once one
+migrates and the other waits, then finds nothing to do; a schema at a version this botkit does not know is refused
 (:class:`SchemaTooNew`) and left as it is.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from botkit.errors import StorageError
+from botkit.backends.pg_schema import Component, SchemaTooNew, migrate_async, version_async
 
 COMPONENT = "conversations"  # this store's row in schema_version (the knowledge and account stores: later)
 
@@ -58,53 +58,19 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-
-LOCK_WAIT_S = 600.0  # how long a starting worker waits for another's migration
-
-
-class SchemaTooNew(StorageError):
-    """The database's schema was made by a newer botkit: this one refuses to use it."""
+CONVERSATIONS = Component(COMPONENT, "the conversation store", MIGRATIONS, plural=False)
 
 
 async def migrate(conn: asyncpg.Connection, schema: str, migrations: Sequence[str] = MIGRATIONS) -> int:
     """Bring ``schema`` to ``len(migrations)`` in one transaction under an advisory lock (a second
     worker waits, then finds it done); returns how many migrations ran. SchemaTooNew when the
     schema is at a version past ``migrations``: nothing is changed."""
-    async with conn.transaction():
-        # another worker migrating holds the lock for as long as that takes: wait past command_timeout
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"botkit.migrate.{schema}",
-                           timeout=LOCK_WAIT_S)
-        # CREATE ... IF NOT EXISTS needs the right to create even when there is nothing to create:
-        # look first, so a role that may only use an existing schema starts on one that is up to date
-        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname=$1)", schema):
-            await conn.execute(f'CREATE SCHEMA "{schema}"')
-        if await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".schema_version') is None:
-            await conn.execute(f'CREATE TABLE "{schema}".schema_version (component TEXT PRIMARY KEY, '
-                               "version INTEGER NOT NULL, updated_at TIMESTAMPTZ NOT NULL DEFAULT now())")
-        current = await conn.fetchval(f'SELECT version FROM "{schema}".schema_version WHERE component=$1',
-                                      COMPONENT) or 0
-        if current > len(migrations):
-            raise SchemaTooNew(
-                f"the conversation store in PostgreSQL schema {schema!r} is at schema version {current}, made by a "
-                f"newer botkit; this one knows versions up to {len(migrations)}. Run the newer botkit, or upgrade "
-                "this one (pip install -U botkit); nothing was changed")
-        await conn.execute(f'SET LOCAL search_path TO "{schema}"')
-        for sql in migrations[current:]:
-            await conn.execute(sql)
-        if current < len(migrations):
-            await conn.execute(f'INSERT INTO "{schema}".schema_version (component, version) VALUES ($1, $2) '
-                               "ON CONFLICT (component) DO UPDATE SET version=EXCLUDED.version, updated_at=now()",
-                               COMPONENT, len(migrations))
-        return len(migrations) - current
+    return await migrate_async(conn, schema, CONVERSATIONS, migrations)
 
 
 async def schema_version(conn: asyncpg.Connection, schema: str) -> int | None:
     """The conversation store's version in ``schema`` (None: not created there)."""
-    exists = await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".schema_version')
-    if exists is None:
-        return None
-    value = await conn.fetchval(f'SELECT version FROM "{schema}".schema_version WHERE component=$1', COMPONENT)
-    return int(value) if value is not None else None
+    return await version_async(conn, schema, COMPONENT)
 
 
-__all__ = ["COMPONENT", "MIGRATIONS", "SchemaTooNew", "migrate", "schema_version"]
+__all__ = ["COMPONENT", "CONVERSATIONS", "MIGRATIONS", "SchemaTooNew", "migrate", "schema_version"]
