@@ -5,6 +5,10 @@ test gets a throwaway schema of its own, dropped afterwards. Without a server su
 here, but fail under CI=true: CI must never pass by skipping them (as tests/test_postgres_store.py).
 
     from pg_redis_fixtures import pg_dsn, throwaway_schema
+
+A module testing one contract on SQLite and on PostgreSQL imports the fixtures ``kind``
+(``"sqlite"``, ``"postgresql"``: the test runs once on each) and ``where`` (the throwaway schema
+on PostgreSQL, None on SQLite) by their names here, ``backend_kind`` and ``backend_where``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DSN = os.environ.get("BOTKIT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-_probed: list[str] = []  # the reason the server is missing, once probed ("" when it is there)
+_probed: dict[str, str] = {}  # DSN -> the reason its server is missing, once probed ("" when it is there)
 
 
 def unavailable(reason: str) -> None:
@@ -31,20 +35,29 @@ def unavailable(reason: str) -> None:
 def pg_dsn() -> str:
     """The test server's DSN, once it answered (skip or fail otherwise)."""
     try:
-        import psycopg
+        import psycopg  # noqa: F401 - a missing driver skips here (pg_unreachable probes with it)
     except ImportError as exc:  # pragma: no cover - the postgres extra is part of the test install
         if IN_CI:
             raise
         pytest.skip(f"psycopg is not installed ({exc}): pip install -e '.[postgres]'")
-    if not _probed:
-        try:
-            psycopg.connect(DSN, connect_timeout=5).close()
-            _probed.append("")
-        except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
-            _probed.append(f"PostgreSQL at {DSN} is not reachable ({type(exc).__name__}: {exc})")
-    if _probed[0]:
-        unavailable(_probed[0])
+    reason = pg_unreachable(DSN)
+    if reason:
+        unavailable(reason)
     return DSN
+
+
+def pg_unreachable(dsn: str = DSN) -> str:
+    """Why PostgreSQL at ``dsn`` does not answer ("" when it does), probed once per process;
+    for a module that words its own skip (or CI failure)."""
+    if dsn not in _probed:
+        import psycopg
+
+        try:
+            psycopg.connect(dsn, connect_timeout=5).close()
+            _probed[dsn] = ""
+        except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
+            _probed[dsn] = f"PostgreSQL at {dsn} is not reachable ({type(exc).__name__}: {exc})"
+    return _probed[dsn]
 
 
 @contextmanager
@@ -58,3 +71,19 @@ def throwaway_schema(dsn: str) -> Iterator[str]:
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture(name="kind", params=["sqlite", "postgresql"])
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    """The backend of this run of the test: ``"sqlite"``, then ``"postgresql"``."""
+    return str(request.param)
+
+
+@pytest.fixture(name="where")
+def backend_where(kind: str) -> Iterator[str | None]:
+    """The PostgreSQL schema of this test (None on SQLite)."""
+    if kind == "sqlite":
+        yield None
+        return
+    with throwaway_schema(pg_dsn()) as name:
+        yield name

@@ -24,7 +24,7 @@ from botkit.project import Project
 from botkit.staff_store import AccountStore, SQLiteAccountStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pg_redis_fixtures import pg_dsn, throwaway_schema  # noqa: E402
+from pg_redis_fixtures import backend_kind, backend_where, pg_dsn, throwaway_schema  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = 1_790_000_000.0
@@ -51,21 +51,6 @@ def make_store(kind: str, tmp_path: Path, schema: str | None) -> AccountStore:
 
     assert schema is not None
     return PostgresAccountStore(pg_dsn(), schema=schema, pool_size=2)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def where(kind: str, tmp_path: Path) -> Iterator[str | None]:
-    """The PostgreSQL schema of this test (None on SQLite)."""
-    if kind == "sqlite":
-        yield None
-        return
-    with throwaway_schema(pg_dsn()) as name:
-        yield name
 
 
 @pytest.fixture

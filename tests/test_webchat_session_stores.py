@@ -26,7 +26,7 @@ from connectors.webchat.sessions import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pg_redis_fixtures import pg_dsn, throwaway_schema  # noqa: E402
+from pg_redis_fixtures import backend_kind, backend_where, pg_dsn, throwaway_schema  # noqa: E402, F401
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(days=30)
@@ -38,20 +38,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def where(kind: str) -> Iterator[str | None]:
-    if kind == "sqlite":
-        yield None
-        return
-    with throwaway_schema(pg_dsn()) as name:
-        yield name
 
 
 @pytest.fixture
