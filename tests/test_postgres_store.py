@@ -12,7 +12,7 @@ never pass by skipping them.
 from __future__ import annotations
 
 import asyncio
-import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -25,8 +25,9 @@ from botkit.store import StoreError
 from botkit.testing import ConversationStoreContract
 from botkit.types import Handoff, InboxItem, IncomingMessage, Turn
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-DSN = os.environ.get("BOTKIT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pg_redis_fixtures import DSN, IN_CI, pg_unreachable  # noqa: E402
+
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 try:
@@ -47,14 +48,9 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="module")
 def server() -> str:
-    async def probe() -> None:
-        conn = await asyncpg.connect(DSN, timeout=5)
-        await conn.close()
-
-    try:
-        asyncio.run(probe())
-    except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
-        _unavailable(f"PostgreSQL at {DSN} is not reachable ({type(exc).__name__}: {exc})")
+    reason = pg_unreachable(DSN)
+    if reason:
+        _unavailable(reason)
     return DSN
 
 

@@ -49,9 +49,8 @@ import yaml
 
 from tests.conftest import REPO
 from tests.fake_telegram import FakeTelegram, text_update
+from tests.pg_redis_fixtures import DSN, IN_CI, pg_unreachable
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-DSN = os.environ.get("BOTKIT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BOTKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TOKEN = "123456789:AAFakeTokenForTestsOnly_abcdefghij"
 SECRET = "workers-webhook_Secret"
@@ -81,14 +80,9 @@ def _nginx() -> str:
 
 
 def _check_servers() -> None:
-    async def probe() -> None:
-        conn = await asyncpg.connect(DSN, timeout=5)
-        await conn.close()
-
-    try:
-        asyncio.run(probe())
-    except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
-        _unavailable(f"PostgreSQL at {DSN} is not reachable ({type(exc).__name__}: {exc})")
+    reason = pg_unreachable(DSN)
+    if reason:
+        _unavailable(reason)
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
