@@ -145,7 +145,7 @@ class TimedEmbedder:
 class Run:
     """One engine (fresh KB, fresh conversation store, cold query cache) on the project."""
 
-    def __init__(self, root: Path, embedder: Any, cache_size: int, tag: str):
+    def __init__(self, root: Path, embedder: Any, cache_size: int, tag: str, group_commit: bool = True):
         from botkit.engine import Engine
         from botkit.project import Project
         from botkit.responders.factory import make_responder
@@ -172,7 +172,7 @@ class Run:
             return result
 
         retriever.search = search  # type: ignore[method-assign]
-        store = SQLiteConversationStore(workdir() / f"conv-{tag}.sqlite3")
+        store = SQLiteConversationStore(workdir() / f"conv-{tag}.sqlite3", group_commit=group_commit)
         time_store_calls(store)
         self.engine = Engine(retriever=retriever, responder=make_responder(cfg.dialogue, root), store=store,
                              rules=[], config=cfg.dialogue)
@@ -319,12 +319,12 @@ async def store_alone(concurrency: int, turns: int, group_commit: bool = True) -
 
 def store_runs(n: int, turns: int, rounds: int) -> list[tuple[bool, int, dict[str, float]]]:
     """The store alone at 1 and ``n`` conversations, group commit off (the old store) and on,
-    alternating ``rounds`` times so both meet the same machine load: (grouped, conversations,
-    medians over the rounds)."""
+    alternating ``rounds`` times (which runs first swaps every round) so both meet the same
+    machine load: (grouped, conversations, medians over the rounds)."""
     results: dict[tuple[bool, int], list[dict[str, float]]] = {}
-    for _ in range(rounds):
+    for k in range(rounds):
         for c in (1, n):
-            for grouped in (False, True):
+            for grouped in ((False, True) if k % 2 == 0 else (True, False)):  # neither always runs second
                 log(f"the store alone, {c} conversation(s), group commit {'on' if grouped else 'off'}")
                 results.setdefault((grouped, c), []).append(asyncio.run(store_alone(c, turns, grouped)))
     return [(grouped, c, {k: (sum(r[k] for r in rs) if k == "turns" else percentile([r[k] for r in rs], 0.5))
@@ -399,6 +399,9 @@ def main() -> None:
     p.add_argument("--store-only", action="store_true", help="the store-alone rows only (no model): group commit "
                    "off and on, at 1 and --conversations conversations")
     p.add_argument("--store-rounds", type=int, default=3, help="store-alone runs of each variant, alternating")
+    p.add_argument("--store-compare", action="store_true", help="only the engine's closed loop at --conversations, "
+                   "cache off, per backend, with the store's group commit off and on (--store-rounds alternating "
+                   "rounds each), then the store-alone rows")
     p.add_argument("--warm", type=int, default=300, help="messages searched into the cache before a cache-on run "
                    "(the traffic before the measured window)")
     args = p.parse_args()
@@ -460,6 +463,29 @@ def main() -> None:
         opened.store.close()
         projects.append((opened.embedder.name.partition(":")[2] + (" (auto)" if backend == "auto" else ""), root,
                          opened.embedder))
+
+    if args.store_compare:
+        compare: list[list[Any]] = []
+        for name, root, embedder in projects:
+            results: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+            for k in range(args.store_rounds):
+                for grouped in ((False, True) if k % 2 == 0 else (True, False)):
+                    log(f"{name}: closed loop, {n} conversations, cache off, group commit {'on' if grouped else 'off'}")
+                    run = Run(root, embedder, 0, f"{root.name}-compare-{k}-{grouped}", group_commit=grouped)
+                    results[grouped].append(asyncio.run(closed_loop(run, measured, n, args.turns, warm)))
+            for grouped, rs in results.items():
+                compare.append([name, "on" if grouped else "off", f"closed {n}", sum(int(r["turns"]) for r in rs)]
+                               + [percentile([r[key] for r in rs], 0.5) for key in ("tps", "p50", "p95", "store",
+                                                                                    "batch")])
+        print(f"the engine at {n} conversations, cache off, the store's group commit off and on: "
+              f"{args.store_rounds} alternating rounds each, medians of the rounds\n")
+        print_table(["backend", "group commit", "load", "turns", "turns/s", "p50 ms", "p95 ms", "store p50",
+                     "batch"], compare)
+        print_table(["group commit", "load", "turns", "turns/s", "p50 ms", "p95 ms", "writes/commit"],
+                    [["on" if g else "off", f"closed {c}", r["turns"], r["tps"], r["p50"], r["p95"],
+                      r["per_commit"] if g else None] for g, c, r in store_runs(n, args.turns, args.store_rounds)])
+        print_footer()
+        return
 
     # -- paired, at one conversation: the variants answer the same messages alternately --------------
     variants: list[tuple[str, Run]] = []

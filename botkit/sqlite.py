@@ -218,11 +218,13 @@ class AsyncSQLite:
     COMMIT (one fsync when durable), each inside its own SAVEPOINT. A unit that raises is
     rolled back to its savepoint alone and its error goes to its own caller; the others
     commit. Each caller's await returns only after the COMMIT that holds its work, so an
-    acknowledgement still follows durability. A storage error (lock, full disk, I/O) or a
-    failed COMMIT rolls the whole group back and runs its units again one by one, each in
-    its own transaction, so each gets exactly the outcome it would have had alone: a unit's
-    ``fn`` may therefore run twice and must touch nothing but the database. A unit sees
-    the writes of the units before it in its group, as it would have seen them committed.
+    acknowledgement still follows durability. A storage error inside the group (full disk,
+    I/O) or a failed COMMIT rolls the whole group back and runs its units again one by one,
+    each in its own transaction, so each gets exactly the outcome it would have had alone: a
+    unit's ``fn`` may therefore run twice and must touch nothing but the database. A write
+    lock held by another process past the busy timeout fails the group before any unit ran
+    (each caller gets the DatabaseLocked it would have had alone). A unit sees the writes of
+    the units before it in its group, as it would have seen them committed.
 
     With ``group_commit``, :meth:`read` runs on a small pool of read connections (WAL lets
     them read while the writer commits), each call inside one read transaction (one
