@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncGenerator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,10 +58,21 @@ def database_url(storage: StorageConfig) -> str:
     return dsn
 
 
-def redis_client_missing(storage: StorageConfig, exc: ImportError) -> ConfigError:
-    """The ConfigError for ``storage.redis_url_env`` set without the Redis client installed."""
-    return ConfigError(f"{storage.redis_url_env} is set, but the Redis client is not installed: "
-                       f"pip install 'botkit[redis]' (or unset {storage.redis_url_env}): {exc}")
+def redis_url(storage: StorageConfig) -> str:
+    """The Redis URL in the environment variable ``storage.redis_url_env`` ("": unset, so this
+    process keeps its own events, locks, rate limits and sign-in counts)."""
+    return os.environ.get(storage.redis_url_env, "").strip()
+
+
+@contextmanager
+def redis_client(storage: StorageConfig) -> Iterator[None]:
+    """Around the import of a Redis backend: a missing Redis client is a ConfigError that says
+    what to install (or unset)."""
+    try:
+        yield
+    except ImportError as exc:
+        raise ConfigError(f"{storage.redis_url_env} is set, but the Redis client is not installed: "
+                          f"pip install 'botkit[redis]' (or unset {storage.redis_url_env}): {exc}") from exc
 
 
 # ``storage.backend`` -> how to build that conversation store, given the storage section and the
@@ -141,15 +152,13 @@ def build_bus_and_locks(storage: StorageConfig) -> tuple[EventBus | None, Conver
     """The Redis event bus and conversation lock when the variable ``storage.redis_url_env``
     (BOTKIT_REDIS_URL) holds a URL, else (None, None): the engine's in-process ones. Not
     connected yet: ``Engine.start`` fails with a clear error when Redis is not there."""
-    url = os.environ.get(storage.redis_url_env, "").strip()
+    url = redis_url(storage)
     if not url:
         return None, None
-    try:
+    with redis_client(storage):
         from botkit.backends.redis_bus import RedisEventBus
         from botkit.backends.redis_common import check_url
         from botkit.backends.redis_lock import RedisConversationLock
-    except ImportError as exc:
-        raise redis_client_missing(storage, exc) from exc
     check_url(url)
     log.info("events and conversation locks go through Redis (%s, keys %s*)", storage.redis_url_env,
              storage.redis_prefix)
@@ -159,13 +168,11 @@ def build_bus_and_locks(storage: StorageConfig) -> tuple[EventBus | None, Conver
 def build_rate_limiter(storage: StorageConfig) -> "RateLimiter | None":
     """The Redis rate limiter when ``storage.redis_url_env`` holds a URL (workers share the web
     chat's and /help/search's buckets), else None: each takes an in-process one. Not connected yet."""
-    url = os.environ.get(storage.redis_url_env, "").strip()
+    url = redis_url(storage)
     if not url:
         return None
-    try:
+    with redis_client(storage):
         from botkit.backends.redis_limits import RedisRateLimiter
-    except ImportError as exc:
-        raise redis_client_missing(storage, exc) from exc
     return RedisRateLimiter(url, prefix=storage.redis_prefix)
 
 

@@ -19,11 +19,10 @@ Unset, everything stays in the state directory's SQLite files and this process.
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Any
 
-from botkit.app.compose import database_url, redis_client_missing, store_backend
+from botkit.app.compose import database_url, redis_client, redis_url, store_backend
 from botkit.config import StorageConfig
 from botkit.errors import ConfigError
 from botkit.project import Project
@@ -57,13 +56,11 @@ def account_store(project: Project) -> AccountStore:
 def failure_counts(project: Project, throttle: Throttle) -> FailureCounts | None:
     """The shared sign-in failure counts when ``storage.redis_url_env`` is set (None: this process's own)."""
     storage = project.config.storage
-    url = os.environ.get(storage.redis_url_env, "").strip()
+    url = redis_url(storage)
     if not url:
         return None
-    try:
+    with redis_client(storage):
         from botkit.backends.redis_counters import RedisFailureCounts
-    except ImportError as exc:
-        raise redis_client_missing(storage, exc) from exc
     return RedisFailureCounts(url, prefix=storage.redis_prefix, throttle=throttle)
 
 
