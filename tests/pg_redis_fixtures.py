@@ -6,6 +6,9 @@ here, but fail under CI=true: CI must never pass by skipping them (as tests/test
 
     from pg_redis_fixtures import pg_dsn, throwaway_schema
 
+Redis: $BOTKIT_TEST_REDIS_URL (``REDIS_URL``, default redis://127.0.0.1:6379/15), a key prefix per
+test (:func:`throwaway_prefix`), its keys deleted afterwards.
+
 A module testing one contract on SQLite and on PostgreSQL imports the fixtures ``kind``
 (``"sqlite"``, ``"postgresql"``: the test runs once on each) and ``where`` (the throwaway schema
 on PostgreSQL, None on SQLite) by their names here, ``backend_kind`` and ``backend_where``.
@@ -22,6 +25,7 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DSN = os.environ.get("BOTKIT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("BOTKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 _probed: dict[str, str] = {}  # DSN -> the reason its server is missing, once probed ("" when it is there)
 
 
@@ -71,6 +75,23 @@ def throwaway_schema(dsn: str) -> Iterator[str]:
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+
+@contextmanager
+def throwaway_prefix(url: str = REDIS_URL) -> Iterator[str]:
+    """A fresh Redis key prefix, its keys in the Redis at ``url`` deleted afterwards."""
+    import redis
+
+    name = f"botkit-test:{uuid.uuid4().hex[:10]}:"
+    try:
+        yield name
+    finally:
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(match=f"{name}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 @pytest.fixture(name="kind", params=["sqlite", "postgresql"])

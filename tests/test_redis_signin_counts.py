@@ -11,7 +11,6 @@ it these skip, and fail under CI=true.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import socket
 import subprocess
@@ -30,7 +29,7 @@ from botkit.project import Project
 from botkit.signin_throttle import LocalFailureCounts, Throttle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pg_redis_fixtures import IN_CI, unavailable  # noqa: E402
+from pg_redis_fixtures import IN_CI, REDIS_URL, throwaway_prefix, unavailable  # noqa: E402
 
 try:
     import redis
@@ -41,7 +40,7 @@ except ImportError:  # pragma: no cover - the redis extra is part of the test in
 
 from botkit.backends.redis_counters import RedisFailureCounts  # noqa: E402
 
-URL = os.environ.get("BOTKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+URL = REDIS_URL
 T0 = 1_790_000_000.0
 IP = "203.0.113.7"
 
@@ -65,13 +64,8 @@ def redis_url() -> str:
 
 @pytest.fixture
 def prefix(redis_url: str) -> Iterator[str]:
-    name = f"botkit-test:{uuid.uuid4().hex[:10]}:"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{name}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with throwaway_prefix(redis_url) as name:
+        yield name
 
 
 @pytest.fixture

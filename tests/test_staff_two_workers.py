@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,12 @@ from botkit.app.signin import setup_auth
 from botkit.project import Project
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pg_redis_fixtures import pg_dsn, throwaway_schema, unavailable  # noqa: E402
+from pg_redis_fixtures import REDIS_URL, pg_dsn, throwaway_prefix, throwaway_schema, unavailable  # noqa: E402
 
 try:
     import redis
 except ImportError:  # pragma: no cover
     redis = None  # type: ignore[assignment]
-
-REDIS_URL = __import__("os").environ.get("BOTKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 @pytest.fixture
@@ -40,8 +37,7 @@ def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
         unavailable(f"Redis at {REDIS_URL} is not reachable ({exc})")
-    prefix = f"botkit-test:{uuid.uuid4().hex[:10]}:"
-    with throwaway_schema(pg_dsn()) as schema:
+    with throwaway_prefix(REDIS_URL) as prefix, throwaway_schema(pg_dsn()) as schema:
         root = tmp_path / "bot"
         root.mkdir()
         (root / "bot.yaml").write_text(f"name: two workers\nstorage:\n  postgres_schema: {schema}\n"
@@ -49,11 +45,6 @@ def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
         monkeypatch.setenv("BOTKIT_DATABASE_URL", pg_dsn())
         monkeypatch.setenv("BOTKIT_REDIS_URL", REDIS_URL)
         yield root
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 async def worker(aiohttp_client: Any, root: Path) -> Any:
