@@ -26,6 +26,8 @@ from knowledge.types import Chunk
 
 MAX_NEAR_NEGATIVES = 0  # phrasings searched with their whole entry held out (few: they look like hard positives)
 MAX_PASSAGES = 1000  # article passages whose first sentence is used as a query
+MAX_TITLES = 2000  # entry titles used as queries (a sample past that: each costs a dense and a BM25 search
+# over the whole KB, so all 30k titles of a 30k-entry KB made the fit minutes long at every start)
 SEED = 0
 # An answerable KB query whose top hit is another entry: a negative (P(correct)) or left out
 # (P(answerable)). Left out: most such misses here are generic headings ("Fees", "How it works")
@@ -147,7 +149,11 @@ def fit_models(chunks: Sequence[Chunk], vectors: np.ndarray, titles: dict[str, s
     for i in pos:  # leave-one-phrasing-out
         c = chunks[i]
         qs.append(_Query(c.text, vectors[i], c.article_id, frozenset({c.chunk_id}), None, q_row.get(c.chunk_id)))
-    for j, aid in enumerate(classes):  # titles as queries (the title is in its chunks' text: an easy positive)
+    title_rows: Sequence[int] = range(len(classes))
+    if len(classes) > MAX_TITLES:
+        title_rows = sorted(int(j) for j in rng.choice(len(classes), MAX_TITLES, replace=False))
+    for j in title_rows:  # titles as queries (the title is in its chunks' text: an easy positive)
+        aid = classes[j]
         qs.append(_Query(titles[aid], t_vec[j], aid, frozenset(), None, len(q_row) + j if router else None))
     by_heading: dict[str, list[Chunk]] = defaultdict(list)
     for c in chunks:
