@@ -43,6 +43,7 @@ and turned into an answer, a retry or a BotkitError, so no user ever handles one
     _Retry                      botkit.generation.openai     an API attempt failed in a way worth another try
     _Closing                    knowledge.base               close() was called between embedding batches
     _Problems                   knowledge.ingest             input problems collected on the way to ImportFailed
+    _Abandon                    botkit.sqlite                a group commit cannot go on: its units rerun one by one
 
 Every message says what went wrong and what to do about it.
 """

@@ -196,6 +196,10 @@ CHILD = textwrap.dedent("""
     from botkit.store import SQLiteConversationStore
     from botkit.types import InboxItem, IncomingMessage, Turn
 
+    def say(line: str) -> None:  # one write of the whole line: print() writes its pieces one by one
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
     async def main() -> None:
         store = SQLiteConversationStore(sys.argv[1])
         await store.start()
@@ -207,12 +211,12 @@ CHILD = textwrap.dedent("""
                 now = datetime.now(UTC)
                 mid = f"{cid}-{sys.argv[3]}-{n}"
                 item = await store.accept(InboxItem(IncomingMessage(cid, "where is my order?", at=now), mid))
-                print("accepted", cid, mid, flush=True)
+                say(f"accepted {cid} {mid}")
                 await store.get_or_create(cid, "web", "u", {}, now)
                 seq = (await store.window(cid, 4)).next_seq
                 await store.record([Turn(cid, seq, "customer", mid, now), Turn(cid, seq + 1, "bot", "soon", now)],
                                    status="bot", answers=item)
-                print("answered", cid, mid, seq + 1, flush=True)
+                say(f"answered {cid} {mid} {seq + 1}")
 
         await asyncio.gather(*(conversation(i) for i in range(int(sys.argv[2]))))
 
@@ -253,7 +257,8 @@ def test_sigkill_mid_group_loses_nothing_acknowledged(tmp_path: Path) -> None:
             child.send_signal(signal.SIGKILL)
             child.wait()
         # what it printed after our last read was acknowledged too: read the rest of the pipe
-        for line in child.stdout.read().splitlines():  # one write() a line: a kill never splits one
+        # (a line the kill cut short, without its newline, was not acknowledged: the last piece)
+        for line in child.stdout.read().split("\n")[:-1]:
             _acknowledged(line, acked_in, acked_out)
         with sqlite3.connect(path) as db:
             stored_in = {r[0] for r in db.execute("SELECT message_id FROM inbox")}
