@@ -17,7 +17,7 @@ training/, with the module that defines it (tests/test_error_tree.py keeps this 
     ├── StorageError            botkit.errors                a database or file could not be written (nothing was)
     │   ├── DatabaseLocked      botkit.errors                another process held the write lock too long (retry)
     │   ├── DatabaseUnavailable botkit.errors                the database server cannot be reached (down, gone: retry)
-    │   ├── SchemaTooNew        botkit.backends.postgres_migrations  the database's schema is from a newer botkit
+    │   ├── SchemaTooNew        botkit.backends.pg_schema    the database's schema is from a newer botkit
     │   └── DiskFull            botkit.errors                the disk (or the file size limit) is full
     ├── StoreError              botkit.store                 a conversation-store operation failed or was refused
     │   └── ConflictError       botkit.store                 it lost a race (another agent took the conversation first)

@@ -197,7 +197,7 @@ CHILD = textwrap.dedent("""
     from botkit.types import InboxItem, IncomingMessage, Turn
 
     def say(line: str) -> None:  # one write of the whole line: print() writes its pieces one by one
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(line + "\\n")
         sys.stdout.flush()
 
     async def main() -> None:
