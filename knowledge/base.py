@@ -124,6 +124,7 @@ class KnowledgeBase:
         self._languages: LanguageMap | None = None
         self.index: VectorIndex | None = None
         self.lexical: LexicalIndex | None = None
+        self._lexical_version = -1  # the KB version a BM25 built together with the vectors holds (_apply)
         self.router: Router | None = None  # the learned router (None: off, or not fitted yet)
         self.calibration: Calibration | None = None  # None: the default mapping (knowledge/confidence.py)
         self.models_version = -1  # the KB version the router and calibration were fitted on
@@ -363,13 +364,21 @@ class KnowledgeBase:
         assert self.index is not None
         vectors, embedded = self._vectors(plan.missing, plan.cached)
         ids = np.array([c.chunk_id for c in plan.missing], dtype=np.int64)
+        changed = bool(len(ids) or len(plan.stale))
+        # A small KB's BM25 is rebuilt first and swapped in with the vectors, so no search sees the
+        # new version's vectors fused with the old version's BM25 (the new entry without its
+        # lexical score, another worker's edit ranked under its older neighbours meanwhile).
+        lexical = None
+        if changed and self.config.retrieval.hybrid and self.index.ntotal + len(ids) <= LEXICAL_SYNC_MAX:
+            lexical = self._make_lexical()
         with self._lock:
             if len(plan.stale):
                 self.index.remove(plan.stale)
             if len(ids):
                 self.index.add(ids, vectors)
             self.indexed_version = plan.version
-        changed = bool(len(ids) or len(plan.stale))
+            if lexical is not None:
+                self.lexical, self._lexical_version = lexical, plan.version
         if self.index.needs_rebuild:
             return self._rebuild(f"the {self.index.kind} index has outgrown its structure")
         if persist and changed:
@@ -387,9 +396,10 @@ class KnowledgeBase:
         """
         small = self.index is None or self.index.ntotal <= LEXICAL_SYNC_MAX
         if not background or small:
-            lexical = self._make_lexical() if self.config.retrieval.hybrid else None
-            with self._lock:
-                self.lexical = lexical
+            if self._lexical_version != self.indexed_version:  # else _apply built it with the vectors
+                lexical = self._make_lexical() if self.config.retrieval.hybrid else None
+                with self._lock:
+                    self.lexical = lexical
             if refit_inline or not background:
                 self._refresh_models()
                 return
