@@ -8,23 +8,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/services.sh  # PostgreSQL and Redis for their tests, started when they are down
-if ! command -v chromium >/dev/null 2>&1; then
+# install_debian PACKAGE FOR_WHAT WITHOUT_IT: the Debian package, when missing and this is root
+install_debian() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing chromium (Debian package) for the browser tests" >&2
-    (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }) \
-      || echo "could not install chromium: the browser tests will be skipped" >&2
+    echo "installing $1 (Debian package) for $2" >&2
+    (apt-get install -y -q "$1" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "$1" >/dev/null; }) \
+      || echo "could not install $1: $3" >&2
   else
-    echo "chromium is not installed and this is not root: the browser tests will be skipped" >&2
+    echo "$1 is not installed and this is not root: $3" >&2
   fi
+}
+if ! command -v chromium >/dev/null 2>&1; then
+  install_debian chromium "the browser tests" "the browser tests will be skipped"
 fi
 if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then  # tests/test_workers_nginx.py
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing nginx (Debian package) for the several-workers test" >&2
-    (apt-get install -y -q nginx >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q nginx >/dev/null; }) \
-      || echo "could not install nginx: the several-workers test will fail under CI and skip otherwise" >&2
-  else
-    echo "nginx is not installed and this is not root: the several-workers test will be skipped (fails under CI)" >&2
-  fi
+  install_debian nginx "the several-workers test" "the several-workers test will fail under CI and skip otherwise"
 fi
 if [ $# -eq 0 ]; then
   bash scripts/check.sh
