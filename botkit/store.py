@@ -214,14 +214,14 @@ class SQLiteConversationStore:
     ``read_only``: open an existing store file without changing it (no schema, no mode or
     journal change; every write fails), e.g. to read another bot's conversations for training.
 
-    ``group_commit`` (default on): the writes of concurrent conversations that arrive while a
-    commit is in progress are committed together, one fsync for all of them, each returning
-    only once its own write is committed (``botkit.sqlite.AsyncSQLite``); reads run on their
-    own connections, never queued behind a commit. Off: one connection under one lock, a
-    commit (and an fsync) per write, as before (kept for the turn-cost benchmark's baseline).
+    ``group_commit`` (default off; ``storage.sqlite_group_commit`` turns it on): the writes of
+    concurrent conversations that arrive while a commit is in progress are committed together,
+    one fsync for all of them, each returning only once its own write is committed
+    (``botkit.sqlite.AsyncSQLite``); reads run on their own connections, never queued behind a
+    commit. Off: one connection under one lock, a commit (and an fsync) per write, as before.
     """
 
-    def __init__(self, path: Path | str, *, read_only: bool = False, group_commit: bool = True):
+    def __init__(self, path: Path | str, *, read_only: bool = False, group_commit: bool = False):
         self.path = Path(path)
         self.read_only = read_only
         self._sql = AsyncSQLite(self.path, SCHEMA, what="the conversation store", durable=True, read_only=read_only,

@@ -83,7 +83,7 @@ def test_storage_backend_defaults_to_auto_and_an_unknown_one_lists_the_allowed()
         parse_config({"storage": {"backend": "mysql"}})
     assert str(err.value) == "bot.yaml: storage.backend: bad value 'mysql' (allowed: 'auto', 'sqlite' or 'postgresql')"
     with pytest.raises(ConfigError, match=r"storage.backnd: unknown key \(allowed: backend, database_url_env, "
-                       r"postgres_schema, redis_prefix, redis_url_env; did you mean 'backend'"):
+                       r"postgres_schema, redis_prefix, redis_url_env, sqlite_group_commit; did you mean 'backend'"):
         parse_config({"storage": {"backnd": "sqlite"}})
 
 

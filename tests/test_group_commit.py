@@ -34,7 +34,7 @@ N = 20
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SQLiteConversationStore]:
-    s = SQLiteConversationStore(tmp_path / "c.sqlite3")
+    s = SQLiteConversationStore(tmp_path / "c.sqlite3", group_commit=True)
     await s.start()
     commits: list[str] = []
     s._sql._sql.connection.set_trace_callback(  # every COMMIT the writer connection runs
@@ -178,7 +178,7 @@ async def test_grouping_off_commits_each_write_alone(tmp_path: Path) -> None:
 
 
 async def test_close_waits_for_queued_writes(tmp_path: Path) -> None:
-    s = SQLiteConversationStore(tmp_path / "c.sqlite3")
+    s = SQLiteConversationStore(tmp_path / "c.sqlite3", group_commit=True)
     await s.start()
     for i in range(N):
         await s.get_or_create(f"c{i}", "web", "u", {}, T0)
@@ -201,7 +201,7 @@ CHILD = textwrap.dedent("""
         sys.stdout.flush()
 
     async def main() -> None:
-        store = SQLiteConversationStore(sys.argv[1])
+        store = SQLiteConversationStore(sys.argv[1], group_commit=True)
         await store.start()
         print("ready", flush=True)
 

@@ -78,7 +78,7 @@ def redis_client(storage: StorageConfig) -> Iterator[None]:
 # ``storage.backend`` -> how to build that conversation store, given the storage section and the
 # project's database path (the SQLite file; other backends ignore it).
 STORE_BACKENDS: dict[str, Callable[[StorageConfig, Path], ConversationStore]] = {
-    "sqlite": lambda storage, path: SQLiteConversationStore(path),
+    "sqlite": lambda storage, path: SQLiteConversationStore(path, group_commit=storage.sqlite_group_commit),
     "postgresql": _postgres_store,
 }
 
